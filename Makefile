@@ -1,0 +1,44 @@
+# tiltbench: `make demo` and `make test` each set up everything they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export TILTBENCH_DATA_DIR ?= $(abspath ../shared/data)
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help install demo test test-slow lint clean
+
+help:
+	@echo "make install  create .venv (torch==2.13.0 CPU first, then tiltbench[dev])"
+	@echo "make demo     fine-tune MiniLM on SST-2 at tilt rate 0.1, offline-tune it -> results/demo/"
+	@echo "make test     run the test suite"
+	@echo "make lint     ruff"
+
+install: $(STAMP)
+
+# torch first: pinning 2.13.0 takes the local CPU wheel; any other torch requirement pulls CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the embedded default (MiniLM + SST-2): fine-tune with elimination on, then offline-tune.
+DEMO := results/demo
+demo: install
+	$(BIN)/tiltbench finetune --task sst2 --max-train-samples 8000 --max-seq-len 64 --tilt-rate 0.1 \
+		--epochs 1 --seed 0 --output $(DEMO)/checkpoint
+	$(BIN)/tiltbench offline-tune $(DEMO)/checkpoint --tilt-rates 0:0.5:0.05 --output $(DEMO)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check tiltbench tests benchmarks
+	$(BIN)/ruff format --check tiltbench tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,67 @@
+import torch
+
+from tiltbench.eliminate import (
+    additive_mask,
+    gather_tokens,
+    keep_indices,
+    key_valid_from_hf_mask,
+    score_acc,
+    score_acc_nodiag,
+    score_acc_norm,
+)
+
+
+def test_keep_indices_cls_first_padding_first_order_kept():
+    valid = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    scores = torch.tensor([[0.0, 5.0, 1.0, 4.0, 3.0, 9.0], [0.0, 1.0, 2.0, 9.0, 9.0, 9.0]])
+    idx, new_valid = keep_indices(scores, valid, torch.tensor([3, 2]))
+    # row 0: [CLS] + best two real (1: 5.0, 3: 4.0) in original order; the pad (9.0) is never kept
+    assert idx[0].tolist() == [0, 1, 3]
+    # row 1 keeps 2: [CLS] + token 2; its third slot is filler, masked
+    assert idx[1, :2].tolist() == [0, 2]
+    assert new_valid.tolist() == [[True, True, True], [True, True, False]]
+
+
+def test_cls_kept_even_with_lowest_score():
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    idx, _ = keep_indices(torch.tensor([[-100.0, 1.0, 2.0, 3.0]]), valid, torch.tensor([1]))
+    assert idx.tolist() == [[0]]
+
+
+def test_gather_removes_tokens_physically():
+    hidden = torch.arange(2 * 5 * 3, dtype=torch.float).view(2, 5, 3)
+    out = gather_tokens(hidden, torch.tensor([[0, 2], [0, 4]]))
+    assert out.shape == (2, 2, 3)
+    assert torch.equal(out[1, 1], hidden[1, 4])
+
+
+def _probs():
+    torch.manual_seed(0)
+    valid = torch.tensor([[1, 1, 1, 0]], dtype=torch.bool)
+    logits = torch.randn(1, 2, 4, 4) + additive_mask(valid, torch.float)
+    return logits.softmax(-1), valid
+
+
+def test_acc_sums_attention_received_from_real_queries():
+    probs, valid = _probs()
+    expected = probs[0, :, :3, :].sum(dim=(0, 1))  # heads and real queries only
+    assert torch.allclose(score_acc(probs, valid, torch.ones(1, 2, 4, 8))[0], expected)
+    assert score_acc(probs, valid, torch.ones(1, 2, 4, 8))[0, 3] < 1e-6  # pads receive nothing
+
+
+def test_nodiag_and_norm_variants():
+    probs, valid = _probs()
+    values = torch.rand(1, 2, 4, 8)
+    diag = probs[0].diagonal(dim1=1, dim2=2)[:, :3].sum(0)
+    assert torch.allclose(score_acc_nodiag(probs, valid, values)[0, :3], score_acc(probs, valid, values)[0, :3] - diag)
+    received = probs[0, :, :3, :].sum(1)  # [H, n]
+    assert torch.allclose(score_acc_norm(probs, valid, values)[0], (received * values[0].norm(dim=-1)).sum(0))
+
+
+def test_key_valid_from_each_hf_mask_form():
+    hidden = torch.zeros(2, 3, 4)
+    valid = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    assert key_valid_from_hf_mask(None, hidden).all()
+    assert torch.equal(key_valid_from_hf_mask(valid[:, None, None, :].expand(2, 1, 3, 3), hidden), valid)
+    assert torch.equal(key_valid_from_hf_mask(additive_mask(valid, torch.float), hidden), valid)
+    assert torch.equal(key_valid_from_hf_mask(valid.long(), hidden), valid)

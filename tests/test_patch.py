@@ -1,0 +1,145 @@
+import copy
+import importlib
+
+import pytest
+import torch
+from conftest import random_batch, tiny_bert
+
+from tiltbench import Schedule, UserError, patch, realised_counts, set_schedule, unpatch
+
+IMPLS = ["sdpa", "eager"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_tau_zero_equals_hf(impl):
+    reference = tiny_bert(impl)
+    model = patch(copy.deepcopy(reference), tilt_rate=0.0)
+    batch = random_batch([12, 7, 3])
+    with torch.inference_mode():
+        assert torch.allclose(model(**batch).logits, reference(**batch).logits, atol=1e-6)
+    assert realised_counts(model).tolist() == [[12] * 5, [7] * 5, [3] * 5]
+
+
+def _ffn_widths(model) -> list[int]:
+    """Token widths seen by each layer's FFN, recorded by hooks independent of tiltbench."""
+    widths: list[int] = []
+    for layer in model.bert.encoder.layer:
+        layer.intermediate.register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
+    return widths
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_shapes_follow_schedule(impl):
+    model = patch(tiny_bert(impl), tilt_rate=0.3)
+    widths = _ffn_widths(model)
+    lengths = [20, 9]
+    with torch.inference_mode():
+        model(**random_batch(lengths))
+    expected = [Schedule(4, 0.3).counts(n) for n in lengths]
+    assert realised_counts(model).tolist() == expected
+    # the batch is padded to its longest kept row: FFN of layer l runs on max_b n_l(b) tokens
+    assert widths == [max(e[layer] for e in expected) for layer in range(1, 5)]
+    assert model._tiltbench.widths == [20, *widths]
+
+
+def test_cls_kept_and_padding_goes_first(monkeypatch):
+    model = patch(tiny_bert(), tilt_rate=0.5)
+    kept_positions: list[torch.Tensor] = []
+    patch_module = importlib.import_module("tiltbench.patch")  # `tiltbench.patch` is the function
+    original = patch_module.keep_indices
+
+    def spy(scores, valid, n_keep):
+        idx, new_valid = original(scores, valid, n_keep)
+        kept_positions.append(idx.masked_fill(~new_valid, -1))
+        return idx, new_valid
+
+    monkeypatch.setattr(patch_module, "keep_indices", spy)
+    with torch.inference_mode():
+        batch = random_batch([16, 5])
+        batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, 8))  # extra padding
+        batch["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, 8))
+        model(**batch)
+    first = kept_positions[0]
+    assert (first[:, 0] == 0).all()  # [CLS] at index 0
+    assert first[0][first[0] >= 0].max() < 16 and first[1][first[1] >= 0].max() < 5  # only real tokens kept
+    for positions in first:
+        kept = positions[positions >= 0]
+        assert torch.equal(kept, kept.sort().values)  # original order
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_example_alone_equals_example_in_padded_batch(impl):
+    model = patch(tiny_bert(impl), tilt_rate=0.25)
+    lengths = [30, 11, 4, 19]
+    batch = random_batch(lengths, seed=3)
+    with torch.inference_mode():
+        together = model(**batch).logits
+        for row, n in enumerate(lengths):
+            alone = model(
+                input_ids=batch["input_ids"][row : row + 1, :n],
+                attention_mask=batch["attention_mask"][row : row + 1, :n],
+            ).logits
+            assert torch.allclose(alone[0], together[row], atol=1e-4)
+
+
+def test_set_schedule_retargets_without_reload_and_unpatch_restores():
+    reference = tiny_bert()
+    model = patch(copy.deepcopy(reference), tilt_rate=0.4)
+    batch = random_batch([10, 6])
+    with torch.inference_mode():
+        pruned = model(**batch).logits
+        set_schedule(model, 0.0)
+        assert torch.allclose(model(**batch).logits, reference(**batch).logits, atol=1e-6)
+        set_schedule(model, [8, 4, 2, 1])
+        model(**batch)
+        assert realised_counts(model).tolist() == [[10, 8, 4, 2, 1], [6, 6, 4, 2, 1]]
+        unpatch(model)
+        assert type(model.bert.encoder).__name__ == "BertEncoder"
+        assert not torch.allclose(pruned, model(**batch).logits)
+    assert set(model.state_dict()) == set(reference.state_dict())
+
+
+def test_patch_errors():
+    model = patch(tiny_bert(), tilt_rate=0.1)
+    with pytest.raises(UserError, match="already patched"):
+        patch(model)
+    with pytest.raises(UserError, match="BERT"):
+        patch(torch.nn.Linear(2, 2))
+    with pytest.raises(UserError, match="scorer"):
+        patch(tiny_bert(), scorer="magic")
+    with pytest.raises(UserError, match="not patched"):
+        set_schedule(tiny_bert(), 0.1)
+
+
+@pytest.mark.parametrize("scorer", ["acc", "acc-nodiag", "acc-norm"])
+def test_training_backward_through_elimination(scorer):
+    model = patch(tiny_bert(), tilt_rate=0.3, scorer=scorer).train()
+    batch = random_batch([14, 9])
+    loss = model(**batch, labels=torch.tensor([0, 1])).loss
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.slow
+def test_minilm_tau_zero_and_batch_invariance(minilm):
+    model, tokenizer = minilm
+    reference = copy.deepcopy(model)
+    patched = patch(copy.deepcopy(model), tilt_rate=0.0)
+    texts = [
+        "it 's a charming and often affecting journey . ",
+        "unflinchingly bleak and desperate ",
+        "the acting , costumes , music , cinematography and sound are all astounding given the production 's "
+        "austere locales . ",
+    ]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        assert (patched(**batch).logits - reference(**batch).logits).abs().max() <= 1e-4
+        set_schedule(patched, 0.3)
+        together = patched(**batch).logits
+        assert realised_counts(patched)[:, -1].tolist() == [
+            Schedule(6, 0.3).counts(len(tokenizer(t)["input_ids"]))[-1] for t in texts
+        ]
+        for row, text in enumerate(texts):
+            alone = patched(**tokenizer([text], return_tensors="pt")).logits
+            assert (alone[0] - together[row]).abs().max() <= 1e-4

@@ -1,0 +1,44 @@
+"""tiltbench: word-vector (token) elimination for BERT-family encoders, measured honestly.
+
+import tiltbench
+tiltbench.patch(model, tilt_rate=0.2)   # any loaded BertLayer-layout HF model
+model(**batch)                          # tokens are physically removed layer by layer
+"""
+
+from tiltbench.errors import UserError
+from tiltbench.patch import patch, realised_counts, set_schedule, unpatch
+from tiltbench.schedule import Schedule, parse_grid, parse_schedule
+from tiltbench.speedup import ModelDims, predict_speedup, tilt_rate_for_speedup
+
+__version__ = "0.1.0"
+
+
+def finetune(cfg, progress=None):  # noqa: ANN001 - thin lazy re-export (keeps `import tiltbench` light)
+    """See tiltbench.finetune.finetune."""
+    from tiltbench.finetune import finetune as _finetune
+
+    return _finetune(cfg, progress)
+
+
+def offline_tune(cfg, progress=None):  # noqa: ANN001
+    """See tiltbench.offline.offline_tune."""
+    from tiltbench.offline import offline_tune as _offline_tune
+
+    return _offline_tune(cfg, progress)
+
+
+__all__ = [
+    "ModelDims",
+    "Schedule",
+    "UserError",
+    "finetune",
+    "offline_tune",
+    "parse_grid",
+    "parse_schedule",
+    "patch",
+    "predict_speedup",
+    "realised_counts",
+    "set_schedule",
+    "tilt_rate_for_speedup",
+    "unpatch",
+]

@@ -1,0 +1,3 @@
+from tiltbench.cli import main
+
+main()

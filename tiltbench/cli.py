@@ -1,0 +1,433 @@
+"""tiltbench command line: thin typer commands over the library API. The only module that imports typer.
+
+A `UserError` becomes one line on stderr and exit status 2 (as click's usage errors); anything else is a bug
+and keeps its traceback. TILTBENCH_DEBUG=1 shows tracebacks for user errors too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+try:  # typer >= 0.29 vendors its own click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.exceptions import UsageError
+from typer import Abort
+
+from tiltbench.console import err_console, markdown_table, out_console, progress_bar, table
+from tiltbench.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Word-vector elimination (TiltedBERT and friends) for BERT-family encoders, measured honestly.",
+)
+
+# Shared options, defined once. torch/transformers are imported inside commands so --help is instant.
+ModelOpt = Annotated[str, typer.Option(help="'minilm' (packaged all-MiniLM-L6-v2), a local HF folder or a Hub id.")]
+TaskOpt = Annotated[str, typer.Option(help="sst2, cola, mrpc, rte, stsb, qnli, wnli or imdb.")]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Folder laid out like ../shared/data [env: TILTBENCH_DATA_DIR]; neither set: the Hugging Face Hub."
+    ),
+]
+TrainFileOpt = Annotated[str | None, typer.Option(help="Your own training data (.csv, .tsv or .jsonl).")]
+EvalFileOpt = Annotated[str | None, typer.Option(help="Your own evaluation data (.csv, .tsv or .jsonl).")]
+TextColOpt = Annotated[str, typer.Option(help="Text column of --train-file/--eval-file.")]
+PairColOpt = Annotated[str | None, typer.Option(help="Second-text column for pair tasks.")]
+LabelColOpt = Annotated[str, typer.Option(help="Label column of --train-file/--eval-file.")]
+MaxTrainOpt = Annotated[int | None, typer.Option(help="Use this many training examples (seeded shuffle).")]
+MaxEvalOpt = Annotated[int | None, typer.Option(help="Use this many evaluation examples (seeded shuffle).")]
+MaxLenOpt = Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for shuffling, initialisation and dropout.")]
+TiltRateOpt = Annotated[float, typer.Option(help="Tilt-Rate in [0, 1): layer l keeps ceil(n0*(1-rate)^l) tokens.")]
+ShapeOpt = Annotated[str, typer.Option(help="Schedule shape: geometric (default) or linear.")]
+MinTokensOpt = Annotated[int, typer.Option(help="Never keep fewer tokens than this ([CLS] included).")]
+ScorerOpt = Annotated[str, typer.Option(help="Importance score: acc, acc-nodiag or acc-norm.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch threads (default: torch's, all cores).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (no table, no progress).")]
+CheckpointArg = Annotated[str, typer.Argument(help="A folder written by `tiltbench finetune`.")]
+
+
+def handle_errors(command):
+    """UserError -> 'error: ...' on stderr, exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as err:
+            if os.environ.get("TILTBENCH_DEBUG"):
+                raise
+            err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _setup(threads: int | None = None) -> None:
+    """Quiet the libraries' own logging and bars; set torch threads."""
+    import datasets
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def _emit_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+@app.command()
+@handle_errors
+def finetune(
+    output: Annotated[str, typer.Option(help="Checkpoint folder to write.")],
+    model: ModelOpt = "minilm",
+    task: TaskOpt = "sst2",
+    data_dir: DataDirOpt = None,
+    train_file: TrainFileOpt = None,
+    eval_file: EvalFileOpt = None,
+    text_column: TextColOpt = "text",
+    text_pair_column: PairColOpt = None,
+    label_column: LabelColOpt = "label",
+    max_train_samples: MaxTrainOpt = None,
+    max_eval_samples: MaxEvalOpt = None,
+    max_seq_len: MaxLenOpt = 128,
+    tilt_rate: TiltRateOpt = 0.0,
+    shape: ShapeOpt = "geometric",
+    min_tokens: MinTokensOpt = 1,
+    scorer: ScorerOpt = "acc",
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fine-tune with word-vector elimination on at --tilt-rate; write an HF checkpoint + tiltbench.json."""
+    _setup(threads)
+    from tiltbench.data import DataConfig
+    from tiltbench.finetune import TrainConfig
+    from tiltbench.finetune import finetune as run_finetune
+
+    data = DataConfig(
+        task,
+        data_dir,
+        train_file,
+        eval_file,
+        text_column,
+        text_pair_column,
+        label_column,
+        max_train_samples,
+        max_eval_samples,
+        max_seq_len,
+        seed,
+    )
+    cfg = TrainConfig(
+        output,
+        data,
+        model,
+        tilt_rate,
+        shape,
+        min_tokens,
+        scorer,
+        epochs,
+        batch_size,
+        lr,  # type: ignore[arg-type]
+        warmup_ratio,
+        weight_decay,
+    )
+    with progress_bar(not json_out) as progress:
+        result = run_finetune(cfg, progress)
+    summary = {**result.metrics, "train_seconds": round(result.train_seconds, 2), "output": str(result.output)}
+    if json_out:
+        return _emit_json(summary)
+    out_console.print(
+        table(
+            f"finetune -> {result.output}",
+            ["epoch", *[k for k in result.metrics if k != "epoch"]],
+            [[h["epoch"], *[h[k] for k in result.metrics if k != "epoch"]] for h in result.history],
+        )
+    )
+
+
+@app.command("offline-tune")
+@handle_errors
+def offline_tune(
+    checkpoint: CheckpointArg,
+    tilt_rates: Annotated[
+        str, typer.Option(help="Grid start:stop:step (stop included) or a comma list.")
+    ] = "0:0.5:0.05",
+    max_drop: Annotated[float, typer.Option(help="Allowed metric drop vs tilt rate 0, in points.")] = 1.0,
+    target_speedup: Annotated[
+        float | None, typer.Option(help="Choose the smallest rate predicted to reach this.")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="Default: the checkpoint's task.")] = None,
+    data_dir: DataDirOpt = None,
+    eval_file: EvalFileOpt = None,
+    text_column: TextColOpt = "text",
+    text_pair_column: PairColOpt = None,
+    label_column: LabelColOpt = "label",
+    max_eval_samples: MaxEvalOpt = None,
+    max_seq_len: Annotated[int | None, typer.Option(help="Default: the checkpoint's.")] = None,
+    batch_size: int = 64,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    output: Annotated[str | None, typer.Option(help="Also write config/environment/report files here.")] = None,
+    record: Annotated[bool, typer.Option(help="Record the chosen rate in the checkpoint's tiltbench.json.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a checkpoint over a grid of tilt rates without training and choose one."""
+    _setup(threads)
+    from tiltbench.data import DataConfig
+    from tiltbench.models import read_meta
+    from tiltbench.offline import OfflineConfig
+    from tiltbench.offline import offline_tune as run_offline
+    from tiltbench.schedule import parse_grid
+
+    meta = read_meta(checkpoint)
+    data = DataConfig(
+        task or meta["task"]["name"],
+        data_dir,
+        None,
+        eval_file,
+        text_column,
+        text_pair_column,
+        label_column,
+        None,
+        max_eval_samples,
+        max_seq_len or meta["max_seq_len"],
+        seed,
+    )
+    cfg = OfflineConfig(checkpoint, tuple(parse_grid(tilt_rates)), max_drop, target_speedup, data, batch_size, record)
+    with progress_bar(not json_out) as progress:
+        report = run_offline(cfg, progress)
+    headers, rows = _offline_table(report)
+    if output:
+        _write_offline_run(Path(output), cfg, report, headers, rows)
+    if json_out:
+        return _emit_json(
+            {
+                "rows": [
+                    {"tilt_rate": r.tilt_rate, "metric": r.metric, "predicted_speedup": r.predicted_speedup}
+                    for r in report.rows
+                ],
+                "chosen_tilt_rate": report.chosen_tilt_rate,
+            }
+        )
+    out_console.print(
+        table(f"offline-tune {report.checkpoint} on {report.task} ({report.n_examples} examples)", headers, rows)
+    )
+    out_console.print(f"chosen tilt rate: [bold]{report.chosen_tilt_rate:g}[/] ({report.criterion})")
+
+
+def _offline_table(report) -> tuple[list[str], list[list]]:
+    headers = [
+        "tilt rate",
+        report.metric_name,
+        "drop (points)",
+        "predicted speedup (encoder MACs vs dense)",
+        "mean tokens after each layer",
+    ]
+    rows = [
+        [
+            f"{r.tilt_rate:g}",
+            round(r.metric, 4),
+            round(r.drop, 2),
+            round(r.predicted_speedup, 3),
+            " ".join(f"{k:.1f}" for k in r.mean_kept_tokens),
+        ]
+        for r in report.rows
+    ]
+    return headers, rows
+
+
+def _write_offline_run(folder: Path, cfg, report, headers, rows) -> None:
+    from dataclasses import asdict
+
+    from tiltbench.models import read_meta
+    from tiltbench.report import write_json_atomic, write_text_atomic
+
+    write_json_atomic(folder / "config.json", {"command": "offline-tune", **asdict(cfg)})
+    write_json_atomic(folder / "environment.json", report.environment)
+    write_json_atomic(folder / "report.json", report.to_dict())
+    trained = Path(report.checkpoint) / "metrics.json"
+    if trained.is_file():  # the checkpoint folder may not be kept (results/**/checkpoint is git-ignored)
+        meta = read_meta(report.checkpoint)
+        write_json_atomic(
+            folder / "finetune.json",
+            {
+                "metrics": json.loads(trained.read_text()),
+                "train_config": meta.get("train_config"),
+                "environment": meta.get("environment"),
+            },
+        )
+    write_text_atomic(
+        folder / "report.md",
+        f"# offline-tune: {report.checkpoint} on {report.task}\n\n"
+        f"{report.n_examples} evaluation examples; predicted speedup = dense encoder MACs / "
+        f"MACs with the schedule, each example at its real length (FLOPs = 2 x MACs).\n\n"
+        + markdown_table(headers, rows)
+        + f"\nChosen tilt rate: **{report.chosen_tilt_rate:g}** ({report.criterion}).\n",
+    )
+
+
+@app.command()
+@handle_errors
+def predict(
+    checkpoint: CheckpointArg,
+    text: Annotated[list[str] | None, typer.Option(help="Input text (repeatable).")] = None,
+    input_file: Annotated[
+        str | None, typer.Option("--input", help="JSONL with 'text' and optional 'text_pair'.")
+    ] = None,
+    tilt_rate: Annotated[float | None, typer.Option(help="Default: the checkpoint's.")] = None,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify texts at a tilt rate; print label, logits and the realised kept tokens per layer."""
+    _setup(threads)
+    from tiltbench.inference import predict_texts
+    from tiltbench.models import load_checkpoint
+    from tiltbench.patch import set_schedule
+
+    texts, pairs = _inputs(text, input_file)
+    model, tokenizer, meta, info = load_checkpoint(checkpoint)
+    if tilt_rate is not None:
+        set_schedule(
+            model,
+            tilt_rate,
+            shape=meta["schedule"]["shape"] if meta["schedule"]["shape"] != "list" else "geometric",
+            min_tokens=meta["schedule"]["min_tokens"],
+        )
+    results = predict_texts(model, tokenizer, info, texts, pairs, meta["max_seq_len"])
+    if json_out:
+        sys.stdout.write("".join(json.dumps(r) + "\n" for r in results))
+        return
+    rows = [
+        [r["text"][:60], r["label"], " ".join(f"{x:.3f}" for x in r["logits"]), " ".join(map(str, r["kept_tokens"]))]
+        for r in results
+    ]
+    out_console.print(
+        table(
+            f"predict at {model._tiltbench.schedule.describe()}",
+            ["text", "label", "logits", "kept tokens n0..nL"],
+            rows,
+        )
+    )
+
+
+def _inputs(text: list[str] | None, input_file: str | None) -> tuple[list[str], list[str | None] | None]:
+    texts: list[str] = list(text or [])
+    pairs: list[str | None] = [None] * len(texts)
+    if input_file:
+        path = Path(input_file)
+        if not path.is_file():
+            raise UserError(f"input file {input_file!r} does not exist")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                texts.append(str(record["text"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{input_file}:{n}: each line must be a JSON object with a 'text' field") from None
+            pairs.append(record.get("text_pair"))
+    if not texts:
+        raise UserError("nothing to predict: pass --text or --input")
+    return texts, pairs if any(p is not None for p in pairs) else None
+
+
+@app.command("speedup-predict")
+@handle_errors
+def speedup_predict(
+    model: ModelOpt = "minilm",
+    hidden: Annotated[
+        int | None, typer.Option(help="Hidden size (with --ffn and --layers, instead of --model).")
+    ] = None,
+    ffn: Annotated[int | None, typer.Option(help="FFN (intermediate) size.")] = None,
+    layers: Annotated[int | None, typer.Option(help="Number of encoder layers.")] = None,
+    seq_len: Annotated[int, typer.Option(help="Real tokens per example, [CLS] and [SEP] included.")] = 128,
+    tilt_rate: Annotated[float | None, typer.Option(help="Predict the speedup of this rate.")] = None,
+    target_speedup: Annotated[float | None, typer.Option(help="Solve for the smallest rate reaching this.")] = None,
+    shape: ShapeOpt = "geometric",
+    min_tokens: MinTokensOpt = 1,
+    json_out: JsonOpt = False,
+) -> None:
+    """Analytic FLOP model: predicted encoder speedup of a tilt rate, or the rate for a target speedup."""
+    from tiltbench.schedule import Schedule
+    from tiltbench.speedup import predict_speedup, tilt_rate_for_speedup
+
+    if (tilt_rate is None) == (target_speedup is None):
+        raise UserError("pass exactly one of --tilt-rate and --target-speedup")
+    if seq_len < 1:
+        raise UserError(f"--seq-len must be at least 1, got {seq_len}")
+    dims = _dims(model, hidden, ffn, layers)
+    if target_speedup is not None:
+        tilt_rate = tilt_rate_for_speedup(dims, target_speedup, [seq_len], shape=shape, min_tokens=min_tokens)  # type: ignore[arg-type]
+    prediction = predict_speedup(dims, Schedule(dims.layers, tilt_rate, shape, None, min_tokens), [seq_len])  # type: ignore[arg-type]
+    if json_out:
+        return _emit_json(prediction.to_dict())
+    rows = [
+        ["hidden / ffn / layers", f"{dims.hidden} / {dims.ffn} / {dims.layers}"],
+        ["seq len (tokens)", seq_len],
+        ["tilt rate", f"{prediction.tilt_rate:g}"],
+        ["tokens kept by layers 1..L", " ".join(map(str, prediction.kept_tokens))],
+        ["encoder MACs, dense", f"{prediction.macs_dense:,}"],
+        ["encoder MACs, eliminated", f"{prediction.macs:,}"],
+        [
+            "encoder GFLOPs (2 x MACs), dense -> eliminated",
+            f"{2 * prediction.macs_dense / 1e9:.3f} -> {2 * prediction.macs / 1e9:.3f}",
+        ],
+        ["predicted speedup (FLOP ratio)", f"{prediction.predicted_speedup:.3f}x"],
+    ]
+    out_console.print(table("speedup-predict (analytic; no calibration)", ["quantity", "value"], rows))
+
+
+def _dims(model: str, hidden: int | None, ffn: int | None, layers: int | None):
+    from tiltbench.speedup import ModelDims
+
+    given = [x is not None for x in (hidden, ffn, layers)]
+    if all(given):
+        return ModelDims(hidden, ffn, layers)  # type: ignore[arg-type]
+    if any(given):
+        raise UserError("pass all of --hidden, --ffn and --layers, or none (then --model is read)")
+    from transformers import AutoConfig
+
+    from tiltbench.models import resolve_model
+
+    _setup()
+    try:
+        return ModelDims.from_config(AutoConfig.from_pretrained(resolve_model(model)))
+    except (OSError, ValueError) as err:
+        raise UserError(f"could not read the config of model {model!r}: {str(err).splitlines()[0]}") from None
+
+
+def main() -> None:
+    """Console entry point: click usage errors are also printed as one line (exit 2)."""
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as err:
+        err_console.print(f"error: {err.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,117 @@
+"""The shared elimination core: attention with probabilities -> scores -> keep indices -> gather.
+
+Pure tensor functions, used by every method. Shapes: B batch, n tokens now, H heads, d head size, h hidden.
+
+References: ../shared/methods.md §8.1 (scorer interface), §8.3 (gather step), §3.1 (PoWER-BERT significance),
+§2.4 (ACC candidates); HF transformers `BertSelfAttention` / `eager_attention_forward` (the maths below is the
+same, written out so the probabilities are available *before* dropout, as methods.md §8.1 recommends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+# scorer(probs [B,H,n,n] pre-dropout, valid [B,n] bool, values [B,H,n,d]) -> importance [B,n]
+Scorer = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def _received(probs: Tensor, valid: Tensor) -> Tensor:
+    """Attention each key receives from the real queries, per head: [B,H,n]."""
+    # Pad query rows are zeroed so a token's score does not depend on how much padding its batch has.
+    return torch.einsum("bhqk,bq->bhk", probs, valid.to(probs.dtype))
+
+
+def score_acc(probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
+    """ACC: attention a word vector receives, summed over heads and real queries (methods.md §2.4 acc_colsum)."""
+    return _received(probs, valid).sum(1)
+
+
+def score_acc_nodiag(probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
+    """ACC minus self-attention, as PoWER-BERT's code does (methods.md §3.1)."""
+    self_attention = probs.diagonal(dim1=2, dim2=3) * valid.to(probs.dtype)[:, None, :]  # [B,H,n]
+    return (_received(probs, valid) - self_attention).sum(1)
+
+
+def score_acc_norm(probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
+    """ACC with each term weighted by the value-vector norm: how much of j actually flows into the context."""
+    return (_received(probs, valid) * values.norm(dim=-1)).sum(1)
+
+
+SCORERS: dict[str, Scorer] = {"acc": score_acc, "acc-nodiag": score_acc_nodiag, "acc-norm": score_acc_norm}
+
+
+def key_valid_from_hf_mask(mask: Tensor | None, hidden: Tensor) -> Tensor:
+    """Recover the [B,n] key-validity mask from the mask HF hands its encoder.
+
+    transformers 5 passes None (no padding), a bool [B,1,q,n] mask (sdpa, True = attend) or an additive
+    float [B,1,q,n] mask (eager, 0 = attend); older versions pass an additive [B,1,1,n] mask. All rows of a
+    bidirectional mask are equal, so row 0 suffices.
+    """
+    B, n, _ = hidden.shape
+    if mask is None:
+        return torch.ones(B, n, dtype=torch.bool, device=hidden.device)
+    if mask.dim() == 2:
+        return mask.bool()
+    row = mask[:, 0, 0, :]
+    return row if row.dtype == torch.bool else row == 0
+
+
+def hf_mask(valid: Tensor, attn_implementation: str, dtype: torch.dtype) -> Tensor | None:
+    """The [B,1,1,n] mask HF's attention functions accept, from key validity; None when nothing is masked."""
+    if bool(valid.all()):
+        return None
+    if attn_implementation == "sdpa":
+        return valid[:, None, None, :]
+    return additive_mask(valid, dtype)
+
+
+def additive_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """[B,1,1,n] additive mask: 0 where valid, the dtype's minimum elsewhere (not -inf: no NaN rows)."""
+    return (~valid)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
+
+
+def attention_with_probs(layer: nn.Module, hidden: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Run a BertLayer-layout self-attention sub-layer, also returning pre-dropout probabilities.
+
+    Uses the layer's own Linear/LayerNorm modules (no copied weights). Returns
+    (attention sub-layer output [B,n,h] after residual + LayerNorm, probs [B,H,n,n], values [B,H,n,d]).
+    """
+    self_attn = layer.attention.self
+    B, n, _ = hidden.shape
+    heads_shape = (B, n, -1, self_attn.attention_head_size)
+    query = self_attn.query(hidden).view(heads_shape).transpose(1, 2)  # [B,H,n,d]
+    key = self_attn.key(hidden).view(heads_shape).transpose(1, 2)
+    value = self_attn.value(hidden).view(heads_shape).transpose(1, 2)
+    scaling = getattr(self_attn, "scaling", self_attn.attention_head_size**-0.5)
+    logits = torch.matmul(query, key.transpose(2, 3)) * scaling + additive_mask(valid, hidden.dtype)
+    probs = logits.softmax(dim=-1)  # [B,H,n,n]
+    context = torch.matmul(self_attn.dropout(probs), value)  # [B,H,n,d]
+    context = context.transpose(1, 2).reshape(B, n, -1)
+    return layer.attention.output(context, hidden), probs, value
+
+
+def keep_indices(scores: Tensor, valid: Tensor, n_keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Indices of the tokens each row keeps, and the validity of the new rows.
+
+    scores [B,n], valid [B,n] bool, n_keep [B] tokens each row keeps (<= its real tokens).
+    Returns idx [B,k] with k = max(n_keep): the kept tokens in their original order, [CLS] first, then
+    (for rows keeping fewer than k) filler slots; and new_valid [B,k], a right-padding mask.
+    Padding goes before any real token because pads score -inf; [CLS] scores +inf.
+    """
+    n = scores.shape[1]
+    k = int(n_keep.max())
+    ranked = scores.detach().masked_fill(~valid, float("-inf"))
+    ranked[:, 0] = float("inf")
+    top = ranked.topk(k, dim=1).indices  # [B,k], best first
+    new_valid = torch.arange(k, device=scores.device)[None, :] < n_keep[:, None]  # [B,k]
+    # Original order for the kept tokens; filler slots (beyond a row's count) move to the end.
+    order = torch.where(new_valid, top, top + n).argsort(dim=1)
+    return top.gather(1, order), new_valid
+
+
+def gather_tokens(hidden: Tensor, idx: Tensor) -> Tensor:
+    """hidden [B,n,h], idx [B,k] -> [B,k,h]: the tokens are physically removed, not masked."""
+    return hidden.gather(1, idx[:, :, None].expand(-1, -1, hidden.shape[-1]))

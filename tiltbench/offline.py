@@ -1,0 +1,131 @@
+"""offline_tune(cfg): change a fine-tuned checkpoint's Tilt-Rate without retraining (TiltedBERT offline-tuning).
+
+Evaluates the checkpoint over a grid of tilt rates, predicts each one's speedup with the analytic model on
+the evaluation set's real lengths, chooses a rate and records the choice in the checkpoint's tiltbench.json.
+Choice: the largest rate whose metric is within `max_drop` points (1 point = 0.01 of a fraction metric) of
+the rate-0 metric; or, with `target_speedup`, the smallest rate predicted to reach it.
+
+References: arXiv 2201.03327 v6/v9 abstracts (offline-tuning); methods.md §2.4 (protocol).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from tiltbench.data import DataConfig, encode, load_split
+from tiltbench.errors import UserError
+from tiltbench.inference import Progress, evaluate
+from tiltbench.models import load_checkpoint, write_meta
+from tiltbench.patch import set_schedule
+from tiltbench.report import environment
+from tiltbench.schedule import Schedule, parse_grid
+from tiltbench.speedup import ModelDims, predict_speedup
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    checkpoint: str
+    tilt_rates: tuple[float, ...] = field(default_factory=lambda: tuple(parse_grid("0:0.5:0.05")))
+    max_drop: float = 1.0
+    target_speedup: float | None = None
+    data: DataConfig | None = None  # None: the checkpoint's task and max length, default data dir
+    batch_size: int = 64
+    record: bool = True  # write the choice into the checkpoint's tiltbench.json
+
+    def __post_init__(self) -> None:
+        if not self.tilt_rates:
+            raise UserError("the tilt-rate grid is empty")
+        if self.max_drop < 0:
+            raise UserError(f"--max-drop must be >= 0 points, got {self.max_drop}")
+        if self.target_speedup is not None and self.target_speedup <= 0:
+            raise UserError(f"--target-speedup must be positive, got {self.target_speedup}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class OfflineRow:
+    tilt_rate: float
+    metric: float  # the task's primary metric (a fraction)
+    drop: float  # points below the rate-0 metric (100 x fraction)
+    predicted_speedup: float  # analytic encoder-MAC ratio vs dense at each example's real length
+    metrics: dict[str, float]
+    mean_kept_tokens: list[float]  # realised mean [n0..nL] over the evaluation set
+
+
+@dataclass
+class OfflineReport:
+    checkpoint: str
+    task: str
+    metric_name: str
+    n_examples: int
+    rows: list[OfflineRow]
+    chosen_tilt_rate: float
+    criterion: str
+    environment: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> OfflineReport:
+    """Evaluate cfg.checkpoint over cfg.tilt_rates without training and choose a rate."""
+    model, tokenizer, meta, info = load_checkpoint(cfg.checkpoint)
+    data = cfg.data or DataConfig(task=info.name, max_seq_len=meta["max_seq_len"])
+    eval_set, info = load_split(data, "eval", info)
+    examples = encode(eval_set, tokenizer, data.max_seq_len)
+    dims = ModelDims.from_config(model.config)
+    base = model._tiltbench.schedule
+    shape = "geometric" if base.shape == "list" else base.shape
+    schedules = [Schedule(dims.layers, rate, shape, None, base.min_tokens) for rate in sorted({0.0, *cfg.tilt_rates})]
+    lengths = [len(e["input_ids"]) for e in examples]
+    predicted = {s.tilt_rate: predict_speedup(dims, s, lengths).predicted_speedup for s in schedules}
+    if cfg.target_speedup is not None and max(predicted.values()) < cfg.target_speedup:
+        raise UserError(
+            f"no tilt rate in the grid reaches a predicted {cfg.target_speedup:g}x "
+            f"(the most is {max(predicted.values()):.2f}x); widen --tilt-rates"
+        )
+
+    rows: list[OfflineRow] = []
+    for i, schedule in enumerate(schedules):
+        set_schedule(model, schedule)
+        metrics, outputs = evaluate(model, examples, info, tokenizer.pad_token_id or 0, cfg.batch_size)
+        metric = metrics[info.primary_metric]
+        reference = rows[0].metric if rows else metric
+        rows.append(
+            OfflineRow(
+                schedule.tilt_rate,
+                metric,
+                round(100 * (reference - metric), 4),
+                predicted[schedule.tilt_rate],
+                metrics,
+                [round(float(x), 3) for x in outputs.kept.mean(0)],
+            )
+        )
+        if progress:
+            progress(f"tilt rate {schedule.tilt_rate:g}", i + 1, len(schedules))
+
+    chosen, criterion = _choose(rows, cfg)
+    report = OfflineReport(
+        str(cfg.checkpoint),
+        info.name,
+        info.primary_metric,
+        len(examples),
+        rows,
+        chosen,
+        criterion,
+        environment(model.config._attn_implementation, data.seed),
+    )
+    if cfg.record:
+        meta["schedule"] = replace(base, tilt_rate=chosen, shape=shape, keep=None).to_dict()
+        meta["offline_tune"] = report.to_dict()
+        write_meta(cfg.checkpoint, meta)
+    return report
+
+
+def _choose(rows: list[OfflineRow], cfg: OfflineConfig) -> tuple[float, str]:
+    if cfg.target_speedup is not None:
+        reaching = [r.tilt_rate for r in rows if r.predicted_speedup >= cfg.target_speedup]
+        return min(reaching), f"smallest tilt rate predicted to reach {cfg.target_speedup:g}x"
+    within = [r.tilt_rate for r in rows if r.drop <= cfg.max_drop + 1e-9]
+    return max(within), f"largest tilt rate within {cfg.max_drop:g} points of tilt rate 0"
