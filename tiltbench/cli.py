@@ -201,6 +201,7 @@ def offline_tune(
     from tiltbench.models import read_meta
     from tiltbench.offline import OfflineConfig
     from tiltbench.offline import offline_tune as run_offline
+    from tiltbench.report import check_output_dir
     from tiltbench.schedule import parse_grid
 
     meta = read_meta(checkpoint)
@@ -218,6 +219,8 @@ def offline_tune(
         seed,
     )
     cfg = OfflineConfig(checkpoint, tuple(parse_grid(tilt_rates)), max_drop, target_speedup, data, batch_size, record)
+    if output:
+        check_output_dir(output)
     with progress_bar(not json_out) as progress:
         report = run_offline(cfg, progress)
     headers, rows = _offline_table(report)

@@ -27,16 +27,22 @@ def progress_bar(enabled: bool = True) -> Iterator:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        tasks: dict[str, int] = {}
+    bar = Progress(*columns, console=err_console)
+    tasks: dict[str, int] = {}
 
-        def update(description: str, completed: int, total: int) -> None:
-            key = description.split(" loss ")[0].split(" tilt rate")[0]
-            if key not in tasks:
-                tasks[key] = bar.add_task(description, total=total)
-            bar.update(tasks[key], description=description, completed=completed, total=total)
+    def update(description: str, completed: int, total: int) -> None:
+        if not tasks:
+            bar.start()  # lazily: an error before the first step prints only its own line
+        key = description.split(" loss ")[0].split(" tilt rate")[0]
+        if key not in tasks:
+            tasks[key] = bar.add_task(description, total=total)
+        bar.update(tasks[key], description=description, completed=completed, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:

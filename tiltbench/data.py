@@ -222,20 +222,29 @@ def _load_user_file(cfg: DataConfig, split: Split, info: TaskInfo | None) -> tup
     raw = list(dataset[cfg.label_column])
     if info is None:
         info = _infer_info(raw, cfg.task if cfg.task not in TASKS else "custom")
-    unknown = sorted({str(v) for v in raw} - set(info.label_names)) if not info.regression else []
+    names = [_label_name(v) for v in raw]
+    unknown = sorted(set(names) - set(info.label_names)) if not info.regression else []
     if unknown:
         raise UserError(f"{path}: label {unknown[0]!r} is not one of {', '.join(info.label_names)}")
-    labels = [float(v) for v in raw] if info.regression else [info.label_names.index(str(v)) for v in raw]
+    labels = [float(v) for v in raw] if info.regression else [info.label_names.index(n) for n in names]
     texts = [str(t) for t in dataset[cfg.text_column]]
     pairs = [str(t) for t in dataset[cfg.text_pair_column]] if cfg.text_pair_column else None
     return _columns(texts, pairs, labels), info
 
 
+def _label_name(value: object) -> str:
+    """Class name of a raw label: 1.0 (pandas reads integer columns with blanks as float) names class "1"."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _infer_info(raw: list, name: str) -> TaskInfo:
-    """Float labels with fractions mean regression; anything else is classes, named by their sorted values."""
+    """Float labels with fractions mean regression; anything else is classes, integers in numeric order."""
     if any(isinstance(v, float) and not float(v).is_integer() for v in raw):
         return TaskInfo(name, (), ("pearson", "spearman"), regression=True)
-    names = sorted({str(int(v)) if isinstance(v, float) else str(v) for v in raw})
+    names = sorted(
+        {_label_name(v) for v in raw},
+        key=lambda n: (not n.lstrip("-").isdigit(), int(n) if n.lstrip("-").isdigit() else 0, n),
+    )
     return TaskInfo(name, tuple(names), ("accuracy", "f1") if len(names) == 2 else ("accuracy",))
 
 

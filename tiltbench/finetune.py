@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tiltbench.data import DataConfig, encode, load_split
+from tiltbench.data import DataConfig, batches, encode, load_split
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress, evaluate
 from tiltbench.models import DEFAULT_MODEL, load_model, write_meta
 from tiltbench.patch import patch
-from tiltbench.report import environment, write_json_atomic
+from tiltbench.report import check_output_dir, environment, write_json_atomic
 from tiltbench.schedule import Schedule, Shape
 
 
@@ -65,6 +65,7 @@ def seed_everything(seed: int) -> None:
 
 def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune cfg.model on cfg.data's task at cfg.tilt_rate and save a tiltbench checkpoint to cfg.output."""
+    check_output_dir(cfg.output)
     seed_everything(cfg.data.seed)
     train_set, info = load_split(cfg.data, "train")
     eval_set, info = load_split(cfg.data, "eval", info)
@@ -105,8 +106,6 @@ def _optimizer(model, cfg: TrainConfig, total_steps: int):
 
 
 def _train_epoch(model, train, pad_id, cfg, optimizer, scheduler, generator, epoch, progress) -> float:
-    from tiltbench.data import batches
-
     model.train()
     order = torch.randperm(len(train), generator=generator).tolist()
     total, running, seen = len(train), 0.0, 0

@@ -10,6 +10,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from tiltbench.errors import UserError
+
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write to a temp file in the same folder, fsync, then os.replace: readers see old or new, never half."""
@@ -25,6 +27,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_dir(output: str | Path) -> Path:
+    """Fail in a second, not after training, if `output` cannot become a folder; creates nothing."""
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--output {str(folder)!r} is a file, not a folder")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"cannot create --output folder {str(folder)!r}: {str(existing)!r} is not writable")
+    return folder
 
 
 def write_json_atomic(path: str | Path, obj: object) -> None:
