@@ -45,8 +45,8 @@ def progress_bar(enabled: bool = True) -> Iterator:
             bar.stop()
 
 
-def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
-    result = Table(title=title, title_justify="left")
+def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], caption: str | None = None) -> Table:
+    result = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for i, header in enumerate(headers):
         result.add_column(header, justify="left" if i == 0 else "right")
     for row in rows:
