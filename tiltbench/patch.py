@@ -23,7 +23,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from tiltbench.eliminate import (
     SCORERS,
     Scorer,
-    attention_with_probs,
+    attention_with_scores,
     gather_tokens,
     hf_mask,
     keep_indices,
@@ -70,8 +70,8 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
         if torch.equal(counts[:, i], n_out):  # nothing leaves here: HF's own layer, default attention
             hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype))
         else:
-            attended, probs, values = attention_with_probs(layer, hidden, valid)
-            idx, valid = keep_indices(state.scorer(probs, valid, values), valid, n_out)
+            attended, scores = attention_with_scores(layer, hidden, valid, state.scorer)
+            idx, valid = keep_indices(scores, valid, n_out)
             attended = gather_tokens(attended, idx)  # [B,n_l,h]
             hidden = layer.output(layer.intermediate(attended), attended)
         widths.append(hidden.shape[1])
