@@ -177,3 +177,13 @@ def test_other_bert_layout_families(family):
         set_schedule(model, 0.3)
         model(**batch)
     assert realised_counts(model).tolist() == [Schedule(3, 0.3).counts(12), Schedule(3, 0.3).counts(5)]
+
+
+def test_chunked_attention_equals_one_chunk(monkeypatch):
+    batch = random_batch([20, 13, 7, 3], seed=5)
+    model = patch(tiny_bert(), tilt_rate=0.3)
+    with torch.inference_mode():
+        whole = model(**batch).logits
+        monkeypatch.setattr("tiltbench.eliminate.CHUNK_BYTES", 1)  # one batch row per chunk
+        chunked = model(**batch).logits
+    assert torch.allclose(whole, chunked, atol=1e-6)

@@ -79,9 +79,7 @@ def additive_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
 CHUNK_BYTES = 16 * 2**20
 
 
-def attention_with_scores(
-    layer: nn.Module, hidden: Tensor, valid: Tensor, scorer: Scorer
-) -> tuple[Tensor, Tensor]:
+def attention_with_scores(layer: nn.Module, hidden: Tensor, valid: Tensor, scorer: Scorer) -> tuple[Tensor, Tensor]:
     """Run a BertLayer-layout self-attention sub-layer and score its keys from pre-dropout probabilities.
 
     Uses the layer's own Linear/LayerNorm modules (no copied weights). The maths is HF's eager attention,

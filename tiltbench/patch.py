@@ -162,8 +162,10 @@ def set_schedule(
 ) -> Schedule:
     """Re-target a patched model (offline-tuning): new schedule, optionally a new scorer. No reload."""
     state = _state(model)
-    state.schedule = parse_schedule(len(find_encoder(model).layer), tilt_rate, shape=shape, min_tokens=min_tokens)
-    state._tables.clear()
+    schedule = parse_schedule(len(find_encoder(model).layer), tilt_rate, shape=shape, min_tokens=min_tokens)
+    if schedule != state.schedule:  # unchanged: keep the count tables (this runs before timed forwards)
+        state.schedule = schedule
+        state._tables.clear()
     if scorer is not None:
         state.scorer_name, state.scorer = scorer, _scorer(scorer)
     return state.schedule

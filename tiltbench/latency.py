@@ -1,0 +1,128 @@
+"""Latency statistics and the interleaved timer.
+
+Every variant (the eliminating model and the dense baselines) runs the same batches in the same rounds,
+batch by batch, in a rotating order, so machine noise hits all alike; warm-up is discarded; timing stops only
+when every variant has both a minimum number of samples and a minimum total duration.
+CPU: time.perf_counter around a synchronous forward; CUDA: events, with a synchronize.
+
+References: optimum-benchmark `latency.py` (warm-up, min iterations + min duration, percentiles).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-batch wall time of one variant, with the raw samples."""
+
+    count: int
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    stdev: float
+    cv: float  # coefficient of variation = stdev / mean
+    total: float
+    unit: Literal["ms"] = "ms"
+    samples: list[float] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_values(cls, samples_ms: Sequence[float]) -> Latency:
+        values = sorted(samples_ms)
+        mean = statistics.fmean(values)
+        stdev = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(
+            len(values),
+            mean,
+            _percentile(values, 50),
+            _percentile(values, 90),
+            _percentile(values, 99),
+            stdev,
+            stdev / mean if mean else 0.0,
+            sum(values),
+            "ms",
+            list(samples_ms),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    position = (len(sorted_values) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def time_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """Milliseconds of one forward pass, synchronised on CUDA."""
+    if batch["input_ids"].is_cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        model(**batch)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+    began = time.perf_counter()
+    model(**batch)
+    return (time.perf_counter() - began) * 1000
+
+
+@dataclass
+class Variant:
+    """One thing to time: a model and the batches it gets (the same examples for every variant)."""
+
+    name: str
+    model: torch.nn.Module
+    batches: list[dict[str, torch.Tensor]]
+    before: Callable[[], None] | None = None  # e.g. set the schedule of a shared patched model
+    after_each: Callable[[], None] | None = None  # e.g. collect realised counts
+
+
+def time_interleaved(
+    variants: Sequence[Variant],
+    *,
+    warmup: int,
+    min_iterations: int,
+    min_seconds: float,
+    progress: Progress | None = None,
+) -> dict[str, Latency]:
+    """Per-batch latencies of each variant, measured in interleaved rounds over the same batches."""
+    n_batches = len(variants[0].batches)
+    samples: dict[str, list[float]] = {v.name: [] for v in variants}
+    with torch.inference_mode():
+        for variant in variants:  # warm-up: allocator, thread pool, caches; discarded
+            _prepare(variant)
+            for i in range(min(warmup, n_batches)):
+                variant.model(**variant.batches[i])
+        rounds = 0
+        while not all(len(s) >= min_iterations and sum(s) >= 1000 * min_seconds for s in samples.values()):
+            for i in range(n_batches):
+                shift = (rounds * n_batches + i) % len(variants)  # rotate who goes first
+                for variant in (*variants[shift:], *variants[:shift]):
+                    _prepare(variant)
+                    samples[variant.name].append(time_forward(variant.model, variant.batches[i]))
+                    if variant.after_each:
+                        variant.after_each()
+            rounds += 1
+            if progress:
+                done = min(min(len(s) for s in samples.values()) / max(min_iterations, 1), 1.0)
+                progress("timing", round(100 * done), 100)
+    return {name: Latency.from_values(values) for name, values in samples.items()}
+
+
+def _prepare(variant: Variant) -> None:
+    if variant.before:
+        variant.before()

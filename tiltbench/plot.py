@@ -1,0 +1,80 @@
+"""PNG plots of a run: metric vs measured speedup (Pareto), and predicted vs measured speedup."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tiltbench.report import write_bytes_atomic  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def plot_pareto(rows: list[dict], path: Path) -> None:
+    """Task metric vs measured speedup against dense-dynamic; one curve per checkpoint and batch size."""
+    curves: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for row in rows:
+        curves[(Path(row["checkpoint"]).name, row["batch_size"])].append(row)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (name, batch), points in sorted(curves.items()):
+        points.sort(key=lambda r: r["tilt_rate"])
+        ax.plot(
+            [p["speedup_vs_dense_dynamic"] for p in points],
+            [100 * p["metric"] for p in points],
+            "o-",
+            label=f"{name}, batch {batch}",
+        )
+        for p in points:
+            ax.annotate(
+                f"{p['tilt_rate']:g}",
+                (p["speedup_vs_dense_dynamic"], 100 * p["metric"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
+    dense = [r for r in rows if r["tilt_rate"] == 0]
+    if dense:
+        ax.plot([1.0] * len(dense), [100 * r["metric"] for r in dense], "k*", markersize=12, label="dense (tilt 0)")
+    ax.set_xlabel("measured speedup vs dense-dynamic (x, mean latency ratio)")
+    ax.set_ylabel(f"{rows[0]['metric_name']} (%)")
+    ax.set_title("Metric vs measured speedup (labels: tilt rate)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_predicted_vs_measured(rows: list[dict], path: Path) -> None:
+    """Measured speedup against the analytic FLOP prediction; the diagonal is a perfect prediction."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    by_batch: dict[int, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_batch[row["batch_size"]].append(row)
+    for batch, points in sorted(by_batch.items()):
+        ax.plot(
+            [p["predicted_speedup"] for p in points],
+            [p["speedup_vs_dense_dynamic"] for p in points],
+            "o",
+            label=f"batch {batch}",
+        )
+    top = max(max(r["predicted_speedup"], r["speedup_vs_dense_dynamic"]) for r in rows) * 1.05
+    ax.plot([0, top], [0, top], "k--", linewidth=1, label="measured = predicted")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("predicted speedup (x, dense / eliminated encoder MACs)")
+    ax.set_ylabel("measured speedup vs dense-dynamic (x)")
+    ax.set_title("Predicted vs measured speedup")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
