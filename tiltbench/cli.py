@@ -482,7 +482,7 @@ def _run_sweep(
             f"{cfg.folder} ({report.environment['threads']} threads)",
             headers,
             rows,
-            "speedup = baseline mean latency / tiltbench mean latency, same inputs, interleaved",
+            "speedup = baseline / tiltbench time (per-batch medians over rounds, summed); same inputs, interleaved",
         )
     )
 

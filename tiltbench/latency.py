@@ -2,7 +2,7 @@
 
 Every variant (the eliminating model and the dense baselines) runs the same batches in the same rounds,
 batch by batch, in a rotating order, so machine noise hits all alike; warm-up is discarded; timing stops only
-when every variant has both a minimum number of samples and a minimum total duration.
+when every variant has a minimum number of samples and of seconds, over at least `min_rounds` full rounds.
 CPU: time.perf_counter around a synchronous forward; CUDA: events, with a synchronize.
 
 References: optimum-benchmark `latency.py` (warm-up, min iterations + min duration, percentiles).
@@ -91,12 +91,20 @@ class Variant:
     after_each: Callable[[], None] | None = None  # e.g. collect realised counts
 
 
+def robust_total(latency: Latency, n_batches: int) -> float:
+    """Sum over batches of each batch's median over rounds (ms): content-weighted like a total, but one
+    outlier (a page fault, another process) in a batch's rounds does not move it. Samples are round-major."""
+    rounds = latency.count // n_batches
+    return sum(statistics.median(latency.samples[r * n_batches + i] for r in range(rounds)) for i in range(n_batches))
+
+
 def time_interleaved(
     variants: Sequence[Variant],
     *,
     warmup: int,
     min_iterations: int,
     min_seconds: float,
+    min_rounds: int = 3,
     progress: Progress | None = None,
 ) -> dict[str, Latency]:
     """Per-batch latencies of each variant, measured in interleaved rounds over the same batches."""
@@ -108,7 +116,9 @@ def time_interleaved(
             for i in range(min(warmup, n_batches)):
                 variant.model(**variant.batches[i])
         rounds = 0
-        while not all(len(s) >= min_iterations and sum(s) >= 1000 * min_seconds for s in samples.values()):
+        while rounds < min_rounds or not all(
+            len(s) >= min_iterations and sum(s) >= 1000 * min_seconds for s in samples.values()
+        ):
             for i in range(n_batches):
                 shift = (rounds * n_batches + i) % len(variants)  # rotate who goes first
                 for variant in (*variants[shift:], *variants[:shift]):

@@ -5,7 +5,8 @@ Variants, all on the same real dev-set inputs (dataset order), the same threads,
   dense-dynamic  the plain HF model, its default attention, padded to the batch maximum: the headline baseline
   dense-padded   the plain HF model on inputs padded to --max-seq-len, as papers measure
   dense-eager    the plain HF model with eager attention (dynamic padding)
-Speedup against a baseline = its mean per-batch latency / tiltbench's, over the same batches and rounds.
+Speedup against a baseline = its robust total / tiltbench's: per batch, the median over (at least 3) rounds,
+summed over the batches; the same batches for every variant, so the total is content-weighted.
 
 References: optimum-benchmark (report layout, percentiles); methods.md §9.5 (why measured != FLOP ratio).
 """
@@ -23,7 +24,7 @@ from tiltbench.data import DataConfig, collate, encode, load_split
 from tiltbench.errors import UserError
 from tiltbench.flops import fvcore_macs
 from tiltbench.inference import Progress, evaluate
-from tiltbench.latency import Variant, time_interleaved
+from tiltbench.latency import Variant, robust_total, time_interleaved
 from tiltbench.models import load_checkpoint, load_model
 from tiltbench.patch import patch, realised_counts, set_schedule, unpatch
 from tiltbench.schedule import Schedule
@@ -49,12 +50,13 @@ class MeasureConfig:
     warmup: int = 2  # batches per variant, discarded
     min_iterations: int = 10  # timed batches per variant, at least
     min_seconds: float = 2.0  # timed seconds per variant, at least
+    min_rounds: int = 3  # full passes over the timing batches, at least (robust per-batch medians)
     pad_to_max: bool = False
     fvcore: bool = True
     eval_batch_size: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("latency_examples", "min_iterations", "eval_batch_size"):
+        for name in ("latency_examples", "min_iterations", "min_rounds", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0 or self.min_seconds < 0:
@@ -164,8 +166,10 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int) -> di
         warmup=cfg.warmup,
         min_iterations=cfg.min_iterations,
         min_seconds=cfg.min_seconds,
+        min_rounds=cfg.min_rounds,
         progress=bench.progress,
     )
+    totals = {name: robust_total(lat, len(dynamic)) for name, lat in latency.items()}
     counts = np.concatenate(kept)  # [N, L+1]
     macs = [encoder_macs(row.tolist(), bench.dims) for row in counts]
     dense_macs = [encoder_macs([int(row[0])] * (bench.dims.layers + 1), bench.dims) for row in counts]
@@ -189,7 +193,8 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int) -> di
         "metric_drop_points": round(100 * (reference[primary] - metrics[primary]), 4),
         "metrics": metrics,
         "metric_examples": len(bench.examples),
-        **{f"speedup_vs_{b.replace('-', '_')}": latency[b].mean / latency["tiltbench"].mean for b in BASELINES},
+        **{f"speedup_vs_{b.replace('-', '_')}": totals[b] / totals["tiltbench"] for b in BASELINES},
+        "speedup_estimator": "sum over batches of the median over rounds, baseline / tiltbench",
         "predicted_speedup": sum(dense_macs) / sum(macs),
         "macs_per_example": sum(macs) / n_examples,
         "flops_per_example": 2 * sum(macs) / n_examples,

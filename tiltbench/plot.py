@@ -47,7 +47,7 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
     dense = [r for r in rows if r["tilt_rate"] == 0]
     if dense:
         ax.plot([1.0] * len(dense), [100 * r["metric"] for r in dense], "k*", markersize=12, label="dense (tilt 0)")
-    ax.set_xlabel("measured speedup vs dense-dynamic (x, mean latency ratio)")
+    ax.set_xlabel("measured speedup vs dense-dynamic (x)")
     ax.set_ylabel(f"{rows[0]['metric_name']} (%)")
     ax.set_title("Metric vs measured speedup (labels: tilt rate)")
     ax.grid(alpha=0.3)

@@ -70,7 +70,8 @@ def to_markdown(report: dict) -> str:
         f"{env['cpu']}, {env['threads']} threads, {env['ram_gib']} GiB; {versions}; "
         f"attention {env.get('attn_implementation')}; git {env.get('git_commit')}; seed {env.get('seed')}.\n\n"
         "Latency is per batch (ms) on the task's real dev-set inputs in dataset order. Speedups divide each "
-        "baseline's mean latency by tiltbench's, measured interleaved in the same process: **dense-dynamic** = HF "
+        "baseline's time by tiltbench's (per batch the median over rounds, summed over batches), measured "
+        "interleaved in the same process: **dense-dynamic** = HF "
         "model, default attention, padded to the batch maximum (the headline); **dense-padded** = padded to the "
         "max length (as papers measure); **dense-eager** = eager attention. Predicted = dense / eliminated encoder "
         "MACs, each example at its real length. FLOPs = 2 x MACs.\n\n" + markdown_table(headers, body)

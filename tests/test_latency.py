@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+
+from tiltbench.latency import Latency, Variant, robust_total, time_interleaved
+
+
+def test_latency_statistics_match_numpy():
+    samples = [5.0, 1.0, 3.0, 2.0, 4.0, 10.0]
+    lat = Latency.from_values(samples)
+    for q, value in ((50, lat.p50), (90, lat.p90), (99, lat.p99)):
+        assert value == pytest.approx(np.percentile(samples, q))
+    assert lat.mean == pytest.approx(np.mean(samples))
+    assert lat.stdev == pytest.approx(np.std(samples, ddof=1))
+    assert lat.cv == pytest.approx(lat.stdev / lat.mean)
+    assert lat.count == 6 and lat.unit == "ms" and lat.samples == samples
+
+
+class Recorder(torch.nn.Module):
+    """A stand-in forward that logs who ran on which batch (the timer is what is under test here)."""
+
+    def __init__(self, name: str, log: list) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def forward(self, input_ids: torch.Tensor) -> None:
+        self.log.append((self.name, int(input_ids[0, 0])))
+
+
+def test_interleaved_timer_same_batches_for_all_and_warmup_discarded():
+    log: list = []
+    batches = [{"input_ids": torch.full((1, 2), i)} for i in range(3)]
+    variants = [Variant(name, Recorder(name, log), batches) for name in ("a", "b", "c")]
+    latency = time_interleaved(variants, warmup=1, min_iterations=4, min_seconds=0.0, min_rounds=1)
+    assert {name: lat.count for name, lat in latency.items()} == {"a": 6, "b": 6, "c": 6}  # two full rounds
+    timed = log[3:]  # the first three calls are warm-up
+    for name in "abc":
+        assert [b for n, b in timed if n == name] == [0, 1, 2, 0, 1, 2]
+    firsts = [timed[i][0] for i in range(0, len(timed), 3)]
+    assert len(set(firsts)) == 3  # the order rotates, so no variant always runs first
+
+
+def test_min_rounds_and_robust_total():
+    log: list = []
+    batches = [{"input_ids": torch.full((1, 2), i)} for i in range(2)]
+    latency = time_interleaved([Variant("a", Recorder("a", log), batches)], warmup=0, min_iterations=1,
+                               min_seconds=0.0, min_rounds=3)
+    assert latency["a"].count == 6
+    # round-major samples of 2 batches x 3 rounds; one outlier (100) in batch 0 does not move its median
+    lat = Latency.from_values([1.0, 10.0, 100.0, 11.0, 2.0, 12.0])
+    assert robust_total(lat, 2) == 2.0 + 11.0

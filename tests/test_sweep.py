@@ -1,0 +1,166 @@
+"""sweep/measure on a real (tiny) tiltbench checkpoint and real SST-2 inputs: files, resume, force, interrupt."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import DATA_DIR
+
+import tiltbench.sweep as sweep_module
+from tiltbench.data import DataConfig
+from tiltbench.errors import UserError
+from tiltbench.finetune import TrainConfig, finetune
+from tiltbench.measure import MeasureConfig
+from tiltbench.sweep import SweepConfig, sweep
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    """A 2-layer BERT with MiniLM's vocabulary, fine-tuned by tiltbench on 32 SST-2 sentences (seconds)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from tiltbench.models import resolve_model
+
+    base = tmp_path_factory.mktemp("tiny") / "base"
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    BertForSequenceClassification(config).save_pretrained(base)
+    AutoTokenizer.from_pretrained(resolve_model("minilm")).save_pretrained(base)
+    out = base.parent / "ckpt"
+    data = DataConfig("sst2", str(DATA_DIR), max_train_samples=32, max_eval_samples=16, max_seq_len=32)
+    finetune(TrainConfig(str(out), data, model=str(base), tilt_rate=0.3, batch_size=16))
+    return str(out)
+
+
+def _config(checkpoint: str, tmp_path, rates=(0.0, 0.3), batches=(1, 4), **overrides) -> SweepConfig:
+    measure = MeasureConfig(
+        data_dir=str(DATA_DIR),
+        max_eval_samples=16,
+        latency_examples=8,
+        warmup=0,
+        min_iterations=2,
+        min_seconds=0.0,
+        **overrides,
+    )
+    return SweepConfig((checkpoint,), rates, batches, "run", str(tmp_path), measure)
+
+
+def test_sweep_writes_the_run_folder(tiny_checkpoint, tmp_path):
+    report = sweep(_config(tiny_checkpoint, tmp_path))
+    folder = tmp_path / "run"
+    names = {p.name for p in folder.iterdir()}
+    assert {
+        "config.json",
+        "environment.json",
+        "report.json",
+        "report.csv",
+        "report.md",
+        "pareto.png",
+        "predicted_vs_measured.png",
+    } <= names
+    rows = json.loads((folder / "report.json").read_text())["rows"]
+    assert len(rows) == len(report.rows) == 4
+    assert len(list(csv.DictReader((folder / "report.csv").open()))) == 4
+    env = json.loads((folder / "environment.json").read_text())
+    assert {"cpu", "threads", "versions", "git_commit", "attn_implementation", "seed"} <= set(env)
+    row = next(r for r in rows if r["tilt_rate"] == 0.3 and r["batch_size"] == 4)
+    assert set(row["latency"]) == {"tiltbench", "dense-dynamic", "dense-padded", "dense-eager"}
+    assert row["latency"]["tiltbench"]["count"] == row["latency"]["dense-dynamic"]["count"] >= 2
+    assert row["predicted_speedup"] > 1 and row["mean_kept_tokens"][-1] < row["mean_kept_tokens"][0]
+    assert row["flops_per_example"] == 2 * row["macs_per_example"]
+    assert abs(row["fvcore"]["relative_difference"]) < 0.2  # tiny model: pooler/classifier weigh more
+    assert row["n_examples"] == 8 and row["metric_examples"] == 16
+    dense = next(r for r in rows if r["tilt_rate"] == 0.0 and r["batch_size"] == 4)
+    assert dense["predicted_speedup"] == 1.0 and dense["metric_drop_points"] == 0.0
+
+
+def test_rerun_skips_finished_rows_and_extends_the_grid(tiny_checkpoint, tmp_path, monkeypatch):
+    sweep(_config(tiny_checkpoint, tmp_path, rates=(0.0,), batches=(2,)))
+    measured: list = []
+    original = sweep_module.measure_row
+    monkeypatch.setattr(sweep_module, "measure_row", lambda b, t, s: measured.append((t, s)) or original(b, t, s))
+    report = sweep(_config(tiny_checkpoint, tmp_path, rates=(0.0, 0.3), batches=(2,)))
+    assert measured == [(0.3, 2)] and len(report.rows) == 2
+    measured.clear()
+    sweep(_config(tiny_checkpoint, tmp_path, rates=(0.0, 0.3), batches=(2,)))
+    assert measured == []
+    forced = _config(tiny_checkpoint, tmp_path, rates=(0.0,), batches=(2,))
+    sweep(
+        SweepConfig(
+            forced.checkpoints,
+            forced.tilt_rates,
+            forced.batch_sizes,
+            forced.run_name,
+            forced.results_dir,
+            forced.measure,
+            force=True,
+        )
+    )
+    assert measured == [(0.0, 2)]
+
+
+def test_interrupted_sweep_keeps_finished_rows(tiny_checkpoint, tmp_path, monkeypatch):
+    original = sweep_module.measure_row
+    calls = {"n": 0}
+
+    def flaky(bench, tilt_rate, batch_size):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(bench, tilt_rate, batch_size)
+
+    monkeypatch.setattr(sweep_module, "measure_row", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(_config(tiny_checkpoint, tmp_path))
+    assert len(json.loads((tmp_path / "run" / "report.json").read_text())["rows"]) == 2
+
+
+def test_other_settings_in_same_folder_are_refused(tiny_checkpoint, tmp_path):
+    sweep(_config(tiny_checkpoint, tmp_path, rates=(0.0,), batches=(1,)))
+    with pytest.raises(UserError, match="other settings"):
+        sweep(_config(tiny_checkpoint, tmp_path, rates=(0.0,), batches=(1,), pad_to_max=True))
+
+
+@pytest.mark.parametrize("bad", [dict(batches=(0,)), dict(rates=())])
+def test_bad_grids_are_user_errors(tiny_checkpoint, tmp_path, bad):
+    with pytest.raises(UserError):
+        _config(tiny_checkpoint, tmp_path, **bad)
+
+
+def test_measure_command_json_and_user_mistakes(tiny_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from tiltbench.cli import app
+
+    runner = CliRunner()
+    common = [
+        "--results-dir",
+        str(tmp_path),
+        "--latency-examples",
+        "4",
+        "--min-iterations",
+        "1",
+        "--min-seconds",
+        "0",
+        "--warmup",
+        "0",
+        "--max-eval-samples",
+        "8",
+        "--no-fvcore",
+    ]
+    env = {"TILTBENCH_DATA_DIR": str(DATA_DIR)}
+    ok = runner.invoke(
+        app, ["measure", tiny_checkpoint, "--tilt-rates", "0,0.5", "--batch-sizes", "2", "--json", *common], env=env
+    )
+    assert ok.exit_code == 0, ok.output
+    out = json.loads(ok.stdout)
+    assert out["folder"].endswith("measure-ckpt") and len(out["rows"]) == 2
+    assert "samples" not in out["rows"][0]["latency"]["tiltbench"]
+    for args in (["--batch-sizes", "0"], ["--batch-sizes", "x"], ["--tilt-rates", ","]):
+        bad = runner.invoke(app, ["measure", tiny_checkpoint, *args, *common], env=env)
+        assert bad.exit_code == 2 and bad.stderr.startswith("error:") and len(bad.stderr.splitlines()) == 1
+    missing = runner.invoke(app, ["measure", str(tmp_path / "nope"), *common], env=env)
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+    sweep_missing = runner.invoke(app, ["sweep", "--checkpoint", str(tmp_path / "nope"), *common], env=env)
+    assert sweep_missing.exit_code == 2
