@@ -6,13 +6,14 @@ STAMP  := $(VENV)/.installed
 export TILTBENCH_DATA_DIR ?= $(abspath ../shared/data)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install demo test test-slow lint clean
+.PHONY: help install demo test test-slow lint regress regress-baseline clean
 
 help:
 	@echo "make install  create .venv (torch==2.13.0 CPU first, then tiltbench[dev])"
 	@echo "make demo     fine-tune MiniLM on SST-2 at tilt rate 0.1, offline-tune it -> results/demo/"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff"
+	@echo "make regress  fine-tune + sweep a few tilt rates, check against results/ci-baseline (CI runs this)"
 
 install: $(STAMP)
 
@@ -39,6 +40,22 @@ test-slow: install
 lint: install
 	$(BIN)/ruff check tiltbench tests benchmarks
 	$(BIN)/ruff format --check tiltbench tests benchmarks
+
+# CI regression run: a short fine-tune and sweep, held to the committed baseline. Only ratios measured within
+# one run (speedups) and metrics are compared, never absolute times.
+REGRESS := runs/regress
+REGRESS_SWEEP := --checkpoint $(REGRESS)/checkpoint --tilt-rates 0,0.2,0.4 --batch-sizes 1,16 \
+	--latency-examples 128 --results-dir $(REGRESS) --force
+regress: install
+	$(BIN)/tiltbench finetune --task sst2 --max-train-samples 2000 --max-seq-len 64 --tilt-rate 0.2 \
+		--epochs 1 --seed 0 --output $(REGRESS)/checkpoint --json
+	$(BIN)/tiltbench sweep $(REGRESS_SWEEP) --run-name ci-run
+	$(BIN)/tiltbench check $(REGRESS)/ci-run --baseline results/ci-baseline --tolerance 1.0
+
+# Refresh the committed baseline (after an intended change in speed or accuracy).
+regress-baseline: install
+	$(MAKE) regress || true
+	rm -rf results/ci-baseline && cp -r $(REGRESS)/ci-run results/ci-baseline
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,7 +3,7 @@
 Fine-tunes (once; skipped when the checkpoint exists) MiniLM with elimination on at tilt rate 0.1:
   SST-2: 8,000 training sentences, 1 epoch, max length 64, evaluation on the full 872-sentence dev set
   IMDB:  2,000 training reviews, 1 epoch, max length 512, evaluation on 1,000 test reviews (seeded subset)
-then sweeps tilt rates 0, 0.1, ..., 0.5 at batch sizes 1 and 32 against the dense baselines, into
+then sweeps tilt rates 0, 0.1, ..., 0.5 at batch sizes 1, 8 and 32 against the dense baselines, into
 results/measure-minilm-sst2/ and results/measure-minilm-imdb/ (checkpoints are git-ignored).
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/measure_minilm.py [--only sst2|imdb]
@@ -44,7 +44,7 @@ def run(task: str, console: Console) -> None:
         with progress_bar() as progress:
             result = finetune(TrainConfig(str(checkpoint), spec["data"], tilt_rate=0.1), progress)
         console.print(f"fine-tuned {checkpoint}: {result.metrics}")
-    cfg = SweepConfig((str(checkpoint),), TILT_RATES, (1, 32), folder.name, str(RESULTS), spec["measure"])
+    cfg = SweepConfig((str(checkpoint),), TILT_RATES, (1, 8, 32), folder.name, str(RESULTS), spec["measure"])
     with progress_bar() as progress:
         report = sweep(cfg, progress)
     headers, rows = table_rows(report.rows)

@@ -211,7 +211,7 @@ def test_speedup_predict_target():
 def test_speedup_predict_table():
     result = cli("speedup-predict", "--hidden", "64", "--ffn", "128", "--layers", "2", "--tilt-rate", "0.5")
     assert result.exit_code == 0, result.output
-    assert "predicted speedup" in result.stdout
+    assert "FLOP-ratio speedup" in result.stdout and "no profile" in result.stdout
 
 
 # --- user mistakes: exit 2, one 'error:' line -----------------------------------------------------

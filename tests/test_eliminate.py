@@ -59,9 +59,9 @@ def test_nodiag_and_norm_variants():
 
 
 def test_key_valid_from_each_hf_mask_form():
-    hidden = torch.zeros(2, 3, 4)
+    shape = (2, 3, torch.device("cpu"))
     valid = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)
-    assert key_valid_from_hf_mask(None, hidden).all()
-    assert torch.equal(key_valid_from_hf_mask(valid[:, None, None, :].expand(2, 1, 3, 3), hidden), valid)
-    assert torch.equal(key_valid_from_hf_mask(additive_mask(valid, torch.float), hidden), valid)
-    assert torch.equal(key_valid_from_hf_mask(valid.long(), hidden), valid)
+    assert key_valid_from_hf_mask(None, *shape).all()
+    assert torch.equal(key_valid_from_hf_mask(valid[:, None, None, :].expand(2, 1, 3, 3), *shape), valid)
+    assert torch.equal(key_valid_from_hf_mask(additive_mask(valid, torch.float), *shape), valid)
+    assert torch.equal(key_valid_from_hf_mask(valid.long(), *shape), valid)

@@ -43,8 +43,9 @@ def test_interleaved_timer_same_batches_for_all_and_warmup_discarded():
 def test_min_rounds_and_robust_total():
     log: list = []
     batches = [{"input_ids": torch.full((1, 2), i)} for i in range(2)]
-    latency = time_interleaved([Variant("a", Recorder("a", log), batches)], warmup=0, min_iterations=1,
-                               min_seconds=0.0, min_rounds=3)
+    latency = time_interleaved(
+        [Variant("a", Recorder("a", log), batches)], warmup=0, min_iterations=1, min_seconds=0.0, min_rounds=3
+    )
     assert latency["a"].count == 6
     # round-major samples of 2 batches x 3 rounds; one outlier (100) in batch 0 does not move its median
     lat = Latency.from_values([1.0, 10.0, 100.0, 11.0, 2.0, 12.0])

@@ -9,28 +9,9 @@ import pytest
 from conftest import DATA_DIR
 
 import tiltbench.sweep as sweep_module
-from tiltbench.data import DataConfig
 from tiltbench.errors import UserError
-from tiltbench.finetune import TrainConfig, finetune
 from tiltbench.measure import MeasureConfig
 from tiltbench.sweep import SweepConfig, sweep
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> str:
-    """A 2-layer BERT with MiniLM's vocabulary, fine-tuned by tiltbench on 32 SST-2 sentences (seconds)."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from tiltbench.models import resolve_model
-
-    base = tmp_path_factory.mktemp("tiny") / "base"
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-    BertForSequenceClassification(config).save_pretrained(base)
-    AutoTokenizer.from_pretrained(resolve_model("minilm")).save_pretrained(base)
-    out = base.parent / "ckpt"
-    data = DataConfig("sst2", str(DATA_DIR), max_train_samples=32, max_eval_samples=16, max_seq_len=32)
-    finetune(TrainConfig(str(out), data, model=str(base), tilt_rate=0.3, batch_size=16))
-    return str(out)
 
 
 def _config(checkpoint: str, tmp_path, rates=(0.0, 0.3), batches=(1, 4), **overrides) -> SweepConfig:

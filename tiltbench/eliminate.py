@@ -44,16 +44,15 @@ def score_acc_norm(probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
 SCORERS: dict[str, Scorer] = {"acc": score_acc, "acc-nodiag": score_acc_nodiag, "acc-norm": score_acc_norm}
 
 
-def key_valid_from_hf_mask(mask: Tensor | None, hidden: Tensor) -> Tensor:
+def key_valid_from_hf_mask(mask: Tensor | None, batch: int, length: int, device: torch.device) -> Tensor:
     """Recover the [B,n] key-validity mask from the mask HF hands its encoder.
 
     transformers 5 passes None (no padding), a bool [B,1,q,n] mask (sdpa, True = attend) or an additive
     float [B,1,q,n] mask (eager, 0 = attend); older versions pass an additive [B,1,1,n] mask. All rows of a
     bidirectional mask are equal, so row 0 suffices.
     """
-    B, n, _ = hidden.shape
     if mask is None:
-        return torch.ones(B, n, dtype=torch.bool, device=hidden.device)
+        return torch.ones(batch, length, dtype=torch.bool, device=device)
     if mask.dim() == 2:
         return mask.bool()
     row = mask[:, 0, 0, :]

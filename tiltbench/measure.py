@@ -201,6 +201,14 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int) -> di
         "dense_macs_per_example": sum(dense_macs) / n_examples,
         "flop_unit": "encoder MACs; FLOPs = 2 x MACs",
         "mean_kept_tokens": [round(float(x), 3) for x in counts.mean(0)],
+        # what a latency model needs to re-predict this row: the schedule, the model's sizes, the inputs' lengths
+        "shape": schedule.shape,
+        "min_tokens": schedule.min_tokens,
+        "hidden": bench.dims.hidden,
+        "ffn": bench.dims.ffn,
+        "layers": bench.dims.layers,
+        "heads": bench.model.config.num_attention_heads,
+        "lengths": [int(n) for n in counts[:, 0]],
         "latency": {name: lat.to_dict() for name, lat in latency.items()},
         "throughput": {
             name: {

@@ -43,8 +43,9 @@ class TiltState:
     scorer_name: str
     scorer: Scorer
     original_class: type
-    kept: Tensor | None = None  # realised [B, L+1] counts of the last forward
-    widths: list[int] = field(default_factory=list)  # tensor width (tokens) after each layer, last forward
+    kept: Tensor | None = None  # realised [B, L+1] counts of the last eliminating forward
+    widths: list[int] = field(default_factory=list)  # tensor width (tokens) after each layer, same forward
+    dense_input: tuple | None = None  # (HF mask, hidden shape) of the last forward that eliminated nothing
     _tables: dict[torch.device, Tensor] = field(default_factory=dict)
 
     def counts_for(self, n0: Tensor) -> Tensor:
@@ -62,7 +63,7 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     """Layer loop: attention on n_{l-1} tokens, score, gather, FFN on n_l tokens (methods.md §3.2 placement)."""
     state: TiltState = encoder._tiltbench
     impl = encoder.config._attn_implementation
-    valid = key_valid_from_hf_mask(mask, hidden)  # [B,n]
+    valid = key_valid_from_hf_mask(mask, hidden.shape[0], hidden.shape[1], hidden.device)  # [B,n]
     counts = state.counts_for(valid.sum(1))  # [B,L+1]
     widths = [hidden.shape[1]]
     for i, layer in enumerate(encoder.layer):
@@ -75,7 +76,7 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             attended = gather_tokens(attended, idx)  # [B,n_l,h]
             hidden = layer.output(layer.intermediate(attended), attended)
         widths.append(hidden.shape[1])
-    state.kept, state.widths = counts, widths
+    state.kept, state.widths, state.dense_input = counts, widths, None
     return hidden
 
 
@@ -95,10 +96,9 @@ def _tilted_class(base: type) -> type:
 
             def forward(self, hidden_states, attention_mask=None, *args, **kwargs):  # noqa: ANN001
                 state: TiltState = self._tiltbench
-                if state.schedule.is_identity:
-                    n0 = key_valid_from_hf_mask(attention_mask, hidden_states).sum(1)
-                    state.kept = n0[:, None].expand(-1, len(self.layer) + 1)
-                    state.widths = [hidden_states.shape[1]] * (len(self.layer) + 1)
+                if state.schedule.is_identity:  # HF's forward; counts are derived only if someone asks
+                    B, n, _ = hidden_states.shape
+                    state.kept, state.dense_input = None, (attention_mask, B, n, hidden_states.device)
                     return super().forward(hidden_states, attention_mask, *args, **kwargs)
                 hidden = _eliminating_forward(self, hidden_states, attention_mask)
                 return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden)
@@ -183,6 +183,11 @@ def unpatch(model: nn.Module) -> nn.Module:
 def realised_counts(model: nn.Module) -> Tensor:
     """[B, L+1] tokens each example had after each layer in the last forward ([:, 0] = real input length)."""
     state = _state(model)
+    if state.dense_input is not None:  # nothing was eliminated: every layer kept the real length
+        mask, batch, length, device = state.dense_input
+        n0 = key_valid_from_hf_mask(mask, batch, length, device).sum(1)
+        state.kept = n0[:, None].expand(-1, state.schedule.num_layers + 1)
+        state.widths, state.dense_input = [length] * (state.schedule.num_layers + 1), None
     if state.kept is None:
         raise UserError("no forward pass has run since the model was patched")
     return state.kept

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+from conftest import random_batch, tiny_bert
+
+from tiltbench import Schedule, UserError, patch
+from tiltbench.latency_model import (
+    FEATURES,
+    LatencyProfile,
+    batch_work,
+    calibrated_speedup,
+    features,
+    fit_coefficients,
+    predict_latency,
+    tilt_rate_for_calibrated_speedup,
+)
+from tiltbench.speedup import ModelDims
+
+DIMS = ModelDims(384, 1536, 6)
+
+
+@pytest.mark.parametrize("lengths", [[20, 9], [30, 30, 4], [5], [12, 3, 3, 40]])
+def test_batch_work_mirrors_the_patched_model(lengths):
+    model = patch(tiny_bert(layers=4), tilt_rate=0.3)
+    with torch.inference_mode():
+        model(**random_batch(lengths))
+    assert list(batch_work(lengths, Schedule(4, 0.3)).widths) == model._tiltbench.widths
+
+
+def test_features_by_hand():
+    dims = ModelDims(4, 8, 2)
+    work = batch_work([6, 3], Schedule(2, 0.5))  # counts [6,3,2] and [3,2,1]: widths 6 -> 3 -> 2
+    assert work.widths == (6, 3, 2) and work.eliminating == (True, True)
+    x = features(work, dims, heads=2)
+    lin = 2 * (4 * 6 * 16 + 2 * 3 * 4 * 8) + 2 * (4 * 3 * 16 + 2 * 2 * 4 * 8)
+    assert x.tolist() == [lin, 2 * 2 * (36 + 9) * 4, 2 * (6 + 3), 2 * 2 * (36 + 9), 2, 1]
+    dense = features(batch_work([6, 3], None), dims, heads=2)
+    assert dense[3] == dense[4] == 0 and dense[2] == 2 * 2 * 6  # padded width 6 in both layers
+
+
+def _profile(coefficients: dict[str, float]) -> LatencyProfile:
+    return LatencyProfile("minilm", 384, 1536, 6, 12, 2, coefficients, {}, {})
+
+
+def test_fit_recovers_known_coefficients():
+    truth = {
+        "linear_macs": 1e-8,
+        "quadratic_macs": 3e-8,
+        "tokens": 1e-4,
+        "eliminated_probs": 2e-7,
+        "eliminating_layers": 0.05,
+        "constant": 1.5,
+    }
+    rng = np.random.default_rng(0)
+    works = [
+        batch_work([int(n) for n in rng.integers(8, 256, size=b)], Schedule(6, r) if r else None)
+        for b in (1, 4, 16)
+        for r in (0, 0.1, 0.3)
+        for _ in range(4)
+    ]
+    rows = np.array([features(w, DIMS, 12) for w in works])
+    times = rows @ np.array([truth[f] for f in FEATURES])
+    fitted, predicted = fit_coefficients(rows, times)
+    assert np.allclose(predicted, times, rtol=1e-6)
+
+
+def test_speedup_prediction_and_inverse():
+    profile = _profile(
+        {
+            "linear_macs": 1e-8,
+            "quadratic_macs": 1e-8,
+            "tokens": 0.0,
+            "eliminated_probs": 1e-8,
+            "eliminating_layers": 0.1,
+            "constant": 2.0,
+        }
+    )
+    lengths = [40, 64, 20, 33] * 8
+    dense, tilted = predict_latency(profile, lengths, 8, Schedule(6, 0.0))
+    assert dense == tilted  # rate 0 is HF's forward
+    assert (
+        calibrated_speedup(profile, lengths, 8, Schedule(6, 0.3))
+        > calibrated_speedup(profile, lengths, 8, Schedule(6, 0.1))
+        > 1
+    )
+    rate = tilt_rate_for_calibrated_speedup(profile, 1.5, lengths, 8)
+    assert calibrated_speedup(profile, lengths, 8, Schedule(6, rate)) >= 1.5
+    assert calibrated_speedup(profile, lengths, 8, Schedule(6, rate - 0.002)) < 1.5
+    with pytest.raises(UserError, match="out of reach"):
+        tilt_rate_for_calibrated_speedup(profile, 50.0, lengths, 8)
+
+
+def test_profile_round_trip_and_errors(tmp_path):
+    profile = _profile(dict.fromkeys(FEATURES, 1.0))
+    profile.save(tmp_path / "p.json")
+    assert LatencyProfile.load(tmp_path / "p.json") == profile
+    with pytest.raises(UserError, match="does not exist"):
+        LatencyProfile.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(UserError, match="not a tiltbench latency profile"):
+        LatencyProfile.load(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="calibrate this model"):
+        profile.check_dims(ModelDims(768, 3072, 12), 12)

@@ -1,0 +1,118 @@
+"""calibrate(cfg): time the real model on this machine over batch sizes, lengths and tilt rates, and fit the
+latency model (latency_model.py) into a machine profile.
+
+Inputs are real English text (a fixed passage, tokenised and cut to each length); for timing only the lengths
+matter, since the schedule, not the content, sets how many tokens each layer keeps.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tiltbench.errors import UserError
+from tiltbench.inference import Progress
+from tiltbench.latency import time_forward
+from tiltbench.latency_model import LatencyProfile, batch_work, features, fit_coefficients
+from tiltbench.models import load_model
+from tiltbench.patch import patch, set_schedule
+from tiltbench.report import environment
+from tiltbench.schedule import Schedule
+from tiltbench.speedup import ModelDims
+
+PASSAGE = (
+    "The film opens on a quiet harbour town where nothing much happens, and for the first half hour the director "
+    "seems content to let it stay that way. The performances are warm and unhurried, the photography catches the "
+    "grey light of the coast, and the score keeps a respectful distance. Then a stranger arrives with a suitcase "
+    "full of letters, and the story turns into something sharper: a patient account of how a small community "
+    "decides what it is willing to forget. Not every scene works, and a subplot about the lighthouse keeper feels "
+    "like it wandered in from another script, but the ending earns its silence. "
+)
+LENGTHS = (8, 16, 32, 64, 128, 256, 384, 512)
+BATCH_SIZES = (1, 4, 8, 16, 32)
+RATES = (0.0, 0.1, 0.25, 0.4)
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    model: str = "minilm"
+    reps: int = 3  # timed forwards per configuration (median), after one warm-up
+    max_tokens_per_batch: int = 4096  # skip larger configurations (time); the model extrapolates
+    max_len: int = 512
+
+    def __post_init__(self) -> None:
+        if self.reps < 1 or self.max_tokens_per_batch < 8 or not 8 <= self.max_len <= 512:
+            raise UserError("--reps >= 1, --max-tokens-per-batch >= 8 and --max-len in [8, 512] please")
+
+
+def default_profile_path(model: str) -> Path:
+    """Under the user's cache dir, per model and thread count (a profile is only valid for both)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tiltbench" / "profiles"
+    name = "minilm" if model == "minilm" else Path(model).name.replace("/", "--")
+    return cache / f"{name}-{torch.get_num_threads()}threads.json"
+
+
+def _configs(cfg: CalibrateConfig) -> list[tuple[list[int], float]]:
+    """(batch lengths, tilt rate): equal-length batches, plus mixed-length ones (padding and ragged keeps)."""
+    out = []
+    for size in BATCH_SIZES:
+        for n in (n for n in LENGTHS if n <= cfg.max_len and size * n <= cfg.max_tokens_per_batch):
+            mixed = [max(4, round(n * (0.25 + 0.75 * i / max(size - 1, 1)))) for i in range(size)]
+            for rate in RATES:
+                out.append(([n] * size, rate))
+                if size > 1:
+                    out.append((mixed, rate))
+    return out
+
+
+def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> LatencyProfile:
+    """Time every configuration on the real model, fit the coefficients, return the profile."""
+    started = time.perf_counter()
+    model, tokenizer = load_model(cfg.model)
+    patch(model, 0.0)
+    dims, heads = ModelDims.from_config(model.config), model.config.num_attention_heads
+    passage = tokenizer(PASSAGE * 8, add_special_tokens=False)["input_ids"]
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0
+    configs = _configs(cfg)
+    rows, times = [], []
+    with torch.inference_mode():
+        for i, (lengths, rate) in enumerate(configs):
+            width = max(lengths)
+            ids = torch.full((len(lengths), width), pad)
+            mask = torch.zeros_like(ids)
+            for row, n in enumerate(lengths):
+                ids[row, :n] = torch.tensor([cls, *passage[: n - 2], sep])
+                mask[row, :n] = 1
+            batch = {"input_ids": ids, "attention_mask": mask}
+            schedule = Schedule(dims.layers, rate)
+            set_schedule(model, schedule)
+            model(**batch)  # warm-up
+            times.append(statistics.median(time_forward(model, batch) for _ in range(cfg.reps)))
+            rows.append(features(batch_work(lengths, None if rate == 0 else schedule), dims, heads))
+            if progress:
+                progress("calibrating", i + 1, len(configs))
+    coefficients, fitted = fit_coefficients(np.array(rows), np.array(times))
+    errors = np.abs(fitted / np.array(times) - 1)
+    fit = {
+        "samples": len(times),
+        "median_abs_rel_error": float(np.median(errors)),
+        "max_abs_rel_error": float(errors.max()),
+        "calibration_seconds": round(time.perf_counter() - started, 1),
+    }
+    return LatencyProfile(
+        cfg.model,
+        dims.hidden,
+        dims.ffn,
+        dims.layers,
+        heads,
+        torch.get_num_threads(),
+        coefficients,
+        fit,
+        environment(model.config._attn_implementation),
+    )

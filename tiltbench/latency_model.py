@@ -1,0 +1,184 @@
+"""Calibrated latency model: predicts what `measure` will time, not only the FLOP ratio.
+
+A FLOP ratio ignores what dominates short inputs and small batches: per-layer fixed costs (each Linear streams
+its weights from memory whatever the token count), memory-bound softmax, and the scoring/gather work of
+eliminating layers. The model is linear in six features of one batch's work, summed over its layers:
+
+    time(batch) = a * linear MACs          sum_l B * (4 * m_in * h^2 + 2 * m_out * h * f)
+                + b * quadratic MACs       sum_l B * 2 * m_in^2 * h
+                + c * tokens processed     sum_l B * m_in
+                + e * eliminated probs     sum over eliminating layers of B * H * m_in^2 (materialised softmax)
+                + g * eliminating layers   count (top-k, gather, extra small ops)
+                + k                        per batch: L * (fixed per-layer cost d) + embeddings/pooler/Python
+
+with m_in, m_out the batch's tensor widths (tokens, padding included) into and out of layer l. With one model
+L is fixed, so the per-layer constant d and the per-batch constant k are fitted as one constant (k' = L*d + k).
+Coefficients come from non-negative least squares on relative error, fitted from a short calibration run of
+the real model on this machine (`tiltbench calibrate`), and are stored as a machine profile with its environment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tiltbench.errors import UserError
+from tiltbench.schedule import Schedule
+from tiltbench.speedup import ModelDims
+
+FEATURES = ("linear_macs", "quadratic_macs", "tokens", "eliminated_probs", "eliminating_layers", "constant")
+UNITS = ("ms/MAC", "ms/MAC", "ms/token", "ms/probability", "ms/layer", "ms/batch")
+
+
+@dataclass(frozen=True)
+class BatchWork:
+    """What one forward computes: tensor widths [W0..WL] and which layers eliminate, for `rows` examples."""
+
+    rows: int
+    widths: tuple[int, ...]
+    eliminating: tuple[bool, ...]
+
+
+def batch_work(lengths: Sequence[int], schedule: Schedule | None, pad_to: int | None = None) -> BatchWork:
+    """The work of one batch of real `lengths`: dense when `schedule` is None (or keeps all), else tiltbench's.
+
+    Mirrors patch.py: a layer that drops no token in the batch keeps the (padded) width; an eliminating layer
+    outputs the longest kept row."""
+    width = pad_to or max(lengths)
+    layers = schedule.num_layers if schedule else 0
+    counts = [schedule.counts(n) for n in lengths] if schedule else []
+    widths, eliminating = [width], []
+    for layer in range(1, layers + 1):
+        drops = any(c[layer] != c[layer - 1] for c in counts)
+        eliminating.append(drops)
+        widths.append(max(c[layer] for c in counts) if drops else widths[-1])
+    return BatchWork(len(lengths), tuple(widths), tuple(eliminating))
+
+
+def features(work: BatchWork, dims: ModelDims, heads: int) -> np.ndarray:
+    """The six features of one batch (see the module docstring)."""
+    h, f, B = dims.hidden, dims.ffn, work.rows
+    widths = work.widths if len(work.widths) > 1 else work.widths * (dims.layers + 1)  # dense: same width
+    eliminating = work.eliminating or (False,) * dims.layers
+    out = np.zeros(len(FEATURES))
+    for layer in range(dims.layers):
+        m_in, m_out = widths[layer], widths[layer + 1]
+        out[0] += B * (4 * m_in * h * h + 2 * m_out * h * f)
+        out[1] += B * 2 * m_in * m_in * h
+        out[2] += B * m_in
+        if eliminating[layer]:
+            out[3] += B * heads * m_in * m_in
+            out[4] += 1
+    out[5] = 1.0
+    return out
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """Fitted coefficients for one model on one machine and thread count."""
+
+    model: str
+    hidden: int
+    ffn: int
+    layers: int
+    heads: int
+    threads: int
+    coefficients: dict[str, float]  # feature -> ms per unit
+    fit: dict  # samples, median/max absolute relative error of the fit, calibration seconds
+    environment: dict
+
+    @property
+    def dims(self) -> ModelDims:
+        return ModelDims(self.hidden, self.ffn, self.layers)
+
+    def batch_ms(self, work: BatchWork) -> float:
+        return float(features(work, self.dims, self.heads) @ np.array([self.coefficients[f] for f in FEATURES]))
+
+    def save(self, path: str | Path) -> None:
+        from tiltbench.report import write_json_atomic
+
+        write_json_atomic(path, {**asdict(self), "units": dict(zip(FEATURES, UNITS, strict=True))})
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyProfile:
+        file = Path(path)
+        if not file.is_file():
+            raise UserError(f"profile {str(file)!r} does not exist; make one with `tiltbench calibrate`")
+        try:
+            data = json.loads(file.read_text())
+            data.pop("units", None)
+            return cls(**data)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise UserError(f"{file} is not a tiltbench latency profile ({err})") from None
+
+    def check_dims(self, dims: ModelDims, heads: int) -> None:
+        if (dims, heads) != (self.dims, self.heads):
+            raise UserError(
+                f"the profile was fitted on {self.model} (h {self.hidden}, f {self.ffn}, L {self.layers}, "
+                f"{self.heads} heads), not on this model; calibrate this model first"
+            )
+
+
+def fit_coefficients(rows: np.ndarray, times_ms: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Non-negative least squares on relative error: each sample's row and target divided by its time."""
+    from scipy.optimize import nnls
+
+    scale = rows.max(axis=0)
+    scale[scale == 0] = 1.0
+    weighted = rows / scale / times_ms[:, None]
+    solution, _ = nnls(weighted, np.ones_like(times_ms))
+    coefficients = solution / scale
+    return dict(zip(FEATURES, (float(c) for c in coefficients), strict=True)), rows @ coefficients
+
+
+def batches_of(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Dataset order, as `measure` batches its inputs."""
+    return [list(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size)]
+
+
+def predict_latency(
+    profile: LatencyProfile, lengths: Sequence[int], batch_size: int, schedule: Schedule, pad_to: int | None = None
+) -> tuple[float, float]:
+    """(dense-dynamic ms, tiltbench ms) summed over the batches of `lengths` in dataset order."""
+    dense = tilted = 0.0
+    for batch in batches_of(lengths, batch_size):
+        dense += profile.batch_ms(batch_work(batch, None))
+        tilted += profile.batch_ms(batch_work(batch, None if schedule.is_identity else schedule, pad_to))
+    return dense, tilted
+
+
+def calibrated_speedup(profile: LatencyProfile, lengths: Sequence[int], batch_size: int, schedule: Schedule) -> float:
+    dense, tilted = predict_latency(profile, lengths, batch_size, schedule)
+    return dense / tilted
+
+
+def tilt_rate_for_calibrated_speedup(
+    profile: LatencyProfile,
+    target: float,
+    lengths: Sequence[int],
+    batch_size: int,
+    shape: str = "geometric",
+    min_tokens: int = 1,
+) -> float:
+    """Smallest tilt rate (to 1e-3) whose calibrated speedup reaches `target`; UserError if none does."""
+
+    def speedup(rate: float) -> float:
+        return calibrated_speedup(profile, lengths, batch_size, Schedule(profile.layers, rate, shape, None, min_tokens))
+
+    grid = [i / 100 for i in range(100)]
+    reaching = next((r for r in grid if speedup(r) >= target), None)
+    if reaching is None:
+        best = max(speedup(r) for r in grid[::10])
+        raise UserError(
+            f"target speedup {target:g}x is out of reach on this machine: the calibrated model "
+            f"predicts at most about {best:.2f}x at batch size {batch_size}"
+        )
+    lo, hi = max(0.0, reaching - 0.01), reaching  # refine between the last miss and the first hit
+    while hi - lo > 1e-3:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if speedup(mid) >= target else (mid, hi)
+    return round(hi, 3)
