@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tiltbench.report import write_bytes_atomic  # noqa: E402
+from tiltbench.results import short_name  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -26,7 +27,7 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
     """Task metric vs measured speedup against dense-dynamic; one curve per checkpoint and batch size."""
     curves: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for row in rows:
-        curves[(Path(row["checkpoint"]).name, row["batch_size"])].append(row)
+        curves[(short_name(row["checkpoint"]), row["batch_size"])].append(row)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (name, batch), points in sorted(curves.items()):
         points.sort(key=lambda r: r["tilt_rate"])

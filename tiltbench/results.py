@@ -11,7 +11,7 @@ from tiltbench.report import write_json_atomic, write_text_atomic
 
 # (header, how to read it from a row): the Markdown and terminal table
 TABLE_COLUMNS: list[tuple[str, callable]] = [
-    ("checkpoint", lambda r: Path(r["checkpoint"]).name),
+    ("checkpoint", lambda r: short_name(r["checkpoint"])),
     ("tilt rate", lambda r: f"{r['tilt_rate']:g}"),
     ("batch", lambda r: r["batch_size"]),
     ("metric", lambda r: f"{r['metric_name']} {r['metric']:.4f}"),
@@ -26,6 +26,11 @@ TABLE_COLUMNS: list[tuple[str, callable]] = [
     ("GFLOPs / example", lambda r: f"{r['flops_per_example'] / 1e9:.3f}"),
     ("tiltbench CV", lambda r: f"{r['latency']['tiltbench']['cv']:.3f}"),
 ]
+
+
+def short_name(checkpoint: str) -> str:
+    """The last two parts of a checkpoint path: 'measure-minilm-sst2/checkpoint' says more than 'checkpoint'."""
+    return "/".join(Path(checkpoint).parts[-2:])
 
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list]]:

@@ -1,0 +1,166 @@
+"""Commands that measure: measure and sweep (results/<run>/ folders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tiltbench.cli.common import (
+    BatchSizesOpt,
+    CheckpointArg,
+    DataDirOpt,
+    EvalFileOpt,
+    ForceOpt,
+    FvcoreOpt,
+    JsonOpt,
+    LabelColOpt,
+    LatencyExamplesOpt,
+    MaxEvalOpt,
+    MinItersOpt,
+    MinSecondsOpt,
+    OptMaxLenOpt,
+    OptTaskOpt,
+    PadToMaxOpt,
+    PairColOpt,
+    ResultsDirOpt,
+    RunNameOpt,
+    SeedOpt,
+    TextColOpt,
+    ThreadsOpt,
+    TiltRatesOpt,
+    WarmupOpt,
+    app,
+    emit_json,
+    handle_errors,
+    setup,
+)
+from tiltbench.console import out_console, progress_bar, table
+from tiltbench.errors import UserError
+
+
+@app.command()
+@handle_errors
+def measure(
+    checkpoint: CheckpointArg,
+    tilt_rates: TiltRatesOpt = "0:0.5:0.1",
+    batch_sizes: BatchSizesOpt = "1,8,32",
+    run_name: RunNameOpt = None,
+    results_dir: ResultsDirOpt = "results",
+    task: OptTaskOpt = None,
+    data_dir: DataDirOpt = None,
+    eval_file: EvalFileOpt = None,
+    text_column: TextColOpt = "text",
+    text_pair_column: PairColOpt = None,
+    label_column: LabelColOpt = "label",
+    max_eval_samples: MaxEvalOpt = None,
+    max_seq_len: OptMaxLenOpt = None,
+    latency_examples: LatencyExamplesOpt = 256,
+    warmup: WarmupOpt = 2,
+    min_iterations: MinItersOpt = 10,
+    min_seconds: MinSecondsOpt = 2.0,
+    pad_to_max: PadToMaxOpt = False,
+    fvcore: FvcoreOpt = True,
+    force: ForceOpt = False,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Latency, FLOPs and the task metric of one checkpoint over tilt rates and batch sizes, against dense
+    baselines run interleaved in the same process; writes results/<run-name>/."""
+    settings = dict(locals())
+    settings["checkpoints"] = [settings.pop("checkpoint")]
+    settings["run_name"] = run_name or f"measure-{Path(checkpoint).resolve().name}"
+    _run_sweep(**settings)
+
+
+@app.command()
+@handle_errors
+def sweep(
+    checkpoint: Annotated[list[str], typer.Option(help="A tiltbench checkpoint (repeatable, to compare methods).")],
+    tilt_rates: TiltRatesOpt = "0:0.6:0.05",
+    batch_sizes: BatchSizesOpt = "1,8,32",
+    run_name: RunNameOpt = None,
+    results_dir: ResultsDirOpt = "results",
+    task: OptTaskOpt = None,
+    data_dir: DataDirOpt = None,
+    eval_file: EvalFileOpt = None,
+    text_column: TextColOpt = "text",
+    text_pair_column: PairColOpt = None,
+    label_column: LabelColOpt = "label",
+    max_eval_samples: MaxEvalOpt = None,
+    max_seq_len: OptMaxLenOpt = None,
+    latency_examples: LatencyExamplesOpt = 256,
+    warmup: WarmupOpt = 2,
+    min_iterations: MinItersOpt = 10,
+    min_seconds: MinSecondsOpt = 2.0,
+    pad_to_max: PadToMaxOpt = False,
+    fvcore: FvcoreOpt = True,
+    force: ForceOpt = False,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Checkpoints x tilt rates x batch sizes, one measured row each; resumable (reruns skip finished rows)."""
+    settings = dict(locals())
+    settings["checkpoints"] = settings.pop("checkpoint")
+    settings["run_name"] = run_name or "sweep"
+    _run_sweep(**settings)
+
+
+def _run_sweep(
+    checkpoints: list[str],
+    tilt_rates: str,
+    batch_sizes: str,
+    run_name: str,
+    results_dir: str,
+    force: bool,
+    threads: int | None,
+    json_out: bool,
+    **measure_settings,
+) -> None:
+    setup(threads)
+    from tiltbench.measure import MeasureConfig
+    from tiltbench.results import table_rows
+    from tiltbench.schedule import parse_grid
+    from tiltbench.sweep import SweepConfig
+    from tiltbench.sweep import sweep as run_sweep
+
+    cfg = SweepConfig(
+        tuple(checkpoints),
+        tuple(parse_grid(tilt_rates)),
+        _batch_sizes(batch_sizes),
+        run_name,
+        results_dir,
+        MeasureConfig(**measure_settings),
+        force,
+    )
+    with progress_bar(not json_out) as progress:
+        report = run_sweep(cfg, progress)
+    if json_out:
+        return emit_json({"folder": str(cfg.folder), "rows": [_without_samples(r) for r in report.rows]})
+    headers, rows = table_rows(report.rows)
+    out_console.print(
+        table(
+            f"{cfg.folder} ({report.environment['threads']} threads)",
+            headers,
+            rows,
+            "speedup = baseline / tiltbench time (per-batch medians over rounds, summed); same inputs, interleaved",
+        )
+    )
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--batch-sizes must be a comma list of integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"batch sizes must be at least 1, got {text!r}")
+    return sizes
+
+
+def _without_samples(row: dict) -> dict:
+    latency = {name: {k: v for k, v in lat.items() if k != "samples"} for name, lat in row["latency"].items()}
+    return {**row, "latency": latency}

@@ -1,0 +1,204 @@
+"""Commands about the speedup model: speedup-predict, calibrate, check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tiltbench.cli.common import (
+    DataDirOpt,
+    JsonOpt,
+    MaxEvalOpt,
+    MinTokensOpt,
+    ModelOpt,
+    ShapeOpt,
+    ThreadsOpt,
+    app,
+    emit_json,
+    handle_errors,
+    setup,
+)
+from tiltbench.console import out_console, progress_bar, table
+from tiltbench.errors import UserError
+
+
+@app.command("speedup-predict")
+@handle_errors
+def speedup_predict(
+    model: ModelOpt = "minilm",
+    hidden: Annotated[
+        int | None, typer.Option(help="Hidden size (with --ffn and --layers, instead of --model).")
+    ] = None,
+    ffn: Annotated[int | None, typer.Option(help="FFN (intermediate) size.")] = None,
+    layers: Annotated[int | None, typer.Option(help="Number of encoder layers.")] = None,
+    seq_len: Annotated[int, typer.Option(help="Real tokens per example, [CLS] and [SEP] included.")] = 128,
+    task: Annotated[str | None, typer.Option(help="Use this task's real dev-set lengths instead of --seq-len.")] = None,
+    data_dir: DataDirOpt = None,
+    max_seq_len: Annotated[int, typer.Option(help="With --task: truncate to this many tokens.")] = 128,
+    max_eval_samples: MaxEvalOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per batch (matters with --profile).")] = 1,
+    tilt_rate: Annotated[float | None, typer.Option(help="Predict the speedup of this rate.")] = None,
+    target_speedup: Annotated[float | None, typer.Option(help="Solve for the smallest rate reaching this.")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Machine profile from `tiltbench calibrate`: predict latency.")
+    ] = None,
+    shape: ShapeOpt = "geometric",
+    min_tokens: MinTokensOpt = 1,
+    json_out: JsonOpt = False,
+) -> None:
+    """Predict the speedup of a tilt rate (FLOP ratio; with --profile, calibrated latency), or solve for the
+    rate that reaches --target-speedup."""
+    if (tilt_rate is None) == (target_speedup is None):
+        raise UserError("pass exactly one of --tilt-rate and --target-speedup")
+    for name, value in (("--seq-len", seq_len), ("--batch-size", batch_size)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    from tiltbench.data import DataConfig
+    from tiltbench.forecast import forecast, task_lengths
+    from tiltbench.latency_model import LatencyProfile
+
+    dims = _dims(model, hidden, ffn, layers)
+    loaded = LatencyProfile.load(profile) if profile else None
+    if task:
+        setup()
+        data = DataConfig(task, data_dir, max_eval_samples=max_eval_samples, max_seq_len=max_seq_len)
+        lengths = task_lengths(data, model)
+    else:
+        lengths = [seq_len] * batch_size
+    result = forecast(
+        dims,
+        lengths,
+        batch_size,
+        tilt_rate=tilt_rate,
+        target_speedup=target_speedup,
+        shape=shape,
+        min_tokens=min_tokens,
+        profile=loaded,
+    )  # type: ignore[arg-type]
+    if json_out:
+        return emit_json(result)
+    rows = [
+        ["hidden / ffn / layers", f"{dims.hidden} / {dims.ffn} / {dims.layers}"],
+        ["inputs", f"{task} dev set, {len(lengths)} examples" if task else f"{seq_len} tokens"],
+        ["mean real length (tokens)", result["seq_len"]],
+        ["batch size", batch_size],
+        ["tilt rate", f"{result['tilt_rate']:g}"],
+        ["mean tokens kept by layers 1..L", " ".join(map(str, result["kept_tokens"]))],
+        [
+            "encoder GFLOPs (2 x MACs), dense -> eliminated",
+            f"{2 * result['macs_dense'] / 1e9:.3f} -> {2 * result['macs'] / 1e9:.3f}",
+        ],
+        ["FLOP-ratio speedup", f"{result['flop_speedup']:.3f}x"],
+    ]
+    if loaded:
+        rows += [
+            [
+                "latency per batch, dense-dynamic -> tiltbench (calibrated)",
+                f"{result['latency_ms_dense_dynamic']:.2f} ms -> {result['latency_ms']:.2f} ms",
+            ],
+            ["calibrated speedup", f"{result['predicted_speedup']:.3f}x"],
+        ]
+    title = "speedup-predict (calibrated latency model)" if loaded else "speedup-predict (FLOP ratio; no profile given)"
+    out_console.print(table(title, ["quantity", "value"], rows))
+
+
+@app.command()
+@handle_errors
+def calibrate(
+    model: ModelOpt = "minilm",
+    profile: Annotated[str | None, typer.Option(help="Where to write the profile (default: the user cache).")] = None,
+    reps: Annotated[int, typer.Option(help="Timed forwards per configuration (median).")] = 3,
+    max_tokens_per_batch: Annotated[int, typer.Option(help="Skip larger calibration batches.")] = 4096,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fit the latency model to this machine (a couple of minutes) and save it as a machine profile."""
+    setup(threads)
+    from tiltbench.calibrate import CalibrateConfig, default_profile_path
+    from tiltbench.calibrate import calibrate as run_calibrate
+    from tiltbench.latency_model import FEATURES, UNITS
+
+    path = Path(profile) if profile else default_profile_path(model)
+    with progress_bar(not json_out) as progress:
+        result = run_calibrate(CalibrateConfig(model, reps, max_tokens_per_batch), progress)
+    result.save(path)
+    if json_out:
+        return emit_json({"profile": str(path), **result.fit, "coefficients": result.coefficients})
+    rows = [[f, f"{result.coefficients[f]:.4g}", u] for f, u in zip(FEATURES, UNITS, strict=True)]
+    out_console.print(
+        table(
+            f"profile -> {path}",
+            ["feature", "coefficient", "unit"],
+            rows,
+            f"fit on {result.fit['samples']} timings: median |error| "
+            f"{100 * result.fit['median_abs_rel_error']:.1f}%, max "
+            f"{100 * result.fit['max_abs_rel_error']:.1f}%; {result.fit['calibration_seconds']} s",
+        )
+    )
+
+
+@app.command()
+@handle_errors
+def check(
+    results: Annotated[str, typer.Argument(help="A folder written by measure or sweep.")],
+    profile: Annotated[str | None, typer.Option(help="Machine profile: check the calibrated prediction.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Allowed median |measured/predicted - 1|.")] = 0.10,
+    baseline: Annotated[str | None, typer.Option(help="Another results folder: also check for regressions.")] = None,
+    metric_tolerance: Annotated[float, typer.Option(help="Allowed metric drop vs the baseline, in points.")] = 1.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare measured speedups with the prediction (and a baseline run); exit 1 when they disagree."""
+    from tiltbench.check import CheckConfig
+    from tiltbench.check import check as run_check
+
+    report = run_check(CheckConfig(results, profile, tolerance, baseline, metric_tolerance))
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        rows = [
+            [
+                r["checkpoint"],
+                f"{r['tilt_rate']:g}",
+                r["batch_size"],
+                f"{r['measured']:.3f}x",
+                f"{r['predicted']:.3f}x",
+                f"{100 * r['error']:+.1f}%",
+            ]
+            for r in report.rows
+        ]
+        out_console.print(
+            table(
+                f"check {results} ({report.prediction} prediction)",
+                ["checkpoint", "tilt rate", "batch", "measured", "predicted", "error"],
+                rows,
+            )
+        )
+        verdict = "ok" if report.median_abs_error <= report.tolerance else "FAILED"
+        out_console.print(
+            f"median |error| {100 * report.median_abs_error:.1f}% (tolerance {100 * report.tolerance:.0f}%): {verdict}"
+        )
+        for line in report.regressions:
+            out_console.print(f"[red]regression[/]: {line}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _dims(model: str, hidden: int | None, ffn: int | None, layers: int | None):
+    from tiltbench.speedup import ModelDims
+
+    given = [x is not None for x in (hidden, ffn, layers)]
+    if all(given):
+        return ModelDims(hidden, ffn, layers)  # type: ignore[arg-type]
+    if any(given):
+        raise UserError("pass all of --hidden, --ffn and --layers, or none (then --model is read)")
+    from transformers import AutoConfig
+
+    from tiltbench.models import resolve_model
+
+    setup()
+    try:
+        return ModelDims.from_config(AutoConfig.from_pretrained(resolve_model(model)))
+    except (OSError, ValueError) as err:
+        raise UserError(f"could not read the config of model {model!r}: {str(err).splitlines()[0]}") from None

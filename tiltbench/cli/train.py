@@ -1,0 +1,302 @@
+"""Commands that train or use one checkpoint: finetune, offline-tune, predict."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tiltbench.cli.common import (
+    CheckpointArg,
+    DataDirOpt,
+    EvalFileOpt,
+    JsonOpt,
+    LabelColOpt,
+    MaxEvalOpt,
+    MaxLenOpt,
+    MaxTrainOpt,
+    MinTokensOpt,
+    ModelOpt,
+    PairColOpt,
+    ScorerOpt,
+    SeedOpt,
+    ShapeOpt,
+    TaskOpt,
+    TextColOpt,
+    ThreadsOpt,
+    TiltRateOpt,
+    TrainFileOpt,
+    app,
+    emit_json,
+    handle_errors,
+    setup,
+)
+from tiltbench.console import markdown_table, out_console, progress_bar, table
+from tiltbench.errors import UserError
+
+
+@app.command()
+@handle_errors
+def finetune(
+    output: Annotated[str, typer.Option(help="Checkpoint folder to write.")],
+    model: ModelOpt = "minilm",
+    task: TaskOpt = "sst2",
+    data_dir: DataDirOpt = None,
+    train_file: TrainFileOpt = None,
+    eval_file: EvalFileOpt = None,
+    text_column: TextColOpt = "text",
+    text_pair_column: PairColOpt = None,
+    label_column: LabelColOpt = "label",
+    max_train_samples: MaxTrainOpt = None,
+    max_eval_samples: MaxEvalOpt = None,
+    max_seq_len: MaxLenOpt = 128,
+    tilt_rate: TiltRateOpt = 0.0,
+    shape: ShapeOpt = "geometric",
+    min_tokens: MinTokensOpt = 1,
+    scorer: ScorerOpt = "acc",
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fine-tune with word-vector elimination on at --tilt-rate; write an HF checkpoint + tiltbench.json."""
+    setup(threads)
+    from tiltbench.data import DataConfig
+    from tiltbench.finetune import TrainConfig
+    from tiltbench.finetune import finetune as run_finetune
+
+    data = DataConfig(
+        task,
+        data_dir,
+        train_file,
+        eval_file,
+        text_column,
+        text_pair_column,
+        label_column,
+        max_train_samples,
+        max_eval_samples,
+        max_seq_len,
+        seed,
+    )
+    cfg = TrainConfig(
+        output,
+        data,
+        model,
+        tilt_rate,
+        shape,
+        min_tokens,
+        scorer,
+        epochs,
+        batch_size,
+        lr,  # type: ignore[arg-type]
+        warmup_ratio,
+        weight_decay,
+    )
+    with progress_bar(not json_out) as progress:
+        result = run_finetune(cfg, progress)
+    summary = {**result.metrics, "train_seconds": round(result.train_seconds, 2), "output": str(result.output)}
+    if json_out:
+        return emit_json(summary)
+    out_console.print(
+        table(
+            f"finetune -> {result.output}",
+            ["epoch", *[k for k in result.metrics if k != "epoch"]],
+            [[h["epoch"], *[h[k] for k in result.metrics if k != "epoch"]] for h in result.history],
+        )
+    )
+
+
+@app.command("offline-tune")
+@handle_errors
+def offline_tune(
+    checkpoint: CheckpointArg,
+    tilt_rates: Annotated[
+        str, typer.Option(help="Grid start:stop:step (stop included) or a comma list.")
+    ] = "0:0.5:0.05",
+    max_drop: Annotated[float, typer.Option(help="Allowed metric drop vs tilt rate 0, in points.")] = 1.0,
+    target_speedup: Annotated[
+        float | None, typer.Option(help="Choose the smallest rate predicted to reach this.")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="Default: the checkpoint's task.")] = None,
+    data_dir: DataDirOpt = None,
+    eval_file: EvalFileOpt = None,
+    text_column: TextColOpt = "text",
+    text_pair_column: PairColOpt = None,
+    label_column: LabelColOpt = "label",
+    max_eval_samples: MaxEvalOpt = None,
+    max_seq_len: Annotated[int | None, typer.Option(help="Default: the checkpoint's.")] = None,
+    batch_size: int = 64,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    output: Annotated[str | None, typer.Option(help="Also write config/environment/report files here.")] = None,
+    record: Annotated[bool, typer.Option(help="Record the chosen rate in the checkpoint's tiltbench.json.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a checkpoint over a grid of tilt rates without training and choose one."""
+    setup(threads)
+    from tiltbench.data import DataConfig
+    from tiltbench.models import read_meta
+    from tiltbench.offline import OfflineConfig
+    from tiltbench.offline import offline_tune as run_offline
+    from tiltbench.report import check_output_dir
+    from tiltbench.schedule import parse_grid
+
+    meta = read_meta(checkpoint)
+    data = DataConfig(
+        task or meta["task"]["name"],
+        data_dir,
+        None,
+        eval_file,
+        text_column,
+        text_pair_column,
+        label_column,
+        None,
+        max_eval_samples,
+        max_seq_len or meta["max_seq_len"],
+        seed,
+    )
+    cfg = OfflineConfig(checkpoint, tuple(parse_grid(tilt_rates)), max_drop, target_speedup, data, batch_size, record)
+    if output:
+        check_output_dir(output)
+    with progress_bar(not json_out) as progress:
+        report = run_offline(cfg, progress)
+    headers, rows = _offline_table(report)
+    if output:
+        _write_offline_run(Path(output), cfg, report, headers, rows)
+    if json_out:
+        return emit_json(
+            {
+                "rows": [
+                    {"tilt_rate": r.tilt_rate, "metric": r.metric, "predicted_speedup": r.predicted_speedup}
+                    for r in report.rows
+                ],
+                "chosen_tilt_rate": report.chosen_tilt_rate,
+            }
+        )
+    title = f"offline-tune {report.checkpoint} on {report.task} ({report.n_examples} examples)"
+    caption = "predicted speedup = dense encoder MACs / MACs with the schedule, each example at its real length"
+    out_console.print(table(title, headers, rows, caption))
+    out_console.print(f"chosen tilt rate: [bold]{report.chosen_tilt_rate:g}[/] ({report.criterion})")
+
+
+def _offline_table(report) -> tuple[list[str], list[list]]:
+    headers = [
+        "tilt rate",
+        report.metric_name,
+        "drop (points)",
+        "predicted speedup",
+        "mean tokens n0..nL",
+    ]
+    rows = [
+        [
+            f"{r.tilt_rate:g}",
+            round(r.metric, 4),
+            round(r.drop, 2),
+            round(r.predicted_speedup, 3),
+            " ".join(f"{k:.1f}" for k in r.mean_kept_tokens),
+        ]
+        for r in report.rows
+    ]
+    return headers, rows
+
+
+def _write_offline_run(folder: Path, cfg, report, headers, rows) -> None:
+    from dataclasses import asdict
+
+    from tiltbench.models import read_meta
+    from tiltbench.report import write_json_atomic, write_text_atomic
+
+    write_json_atomic(folder / "config.json", {"command": "offline-tune", **asdict(cfg)})
+    write_json_atomic(folder / "environment.json", report.environment)
+    write_json_atomic(folder / "report.json", report.to_dict())
+    trained = Path(report.checkpoint) / "metrics.json"
+    if trained.is_file():  # the checkpoint folder may not be kept (results/**/checkpoint is git-ignored)
+        meta = read_meta(report.checkpoint)
+        write_json_atomic(
+            folder / "finetune.json",
+            {
+                "metrics": json.loads(trained.read_text()),
+                "train_config": meta.get("train_config"),
+                "environment": meta.get("environment"),
+            },
+        )
+    write_text_atomic(
+        folder / "report.md",
+        f"# offline-tune: {report.checkpoint} on {report.task}\n\n"
+        f"{report.n_examples} evaluation examples; predicted speedup = dense encoder MACs / "
+        f"MACs with the schedule, each example at its real length (FLOPs = 2 x MACs).\n\n"
+        + markdown_table(headers, rows)
+        + f"\nChosen tilt rate: **{report.chosen_tilt_rate:g}** ({report.criterion}).\n",
+    )
+
+
+@app.command()
+@handle_errors
+def predict(
+    checkpoint: CheckpointArg,
+    text: Annotated[list[str] | None, typer.Option(help="Input text (repeatable).")] = None,
+    input_file: Annotated[
+        str | None, typer.Option("--input", help="JSONL with 'text' and optional 'text_pair'.")
+    ] = None,
+    tilt_rate: Annotated[float | None, typer.Option(help="Default: the checkpoint's.")] = None,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify texts at a tilt rate; print label, logits and the realised kept tokens per layer."""
+    setup(threads)
+    from tiltbench.inference import predict_texts
+    from tiltbench.models import load_checkpoint
+    from tiltbench.patch import set_schedule
+
+    texts, pairs = _inputs(text, input_file)
+    model, tokenizer, meta, info = load_checkpoint(checkpoint)
+    if tilt_rate is not None:
+        set_schedule(
+            model,
+            tilt_rate,
+            shape=meta["schedule"]["shape"] if meta["schedule"]["shape"] != "list" else "geometric",
+            min_tokens=meta["schedule"]["min_tokens"],
+        )
+    results = predict_texts(model, tokenizer, info, texts, pairs, meta["max_seq_len"])
+    if json_out:
+        sys.stdout.write("".join(json.dumps(r) + "\n" for r in results))
+        return
+    rows = [
+        [r["text"][:60], r["label"], " ".join(f"{x:.3f}" for x in r["logits"]), " ".join(map(str, r["kept_tokens"]))]
+        for r in results
+    ]
+    out_console.print(
+        table(
+            f"predict at {model._tiltbench.schedule.describe()}",
+            ["text", "label", "logits", "kept tokens n0..nL"],
+            rows,
+        )
+    )
+
+
+def _inputs(text: list[str] | None, input_file: str | None) -> tuple[list[str], list[str | None] | None]:
+    texts: list[str] = list(text or [])
+    pairs: list[str | None] = [None] * len(texts)
+    if input_file:
+        path = Path(input_file)
+        if not path.is_file():
+            raise UserError(f"input file {input_file!r} does not exist")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                texts.append(str(record["text"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{input_file}:{n}: each line must be a JSON object with a 'text' field") from None
+            pairs.append(record.get("text_pair"))
+    if not texts:
+        raise UserError("nothing to predict: pass --text or --input")
+    return texts, pairs if any(p is not None for p in pairs) else None
