@@ -33,7 +33,7 @@ from tiltbench.sweep import SweepConfig, sweep
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 OUT = RESULTS / "calibration"
 TARGETS = {"sst2": (2.0, 64, MeasureConfig(latency_examples=256)),
-           "imdb": (3.0, 512, MeasureConfig(max_eval_samples=1000, latency_examples=128, min_iterations=8))}
+           "imdb": (3.0, 512, MeasureConfig(max_eval_samples=1000, latency_examples=64, min_iterations=6))}
 
 
 def errors_by_group(results_dir: Path, profile: LatencyProfile | None) -> dict[int, float]:

@@ -36,8 +36,20 @@ def test_interleaved_timer_same_batches_for_all_and_warmup_discarded():
     timed = log[3:]  # the first three calls are warm-up
     for name in "abc":
         assert [b for n, b in timed if n == name] == [0, 1, 2, 0, 1, 2]
-    firsts = [timed[i][0] for i in range(0, len(timed), 3)]
-    assert len(set(firsts)) == 3  # the order rotates, so no variant always runs first
+    successors = {(timed[i][0], timed[i + 1][0]) for i in range(len(timed) - 1)}
+    assert {(x, y) for x in "abc" for y in "abc" if x != y} <= successors  # each runs right after each other
+
+
+def test_williams_orders_balance_carryover():
+    from collections import Counter
+
+    from tiltbench.latency import williams_orders
+
+    for n in (2, 3, 4, 5):
+        rows = williams_orders(n)
+        pairs = Counter((row[i], row[i + 1]) for row in rows for i in range(n - 1))
+        assert len(pairs) == n * (n - 1) and len(set(pairs.values())) == 1
+        assert all(sorted(row) == list(range(n)) for row in rows)
 
 
 def test_min_rounds_and_robust_total():

@@ -1,8 +1,9 @@
 """Latency statistics and the interleaved timer.
 
 Every variant (the eliminating model and the dense baselines) runs the same batches in the same rounds,
-batch by batch, in a rotating order, so machine noise hits all alike; warm-up is discarded; timing stops only
-when every variant has a minimum number of samples and of seconds, over at least `min_rounds` full rounds.
+batch by batch, in carryover-balanced orders, so machine noise and each run's aftermath hit all alike;
+warm-up is discarded; timing stops only when every variant has a minimum number of samples and of seconds,
+over at least `min_rounds` full rounds.
 CPU: time.perf_counter around a synchronous forward; CUDA: events, with a synchronize.
 
 References: optimum-benchmark `latency.py` (warm-up, min iterations + min duration, percentiles).
@@ -115,13 +116,14 @@ def time_interleaved(
             _prepare(variant)
             for i in range(min(warmup, n_batches)):
                 variant.model(**variant.batches[i])
+        orders = williams_orders(len(variants))
         rounds = 0
         while rounds < min_rounds or not all(
             len(s) >= min_iterations and sum(s) >= 1000 * min_seconds for s in samples.values()
         ):
             for i in range(n_batches):
-                shift = (rounds * n_batches + i) % len(variants)  # rotate who goes first
-                for variant in (*variants[shift:], *variants[:shift]):
+                for k in orders[(rounds * n_batches + i) % len(orders)]:
+                    variant = variants[k]
                     _prepare(variant)
                     samples[variant.name].append(time_forward(variant.model, variant.batches[i]))
                     if variant.after_each:
@@ -131,6 +133,19 @@ def time_interleaved(
                 done = min(min(len(s) for s in samples.values()) / max(min_iterations, 1), 1.0)
                 progress("timing", round(100 * done), 100)
     return {name: Latency.from_values(values) for name, values in samples.items()}
+
+
+def williams_orders(n: int) -> list[list[int]]:
+    """Run orders in which every variant directly follows every other equally often (a Williams design).
+
+    A fixed cyclic order (even rotated) makes one variant always run right after the same other one; after a
+    heavy variant (eager attention allocating 400 MB tensors) that costs its successor ~10 % and biased
+    speedups. Williams, E. J. (1949), Aust. J. Sci. Res. A 2(2): 149-168."""
+    first = [0]
+    for j in range(1, n):
+        first.append((j + 1) // 2 if j % 2 else n - j // 2)
+    rows = [[(x + k) % n for x in first] for k in range(n)]
+    return rows if n % 2 == 0 else rows + [row[::-1] for row in rows]
 
 
 def _prepare(variant: Variant) -> None:
