@@ -116,13 +116,16 @@ def time_interleaved(
             _prepare(variant)
             for i in range(min(warmup, n_batches)):
                 variant.model(**variant.batches[i])
-        orders = williams_orders(len(variants))
+        # Rows of a Latin square: for every batch, each variant takes each position once per len(variants)
+        # rounds (position effects cancel in a pair); for an even count the rows also balance carryover.
+        orders = williams_orders(len(variants))[: len(variants)]
+        min_rounds = -(-min_rounds // len(variants)) * len(variants)  # a whole number of squares
         rounds = 0
-        while rounds < min_rounds or not all(
+        while rounds < min_rounds or rounds % len(variants) or not all(
             len(s) >= min_iterations and sum(s) >= 1000 * min_seconds for s in samples.values()
         ):
             for i in range(n_batches):
-                for k in orders[(rounds * n_batches + i) % len(orders)]:
+                for k in orders[(rounds + i) % len(orders)]:
                     variant = variants[k]
                     _prepare(variant)
                     samples[variant.name].append(time_forward(variant.model, variant.batches[i]))
