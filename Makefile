@@ -13,7 +13,7 @@ help:
 	@echo "make demo     fine-tune MiniLM on SST-2 at tilt rate 0.1, offline-tune it -> results/demo/"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff"
-	@echo "make regress  fine-tune + sweep a few tilt rates, check against results/ci-baseline (CI runs this)"
+	@echo "make regress  fine-tune + sweep a few tilt rates, check against results/ci-baseline (not yet in CI)"
 
 install: $(STAMP)
 
@@ -50,6 +50,7 @@ regress: install
 	$(BIN)/tiltbench finetune --task sst2 --max-train-samples 2000 --max-seq-len 64 --tilt-rate 0.2 \
 		--epochs 1 --seed 0 --output $(REGRESS)/checkpoint --json
 	$(BIN)/tiltbench sweep $(REGRESS_SWEEP) --run-name ci-run
+	# --tolerance 1.0: batch-1 FLOP predictions are far off by design; the calibrated check is benchmarks/calibrated_model.py
 	$(BIN)/tiltbench check $(REGRESS)/ci-run --baseline results/ci-baseline --tolerance 1.0
 
 # Refresh the committed baseline (after an intended change in speed or accuracy).

@@ -32,8 +32,10 @@ from tiltbench.sweep import SweepConfig, sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 OUT = RESULTS / "calibration"
-TARGETS = {"sst2": (2.0, 64, MeasureConfig(latency_examples=256)),
-           "imdb": (3.0, 512, MeasureConfig(max_eval_samples=1000, latency_examples=64, min_iterations=6))}
+TARGETS = {
+    "sst2": (2.0, 64, MeasureConfig(latency_examples=256)),
+    "imdb": (3.0, 512, MeasureConfig(max_eval_samples=1000, latency_examples=64, min_iterations=6)),
+}
 
 
 def errors_by_group(results_dir: Path, profile: LatencyProfile | None) -> dict[int, float]:
@@ -64,32 +66,54 @@ def main() -> None:
         summary["errors"][task]["n_rows"] = len(all_rows)
     targets = []
     for task, (target, max_len, measure) in TARGETS.items():
-        lengths = task_lengths(DataConfig(task, max_eval_samples=measure.max_eval_samples, max_seq_len=max_len),
-                               "minilm")
+        lengths = task_lengths(
+            DataConfig(task, max_eval_samples=measure.max_eval_samples, max_seq_len=max_len), "minilm"
+        )
         solved = forecast(ModelDims(384, 1536, 6), lengths, 32, target_speedup=target, profile=profile)
         checkpoint = str(RESULTS / f"measure-minilm-{task}" / "checkpoint")
-        cfg = SweepConfig((checkpoint,), (solved["tilt_rate"],), (32,), f"target-{task}", str(RESULTS), measure,
-                          force=True)
+        cfg = SweepConfig(
+            (checkpoint,), (solved["tilt_rate"],), (32,), f"target-{task}", str(RESULTS), measure, force=True
+        )
         with progress_bar() as progress:
             row = sweep(cfg, progress).rows[0]
         measured = row["speedup_vs_dense_dynamic"]
-        summary["targets"][task] = {"target": target, "tilt_rate": solved["tilt_rate"],
-                                    "calibrated_prediction": solved["predicted_speedup"], "measured": measured,
-                                    "error_vs_target": measured / target - 1, "metric": row["metric"]}
-        targets.append([task, f"{target:g}x", f"{solved['tilt_rate']:g}", f"{solved['predicted_speedup']:.3f}x",
-                        f"{measured:.3f}x", f"{100 * (measured / target - 1):+.1f}%", f"{row['metric']:.4f}"])
+        summary["targets"][task] = {
+            "target": target,
+            "tilt_rate": solved["tilt_rate"],
+            "calibrated_prediction": solved["predicted_speedup"],
+            "measured": measured,
+            "error_vs_target": measured / target - 1,
+            "metric": row["metric"],
+        }
+        targets.append(
+            [
+                task,
+                f"{target:g}x",
+                f"{solved['tilt_rate']:g}",
+                f"{solved['predicted_speedup']:.3f}x",
+                f"{measured:.3f}x",
+                f"{100 * (measured / target - 1):+.1f}%",
+                f"{row['metric']:.4f}",
+            ]
+        )
     write_json_atomic(OUT / "errors.json", summary)
     fit = profile.fit
-    write_text_atomic(OUT / "errors.md", (
-        "# Calibrated latency model vs measurement (MiniLM, 2 threads)\n\n"
-        f"Calibration: {fit['samples']} timings in {fit['calibration_seconds']} s; fit median |error| "
-        f"{100 * fit['median_abs_rel_error']:.1f}%, max {100 * fit['max_abs_rel_error']:.1f}%.\n\n"
-        "Median absolute relative error of the predicted speedup against the measured speedup vs dense-dynamic, "
-        "over tilt rates 0..0.5 (results/measure-minilm-*):\n\n"
-        + markdown_table(["task", "batch", "FLOP-ratio prediction", "calibrated prediction"], table)
-        + "\nTilt rate solved on the calibrated model for a target speedup at batch 32, then measured:\n\n"
-        + markdown_table(["task", "target", "tilt rate", "calibrated prediction", "measured", "measured vs target",
-                          "metric"], targets)))
+    write_text_atomic(
+        OUT / "errors.md",
+        (
+            "# Calibrated latency model vs measurement (MiniLM, 2 threads)\n\n"
+            f"Calibration: {fit['samples']} timings in {fit['calibration_seconds']} s; fit median |error| "
+            f"{100 * fit['median_abs_rel_error']:.1f}%, max {100 * fit['max_abs_rel_error']:.1f}%.\n\n"
+            "Median absolute relative error of the predicted speedup against the measured speedup vs dense-dynamic, "
+            "over tilt rates 0..0.5 (results/measure-minilm-*):\n\n"
+            + markdown_table(["task", "batch", "FLOP-ratio prediction", "calibrated prediction"], table)
+            + "\nTilt rate solved on the calibrated model for a target speedup at batch 32, then measured:\n\n"
+            + markdown_table(
+                ["task", "target", "tilt rate", "calibrated prediction", "measured", "measured vs target", "metric"],
+                targets,
+            )
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -29,11 +29,14 @@ from tiltbench.sweep import SweepConfig, sweep
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 TILT_RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 RUNS = {
-    "sst2": dict(data=DataConfig("sst2", max_train_samples=8000, max_seq_len=64),
-                 measure=MeasureConfig(latency_examples=256, min_iterations=10, min_seconds=2.0)),
-    "imdb": dict(data=DataConfig("imdb", max_train_samples=2000, max_eval_samples=1000, max_seq_len=512),
-                 measure=MeasureConfig(max_eval_samples=1000, latency_examples=64, min_iterations=6,
-                                       min_seconds=2.0)),
+    "sst2": dict(
+        data=DataConfig("sst2", max_train_samples=8000, max_seq_len=64),
+        measure=MeasureConfig(latency_examples=256, min_iterations=10, min_seconds=2.0),
+    ),
+    "imdb": dict(
+        data=DataConfig("imdb", max_train_samples=2000, max_eval_samples=1000, max_seq_len=512),
+        measure=MeasureConfig(max_eval_samples=1000, latency_examples=64, min_iterations=6, min_seconds=2.0),
+    ),
 }
 
 

@@ -121,8 +121,10 @@ def time_interleaved(
         orders = williams_orders(len(variants))[: len(variants)]
         min_rounds = -(-min_rounds // len(variants)) * len(variants)  # a whole number of squares
         rounds = 0
-        while rounds < min_rounds or rounds % len(variants) or not all(
-            len(s) >= min_iterations and sum(s) >= 1000 * min_seconds for s in samples.values()
+        while (
+            rounds < min_rounds
+            or rounds % len(variants)
+            or not all(len(s) >= min_iterations and sum(s) >= 1000 * min_seconds for s in samples.values())
         ):
             for i in range(n_batches):
                 for k in orders[(rounds + i) % len(orders)]:
