@@ -180,8 +180,9 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int) -> di
     latency.update(time_interleaved(anchored, **timing))
     anchor = latency.pop("anchor")
     totals = {name: robust_total(lat, len(dynamic)) for name, lat in latency.items()}
-    totals["dense-padded"] *= totals["dense-dynamic"] / robust_total(anchor, len(dynamic))
-    totals["dense-eager"] *= totals["dense-dynamic"] / robust_total(anchor, len(dynamic))
+    chain = totals["dense-dynamic"] / robust_total(anchor, len(dynamic))  # anchor group -> headline group
+    totals["dense-padded"] *= chain
+    totals["dense-eager"] *= chain
     counts = np.concatenate(kept)  # [N, L+1]
     macs = [encoder_macs(row.tolist(), bench.dims) for row in counts]
     dense_macs = [encoder_macs([int(row[0])] * (bench.dims.layers + 1), bench.dims) for row in counts]
