@@ -38,8 +38,10 @@ TARGETS = {
 }
 
 
-def errors_by_group(results_dir: Path, profile: LatencyProfile | None) -> dict[int, float]:
+def errors_by_group(results_dir: Path, profile: LatencyProfile | None, task: str) -> dict[int, float]:
+    """Median |error| per batch size; the full `check` report is kept as check-<task>-<flop|calibrated>.json."""
     report = check(CheckConfig(str(results_dir), str(OUT / "profile.json") if profile else None))
+    write_json_atomic(OUT / f"check-{task}-{'calibrated' if profile else 'flop'}.json", report.to_dict())
     groups: dict[int, list[float]] = defaultdict(list)
     for row in report.rows:
         groups[row["batch_size"]].append(abs(row["error"]))
@@ -59,7 +61,7 @@ def main() -> None:
     table = []
     for task in ("sst2", "imdb"):
         folder = RESULTS / f"measure-minilm-{task}"
-        flop, calibrated = errors_by_group(folder, None), errors_by_group(folder, profile)
+        flop, calibrated = errors_by_group(folder, None, task), errors_by_group(folder, profile, task)
         summary["errors"][task] = {"flop": flop, "calibrated": calibrated}
         table += [[task, batch, f"{100 * flop[batch]:.1f}%", f"{100 * calibrated[batch]:.1f}%"] for batch in flop]
         all_rows = load_rows(folder)

@@ -2,9 +2,11 @@ import torch
 
 from tiltbench.eliminate import (
     additive_mask,
+    attention_with_scores,
     gather_tokens,
     keep_indices,
     key_valid_from_hf_mask,
+    row_chunks,
     score_acc,
     score_acc_nodiag,
     score_acc_norm,
@@ -65,3 +67,30 @@ def test_key_valid_from_each_hf_mask_form():
     assert torch.equal(key_valid_from_hf_mask(valid[:, None, None, :].expand(2, 1, 3, 3), *shape), valid)
     assert torch.equal(key_valid_from_hf_mask(additive_mask(valid, torch.float), *shape), valid)
     assert torch.equal(key_valid_from_hf_mask(valid.long(), *shape), valid)
+
+
+def test_row_chunks_group_consecutive_rows_within_budget(monkeypatch):
+    monkeypatch.setattr("tiltbench.eliminate.CHUNK_BYTES", 2 * 10 * 10 * 4 * 2)  # two 10-token rows of 2 heads
+    assert row_chunks([10, 4, 10, 3], heads=2) == [(0, 2, 10), (2, 4, 10)]
+    assert row_chunks([30], heads=2) == [(0, 1, 30)]  # a row over budget still gets its own chunk
+    assert row_chunks([], heads=2) == []
+
+
+def test_attention_matches_hf_on_real_positions_and_grad_path():
+    from conftest import random_batch, tiny_bert
+
+    model = tiny_bert("eager")
+    batch = random_batch([9, 5, 2], seed=3)
+    layer = model.bert.encoder.layer[0]
+    valid = batch["attention_mask"].bool()
+    with torch.inference_mode():
+        hidden = model.bert.embeddings(batch["input_ids"])
+        reference = layer.attention(hidden, additive_mask(valid, hidden.dtype))[0]
+        ours, scores = attention_with_scores(layer, hidden, valid, score_acc)
+    hidden = hidden.clone()  # a normal tensor: with grad enabled, the allocating (autograd) path runs
+    with torch.enable_grad():
+        grad_ours, grad_scores = attention_with_scores(layer, hidden, valid, score_acc)
+    for row, n in enumerate([9, 5, 2]):
+        assert torch.allclose(ours[row, :n], reference[row, :n], atol=1e-5)
+        assert torch.allclose(grad_ours[row, :n], ours[row, :n], atol=1e-6)
+        assert torch.allclose(grad_scores[row, :n], scores[row, :n], atol=1e-6)

@@ -38,6 +38,13 @@ def test_features_by_hand():
     assert dense[3] == dense[4] == 0 and dense[2] == 2 * 2 * 6  # padded width 6 in both layers
 
 
+def test_eliminating_layers_count_no_padding_beyond_each_chunk(monkeypatch):
+    monkeypatch.setattr("tiltbench.eliminate.CHUNK_BYTES", 1)  # one row per chunk, as at IMDB lengths
+    work = batch_work([6, 3], Schedule(2, 0.5))
+    assert [work.attention_area(layer, heads=2) for layer in (0, 1)] == [36 + 9, 9 + 4]
+    assert batch_work([6, 3], None).attention_area(0, heads=2) == 2 * 36  # dense sdpa computes the padding
+
+
 def _profile(coefficients: dict[str, float]) -> LatencyProfile:
     return LatencyProfile("minilm", 384, 1536, 6, 12, 2, coefficients, {}, {})
 

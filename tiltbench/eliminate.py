@@ -9,7 +9,7 @@ same, written out so the probabilities are available *before* dropout, as method
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,17 +73,67 @@ def additive_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
     return (~valid)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
 
 
-# Probability blocks of about this many bytes: small enough to stay in cache and to be reused from the heap
-# (a fresh 400 MB [32,12,512,512] tensor per op costs more in page faults and memory traffic than the GEMMs).
+# Probability blocks of about this many bytes: small enough to stay in cache. A fresh 400 MB [32,12,512,512]
+# tensor per op costs more in page faults and memory traffic than the GEMMs.
 CHUNK_BYTES = 16 * 2**20
+
+
+def row_chunks(lengths: Sequence[int], heads: int, element_size: int = 4) -> list[tuple[int, int, int]]:
+    """Consecutive rows grouped into (start, stop, width) chunks whose [rows*H, width, width] block stays within
+    CHUNK_BYTES (at least one row per chunk); width is the chunk's longest real row, so padding beyond it is
+    never computed. latency_model.py mirrors this to count the attention work."""
+    chunks: list[tuple[int, int, int]] = []
+    start, width = 0, 0
+    for i, n in enumerate(lengths):
+        wider = max(width, n)
+        if i > start and (i + 1 - start) * heads * wider * wider * element_size > CHUNK_BYTES:
+            chunks.append((start, i, width))
+            start, wider = i, n
+        width = wider
+    if lengths:
+        chunks.append((start, len(lengths), width))
+    return chunks
+
+
+# One reusable probability buffer per (device, dtype), for inference only. Why: on CPU every fresh
+# [H, 512, 512] block (12 MB) is mmapped by malloc and page-faulted in on first touch; at IMDB lengths that cost
+# more than the softmax itself (13 ms instead of 1 ms per block). Autograd needs its own tensors, so
+# training allocates.
+_WORKSPACE: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
+def _workspace(numel: int, like: Tensor) -> Tensor:
+    key = (like.device, like.dtype)
+    buffer = _WORKSPACE.get(key)
+    if buffer is None or buffer.numel() < numel:
+        buffer = _WORKSPACE[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+    return buffer[:numel]
+
+
+def _probabilities(query: Tensor, key_t: Tensor, valid: Tensor, scaling: float) -> Tensor:
+    """softmax(scaling * q @ k^T + mask) for [R,m,d] x [R,d,m] -> [R,m,m]; valid [c,m] masks keys per row."""
+    R, m, _ = query.shape
+    heads = R // valid.shape[0]
+    mask = None if bool(valid.all()) else additive_mask(valid, query.dtype).repeat_interleave(heads, 0)[:, 0]
+    if torch.is_grad_enabled():
+        logits = torch.bmm(query, key_t) * scaling if mask is None else torch.baddbmm(mask, query, key_t, alpha=scaling)
+        return logits.softmax(dim=-1)
+    out = _workspace(R * m * m, query).view(R, m, m)
+    if mask is None:  # beta=0: the GEMM writes the buffer without reading it
+        torch.baddbmm(out, query, key_t, beta=0, alpha=scaling, out=out)
+    else:  # scale and mask fused into the QK^T GEMM
+        torch.baddbmm(mask, query, key_t, alpha=scaling, out=out)
+    return torch.softmax(out, dim=-1, out=out)
 
 
 def attention_with_scores(layer: nn.Module, hidden: Tensor, valid: Tensor, scorer: Scorer) -> tuple[Tensor, Tensor]:
     """Run a BertLayer-layout self-attention sub-layer and score its keys from pre-dropout probabilities.
 
-    Uses the layer's own Linear/LayerNorm modules (no copied weights). The maths is HF's eager attention,
-    done in chunks of batch rows (scorers are per example, so chunking is exact). Returns
-    (attention sub-layer output [B,n,h] after residual + LayerNorm, scores [B,n]).
+    Uses the layer's own Linear/LayerNorm modules (no copied weights). The maths is HF's eager attention, done
+    in chunks of consecutive batch rows (`row_chunks`; scorers are per example, so chunking is exact), each only
+    as wide as its longest real row: rows are right-padded (the tokenizer pads right and `keep_indices` keeps
+    right-padding), so a lone row needs no mask and no padding is computed. Pad positions get a zero context;
+    they are never kept. Returns (attention sub-layer output [B,n,h] after residual + LayerNorm, scores [B,n]).
     """
     self_attn = layer.attention.self
     B, n, _ = hidden.shape
@@ -92,25 +142,22 @@ def attention_with_scores(layer: nn.Module, hidden: Tensor, valid: Tensor, score
     query = self_attn.query(hidden).view(heads_shape).transpose(1, 2)  # [B,H,n,d]
     key_t = self_attn.key(hidden).view(heads_shape).permute(0, 2, 3, 1)  # [B,H,d,n]
     value = self_attn.value(hidden).view(heads_shape).transpose(1, 2)  # [B,H,n,d]
-    H = query.shape[1]
-    mask = additive_mask(valid, hidden.dtype)  # [B,1,1,n]
-    rows = max(1, CHUNK_BYTES // (H * n * n * hidden.element_size()))
-    contexts, scores = [], []
-    for start in range(0, B, rows):
-        part = slice(start, start + rows)
-        c = query[part].shape[0]
-        # scale and mask fused into the QK^T GEMM: [c*H,n,n] = mask + scaling * q @ k^T
-        logits = torch.baddbmm(
-            mask[part].expand(c, H, 1, n).reshape(c * H, 1, n),
-            query[part].reshape(c * H, n, -1),
-            key_t[part].reshape(c * H, -1, n),
-            alpha=scaling,
-        )
-        probs = logits.softmax(dim=-1).view(c, H, n, n)
-        scores.append(scorer(probs, valid[part], value[part]))
-        contexts.append(torch.matmul(self_attn.dropout(probs), value[part]))  # [c,H,n,d]
-    context = torch.cat(contexts).transpose(1, 2).reshape(B, n, -1)
-    return layer.attention.output(context, hidden), torch.cat(scores)
+    H, d = query.shape[1], query.shape[3]
+    context = hidden.new_zeros(B, n, H, d)
+    scores = hidden.new_zeros(B, n)
+    for start, stop, m in row_chunks(valid.sum(1).tolist(), H, hidden.element_size()):
+        c = stop - start
+        rows_valid = valid[start:stop, :m]
+        probs = _probabilities(
+            query[start:stop, :, :m].reshape(c * H, m, d),  # a view when c == 1
+            key_t[start:stop, :, :, :m].reshape(c * H, d, m),
+            rows_valid,
+            scaling,
+        ).view(c, H, m, m)
+        rows_value = value[start:stop, :, :m]
+        scores[start:stop, :m] = scorer(probs, rows_valid, rows_value)
+        context[start:stop, :m] = torch.matmul(self_attn.dropout(probs), rows_value).transpose(1, 2)
+    return layer.attention.output(context.view(B, n, H * d), hidden), scores
 
 
 def keep_indices(scores: Tensor, valid: Tensor, n_keep: Tensor) -> tuple[Tensor, Tensor]:

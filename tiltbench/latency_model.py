@@ -5,13 +5,16 @@ its weights from memory whatever the token count), memory-bound softmax, and the
 eliminating layers. The model is linear in six features of one batch's work, summed over its layers:
 
     time(batch) = a * linear MACs          sum_l B * (4 * m_in * h^2 + 2 * m_out * h * f)
-                + b * quadratic MACs       sum_l B * 2 * m_in^2 * h
+                + b * quadratic MACs       sum_l 2 * h * A_l
                 + c * tokens processed     sum_l B * m_in
-                + e * eliminated probs     sum over eliminating layers of B * H * m_in^2 (materialised softmax)
+                + e * eliminated probs     sum over eliminating layers of H * A_l (materialised softmax)
                 + g * eliminating layers   count (top-k, gather, extra small ops)
                 + k                        per batch: L * (fixed per-layer cost d) + embeddings/pooler/Python
 
-with m_in, m_out the batch's tensor widths (tokens, padding included) into and out of layer l. With one model
+with m_in, m_out the batch's tensor widths (tokens, padding included) into and out of layer l, and A_l the
+attention area per head: B * m_in^2 in a dense layer (HF's sdpa computes the padding), and in an eliminating
+layer the sum over `eliminate.row_chunks` of rows * width^2 (it computes no padding beyond each chunk's
+longest real row). With one model
 L is fixed, so the per-layer constant d and the per-batch constant k are fitted as one constant (k' = L*d + k).
 Coefficients come from non-negative least squares on relative error, fitted from a short calibration run of
 the real model on this machine (`tiltbench calibrate`), and are stored as a machine profile with its environment.
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tiltbench.eliminate import row_chunks
 from tiltbench.errors import UserError
 from tiltbench.schedule import Schedule
 from tiltbench.speedup import ModelDims
@@ -41,6 +45,14 @@ class BatchWork:
     rows: int
     widths: tuple[int, ...]
     eliminating: tuple[bool, ...]
+    lengths: tuple[tuple[int, ...], ...] = ()  # real tokens of each row entering each layer (empty: dense)
+
+    def attention_area(self, layer: int, heads: int) -> int:
+        """Query x key positions per head that layer computes (see the module docstring)."""
+        if not self.eliminating or not self.eliminating[layer]:
+            width = self.widths[layer] if len(self.widths) > 1 else self.widths[0]
+            return self.rows * width * width
+        return sum((stop - start) * m * m for start, stop, m in row_chunks(self.lengths[layer], heads))
 
 
 def batch_work(lengths: Sequence[int], schedule: Schedule | None, pad_to: int | None = None) -> BatchWork:
@@ -56,7 +68,8 @@ def batch_work(lengths: Sequence[int], schedule: Schedule | None, pad_to: int | 
         drops = any(c[layer] != c[layer - 1] for c in counts)
         eliminating.append(drops)
         widths.append(max(c[layer] for c in counts) if drops else widths[-1])
-    return BatchWork(len(lengths), tuple(widths), tuple(eliminating))
+    entering = tuple(tuple(c[layer] for c in counts) for layer in range(layers))
+    return BatchWork(len(lengths), tuple(widths), tuple(eliminating), entering)
 
 
 def features(work: BatchWork, dims: ModelDims, heads: int) -> np.ndarray:
@@ -68,10 +81,11 @@ def features(work: BatchWork, dims: ModelDims, heads: int) -> np.ndarray:
     for layer in range(dims.layers):
         m_in, m_out = widths[layer], widths[layer + 1]
         out[0] += B * (4 * m_in * h * h + 2 * m_out * h * f)
-        out[1] += B * 2 * m_in * m_in * h
+        area = work.attention_area(layer, heads)
+        out[1] += 2 * h * area
         out[2] += B * m_in
         if eliminating[layer]:
-            out[3] += B * heads * m_in * m_in
+            out[3] += heads * area
             out[4] += 1
     out[5] = 1.0
     return out

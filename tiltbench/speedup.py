@@ -6,8 +6,10 @@ Layer l runs attention on m = n_{l-1} tokens and its FFN on n_l tokens (our plac
 
 FLOPs = 2 x MACs (fvcore counts one multiply-add as one flop, i.e. it reports MACs). Embeddings, pooler,
 classifier, softmax, LayerNorm and the scoring/gather overhead are left out. For a dataset, each example is
-counted at its own real length (the dense-dynamic baseline computes no padding either), and
-speedup = sum of dense MACs / sum of MACs with the schedule.
+counted at its own real length, and speedup = sum of dense MACs / sum of MACs with the schedule. This is the
+per-example ratio papers quote. At batch > 1 the dense-dynamic baseline also computes its batch's padding
+while tiltbench's eliminating layers compute none in attention (eliminate.row_chunks), so measured speedups
+there can exceed this ratio; the calibrated model (latency_model.py) counts the padding.
 
 References: ../shared/methods.md §9.1 (derivation, reference implementation), nanoGPT `estimate_mfu`.
 """
