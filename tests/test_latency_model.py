@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from tiltbench.latency_model import (
     calibrated_speedup,
     features,
     fit_coefficients,
+    fit_profile_coefficients,
     predict_latency,
     tilt_rate_for_calibrated_speedup,
 )
@@ -33,7 +36,8 @@ def test_features_by_hand():
     assert work.widths == (6, 3, 2) and work.eliminating == (True, True)
     x = features(work, dims, heads=2)
     lin = 2 * (4 * 6 * 16 + 2 * 3 * 4 * 8) + 2 * (4 * 3 * 16 + 2 * 2 * 4 * 8)
-    assert x.tolist() == [lin, 2 * 2 * (36 + 9) * 4, 2 * (6 + 3), 2 * 2 * (36 + 9), 2, 1]
+    assert x.tolist() == [lin, 2 * 2 * (36 + 9) * 4, 2 * (6 + 3), 2 * 2 * (36 + 9), 2, 0, 1]
+    assert features(work, dims, heads=2, large_batch=8)[5] == (2 * 6 - 8) + 0  # 12 tokens, then 6
     dense = features(batch_work([6, 3], None), dims, heads=2)
     assert dense[3] == dense[4] == 0 and dense[2] == 2 * 2 * 6  # padded width 6 in both layers
 
@@ -56,6 +60,7 @@ def test_fit_recovers_known_coefficients():
         "tokens": 1e-4,
         "eliminated_probs": 2e-7,
         "eliminating_layers": 0.05,
+        "large_batch_tokens": 0.0,
         "constant": 1.5,
     }
     rng = np.random.default_rng(0)
@@ -79,6 +84,7 @@ def test_speedup_prediction_and_inverse():
             "tokens": 0.0,
             "eliminated_probs": 1e-8,
             "eliminating_layers": 0.1,
+            "large_batch_tokens": 0.0,
             "constant": 2.0,
         }
     )
@@ -108,3 +114,27 @@ def test_profile_round_trip_and_errors(tmp_path):
         LatencyProfile.load(tmp_path / "bad.json")
     with pytest.raises(UserError, match="calibrate this model"):
         profile.check_dims(ModelDims(768, 3072, 12), 12)
+
+
+def test_calibration_picks_the_large_batch_threshold_from_its_own_fit():
+    rng = np.random.default_rng(1)
+    works = [
+        batch_work([int(n) for n in rng.integers(8, 512, size=b)], Schedule(6, r) if r else None)
+        for b in (1, 8, 16, 32)
+        for r in (0, 0.2)
+        for _ in range(6)
+    ]
+    truth = np.array([1e-8, 3e-8, 1e-4, 2e-7, 0.05, 2e-2, 1.5])
+    times = [features(w, DIMS, 12, 6144) @ truth for w in works]
+    coefficients, fitted, threshold = fit_profile_coefficients(works, times, DIMS, 12, 16384)
+    assert threshold == 6144 and np.allclose(fitted, times, rtol=1e-6)
+
+
+def test_profile_from_an_older_model_is_refused(tmp_path):
+    old = _profile(dict.fromkeys(FEATURES, 1.0))
+    old.save(tmp_path / "p.json")
+    data = json.loads((tmp_path / "p.json").read_text())
+    del data["coefficients"]["large_batch_tokens"]
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="calibrate"):
+        LatencyProfile.load(tmp_path / "p.json")

@@ -19,7 +19,7 @@ import torch
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress
 from tiltbench.latency import time_forward
-from tiltbench.latency_model import LatencyProfile, batch_work, features, fit_coefficients
+from tiltbench.latency_model import LatencyProfile, batch_work, fit_profile_coefficients
 from tiltbench.models import load_model
 from tiltbench.patch import patch, set_schedule
 from tiltbench.report import environment
@@ -80,24 +80,35 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
     passage = tokenizer(PASSAGE * 8, add_special_tokens=False)["input_ids"]
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0
     configs = _configs(cfg)
-    rows, times = [], []
+    batches = []
+    for lengths, _ in configs:
+        ids = torch.full((len(lengths), max(lengths)), pad)
+        mask = torch.zeros_like(ids)
+        for row, n in enumerate(lengths):
+            ids[row, :n] = torch.tensor([cls, *passage[: n - 2], sep])
+            mask[row, :n] = 1
+        batches.append({"input_ids": ids, "attention_mask": mask})
+    state = model._tiltbench
+    samples: list[list[float]] = [[] for _ in configs]
+    # Rounds over all configurations (one warm-up round, then `reps` timed ones), as `measure` cycles its
+    # batches: a configuration's samples spread over the whole run, so machine drift and a burst of noise hit
+    # all alike instead of biasing the few configurations timed back to back while they lasted.
     with torch.inference_mode():
-        for i, (lengths, rate) in enumerate(configs):
-            width = max(lengths)
-            ids = torch.full((len(lengths), width), pad)
-            mask = torch.zeros_like(ids)
-            for row, n in enumerate(lengths):
-                ids[row, :n] = torch.tensor([cls, *passage[: n - 2], sep])
-                mask[row, :n] = 1
-            batch = {"input_ids": ids, "attention_mask": mask}
-            schedule = Schedule(dims.layers, rate)
-            set_schedule(model, schedule)
-            model(**batch)  # warm-up
-            times.append(statistics.median(time_forward(model, batch) for _ in range(cfg.reps)))
-            rows.append(features(batch_work(lengths, None if rate == 0 else schedule), dims, heads))
-            if progress:
-                progress("calibrating", i + 1, len(configs))
-    coefficients, fitted = fit_coefficients(np.array(rows), np.array(times))
+        for round_ in range(cfg.reps + 1):
+            for i, ((_, rate), batch) in enumerate(zip(configs, batches, strict=True)):
+                set_schedule(model, Schedule(dims.layers, rate))
+                state.counts_for(torch.tensor([1]))  # build the count table now, not inside the timed forward
+                elapsed = time_forward(model, batch)
+                if round_:
+                    samples[i].append(elapsed)
+                if progress:
+                    progress("calibrating", round_ * len(configs) + i + 1, (cfg.reps + 1) * len(configs))
+    times = [statistics.median(s) for s in samples]
+    works = [batch_work(lengths, None if rate == 0 else Schedule(dims.layers, rate)) for lengths, rate in configs]
+    timings = [[lengths, rate, round(t, 4)] for (lengths, rate), t in zip(configs, times, strict=True)]
+    coefficients, fitted, large_batch = fit_profile_coefficients(
+        works, times, dims, heads, max(sum(lengths) for lengths, _ in configs)
+    )
     errors = np.abs(fitted / np.array(times) - 1)
     fit = {
         "samples": len(times),
@@ -115,4 +126,6 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
         coefficients,
         fit,
         environment(model.config._attn_implementation),
+        timings,
+        large_batch,
     )

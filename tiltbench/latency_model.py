@@ -9,6 +9,7 @@ eliminating layers. The model is linear in six features of one batch's work, sum
                 + c * tokens processed     sum_l B * m_in
                 + e * eliminated probs     sum over eliminating layers of H * A_l (materialised softmax)
                 + g * eliminating layers   count (top-k, gather, extra small ops)
+                + j * large-batch tokens   sum_l max(0, B * m_in - T)
                 + k                        per batch: L * (fixed per-layer cost d) + embeddings/pooler/Python
 
 with m_in, m_out the batch's tensor widths (tokens, padding included) into and out of layer l, and A_l the
@@ -16,6 +17,11 @@ attention area per head: B * m_in^2 in a dense layer (HF's sdpa computes the pad
 layer the sum over `eliminate.row_chunks` of rows * width^2 (it computes no padding beyond each chunk's
 longest real row). With one model
 L is fixed, so the per-layer constant d and the per-batch constant k are fitted as one constant (k' = L*d + k).
+The large-batch term is measured, not derived: on the 2-core VM HF's dense layers cost more per token once a
+layer's batch holds more than about 10,000 tokens (dense MiniLM at 512 tokens: 47 ms per row at batch 16,
+75 ms at batch 32), probably because activations that large are page-faulted in afresh each forward. The
+threshold T is machine-specific, so `calibrate` picks it from a grid by the fit's own error, never by the
+measurements it is checked against, and stores it in the profile.
 Coefficients come from non-negative least squares on relative error, fitted from a short calibration run of
 the real model on this machine (`tiltbench calibrate`), and are stored as a machine profile with its environment.
 """
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +40,16 @@ from tiltbench.errors import UserError
 from tiltbench.schedule import Schedule
 from tiltbench.speedup import ModelDims
 
-FEATURES = ("linear_macs", "quadratic_macs", "tokens", "eliminated_probs", "eliminating_layers", "constant")
-UNITS = ("ms/MAC", "ms/MAC", "ms/token", "ms/probability", "ms/layer", "ms/batch")
+FEATURES = (
+    "linear_macs",
+    "quadratic_macs",
+    "tokens",
+    "eliminated_probs",
+    "eliminating_layers",
+    "large_batch_tokens",
+    "constant",
+)
+UNITS = ("ms/MAC", "ms/MAC", "ms/token", "ms/probability", "ms/layer", "ms/token", "ms/batch")
 
 
 @dataclass(frozen=True)
@@ -72,8 +86,8 @@ def batch_work(lengths: Sequence[int], schedule: Schedule | None, pad_to: int | 
     return BatchWork(len(lengths), tuple(widths), tuple(eliminating), entering)
 
 
-def features(work: BatchWork, dims: ModelDims, heads: int) -> np.ndarray:
-    """The six features of one batch (see the module docstring)."""
+def features(work: BatchWork, dims: ModelDims, heads: int, large_batch: int | None = None) -> np.ndarray:
+    """The features of one batch (see the module docstring); `large_batch` is T (None: no large-batch term)."""
     h, f, B = dims.hidden, dims.ffn, work.rows
     widths = work.widths if len(work.widths) > 1 else work.widths * (dims.layers + 1)  # dense: same width
     eliminating = work.eliminating or (False,) * dims.layers
@@ -84,10 +98,12 @@ def features(work: BatchWork, dims: ModelDims, heads: int) -> np.ndarray:
         area = work.attention_area(layer, heads)
         out[1] += 2 * h * area
         out[2] += B * m_in
+        if large_batch is not None:
+            out[5] += max(0, B * m_in - large_batch)
         if eliminating[layer]:
             out[3] += heads * area
             out[4] += 1
-    out[5] = 1.0
+    out[6] = 1.0
     return out
 
 
@@ -104,13 +120,18 @@ class LatencyProfile:
     coefficients: dict[str, float]  # feature -> ms per unit
     fit: dict  # samples, median/max absolute relative error of the fit, calibration seconds
     environment: dict
+    # the calibration timings themselves, [batch lengths, tilt rate, ms] each, so a changed model can be refitted
+    # (`refit`) without timing again
+    timings: list = field(default_factory=list)
+    large_batch: int | None = None  # T of the large-batch term, chosen by `calibrate`
 
     @property
     def dims(self) -> ModelDims:
         return ModelDims(self.hidden, self.ffn, self.layers)
 
     def batch_ms(self, work: BatchWork) -> float:
-        return float(features(work, self.dims, self.heads) @ np.array([self.coefficients[f] for f in FEATURES]))
+        x = features(work, self.dims, self.heads, self.large_batch)
+        return float(x @ np.array([self.coefficients[f] for f in FEATURES]))
 
     def save(self, path: str | Path) -> None:
         from tiltbench.report import write_json_atomic
@@ -125,9 +146,12 @@ class LatencyProfile:
         try:
             data = json.loads(file.read_text())
             data.pop("units", None)
-            return cls(**data)
+            profile = cls(**data)
         except (json.JSONDecodeError, TypeError) as err:
             raise UserError(f"{file} is not a tiltbench latency profile ({err})") from None
+        if set(profile.coefficients) != set(FEATURES):
+            raise UserError(f"{file} was fitted by an older tiltbench latency model; run `tiltbench calibrate` again")
+        return profile
 
     def check_dims(self, dims: ModelDims, heads: int) -> None:
         if (dims, heads) != (self.dims, self.heads):
@@ -147,6 +171,22 @@ def fit_coefficients(rows: np.ndarray, times_ms: np.ndarray) -> tuple[dict[str, 
     solution, _ = nnls(weighted, np.ones_like(times_ms))
     coefficients = solution / scale
     return dict(zip(FEATURES, (float(c) for c in coefficients), strict=True)), rows @ coefficients
+
+
+def fit_profile_coefficients(
+    works: Sequence[BatchWork], times_ms: Sequence[float], dims: ModelDims, heads: int, max_tokens: int
+) -> tuple[dict[str, float], np.ndarray, int | None]:
+    """Fit the coefficients for each large-batch threshold T on a grid (and without the term), keep the fit with
+    the smallest median relative error: (coefficients, fitted ms, T)."""
+    times = np.asarray(times_ms)
+    best = None
+    for threshold in [None, *range(2048, max_tokens, 2048)]:
+        rows = np.array([features(w, dims, heads, threshold) for w in works])
+        coefficients, fitted = fit_coefficients(rows, times)
+        error = float(np.median(np.abs(fitted / times - 1)))
+        if best is None or error < best[0] - 1e-4:  # a threshold must earn its place
+            best = (error, coefficients, fitted, threshold)
+    return best[1], best[2], best[3]
 
 
 def batches_of(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
