@@ -30,6 +30,11 @@ def test_calibration_fits_non_negative_coefficients(profile_file):
     assert profile.fit["samples"] > 50 and profile.fit["median_abs_rel_error"] < 1.0
     assert (profile.hidden, profile.layers, profile.heads) == (32, 2, 4)
     assert {"cpu", "threads", "versions"} <= set(profile.environment)
+    # the raw timings travel with the profile, and refitting them reproduces the fit
+    assert len(profile.timings) == profile.fit["samples"]
+    again = profile.refitted()
+    assert again.large_batch == profile.large_batch
+    assert again.coefficients == pytest.approx(profile.coefficients, rel=1e-6, abs=1e-12)
 
 
 def test_speedup_predict_with_profile_and_task(tiny_checkpoint, profile_file):

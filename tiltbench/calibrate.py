@@ -13,13 +13,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress
 from tiltbench.latency import time_forward
-from tiltbench.latency_model import LatencyProfile, batch_work, fit_profile_coefficients
+from tiltbench.latency_model import LatencyProfile, batch_work, fit_profile_coefficients, fit_summary
 from tiltbench.models import load_model
 from tiltbench.patch import patch, set_schedule
 from tiltbench.report import environment
@@ -103,19 +102,13 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
                     samples[i].append(elapsed)
                 if progress:
                     progress("calibrating", round_ * len(configs) + i + 1, (cfg.reps + 1) * len(configs))
-    times = [statistics.median(s) for s in samples]
+    times = [round(statistics.median(s), 4) for s in samples]  # as stored, so `refitted` reproduces the fit
     works = [batch_work(lengths, None if rate == 0 else Schedule(dims.layers, rate)) for lengths, rate in configs]
-    timings = [[lengths, rate, round(t, 4)] for (lengths, rate), t in zip(configs, times, strict=True)]
+    timings = [[lengths, rate, t] for (lengths, rate), t in zip(configs, times, strict=True)]
     coefficients, fitted, large_batch = fit_profile_coefficients(
         works, times, dims, heads, max(sum(lengths) for lengths, _ in configs)
     )
-    errors = np.abs(fitted / np.array(times) - 1)
-    fit = {
-        "samples": len(times),
-        "median_abs_rel_error": float(np.median(errors)),
-        "max_abs_rel_error": float(errors.max()),
-        "calibration_seconds": round(time.perf_counter() - started, 1),
-    }
+    fit = {**fit_summary(fitted, times), "calibration_seconds": round(time.perf_counter() - started, 1)}
     return LatencyProfile(
         cfg.model,
         dims.hidden,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +139,8 @@ class LatencyProfile:
         write_json_atomic(path, {**asdict(self), "units": dict(zip(FEATURES, UNITS, strict=True))})
 
     @classmethod
-    def load(cls, path: str | Path) -> LatencyProfile:
+    def load(cls, path: str | Path, allow_old: bool = False) -> LatencyProfile:
+        """Read a profile; one fitted by an older model is refused unless `allow_old` (to call `refitted`)."""
         file = Path(path)
         if not file.is_file():
             raise UserError(f"profile {str(file)!r} does not exist; make one with `tiltbench calibrate`")
@@ -149,9 +150,21 @@ class LatencyProfile:
             profile = cls(**data)
         except (json.JSONDecodeError, TypeError) as err:
             raise UserError(f"{file} is not a tiltbench latency profile ({err})") from None
-        if set(profile.coefficients) != set(FEATURES):
+        if not allow_old and set(profile.coefficients) != set(FEATURES):
             raise UserError(f"{file} was fitted by an older tiltbench latency model; run `tiltbench calibrate` again")
         return profile
+
+    def refitted(self) -> LatencyProfile:
+        """The same calibration timings fitted again by this version's model (no timing needed)."""
+        if not self.timings:
+            raise UserError("this profile holds no calibration timings; run `tiltbench calibrate` again")
+        works = [batch_work(n, Schedule(self.layers, rate) if rate else None) for n, rate, _ in self.timings]
+        times = [ms for *_, ms in self.timings]
+        max_tokens = max(sum(lengths) for lengths, _, _ in self.timings)
+        coefficients, fitted, large_batch = fit_profile_coefficients(works, times, self.dims, self.heads, max_tokens)
+        return replace(
+            self, coefficients=coefficients, fit={**self.fit, **fit_summary(fitted, times)}, large_batch=large_batch
+        )
 
     def check_dims(self, dims: ModelDims, heads: int) -> None:
         if (dims, heads) != (self.dims, self.heads):
@@ -173,17 +186,28 @@ def fit_coefficients(rows: np.ndarray, times_ms: np.ndarray) -> tuple[dict[str, 
     return dict(zip(FEATURES, (float(c) for c in coefficients), strict=True)), rows @ coefficients
 
 
+def fit_summary(fitted_ms: Sequence[float], times_ms: Sequence[float]) -> dict:
+    errors = np.abs(np.asarray(fitted_ms) / np.asarray(times_ms) - 1)
+    return {
+        "samples": len(errors),
+        "median_abs_rel_error": float(np.median(errors)),
+        "rms_rel_error": float(np.sqrt(np.mean(errors**2))),
+        "max_abs_rel_error": float(errors.max()),
+    }
+
+
 def fit_profile_coefficients(
     works: Sequence[BatchWork], times_ms: Sequence[float], dims: ModelDims, heads: int, max_tokens: int
 ) -> tuple[dict[str, float], np.ndarray, int | None]:
     """Fit the coefficients for each large-batch threshold T on a grid (and without the term), keep the fit with
-    the smallest median relative error: (coefficients, fitted ms, T)."""
+    the smallest root-mean-square relative error: (coefficients, fitted ms, T). RMS, not the median: the term
+    exists for the few largest batches, which a median never sees."""
     times = np.asarray(times_ms)
     best = None
     for threshold in [None, *range(2048, max_tokens, 2048)]:
         rows = np.array([features(w, dims, heads, threshold) for w in works])
         coefficients, fitted = fit_coefficients(rows, times)
-        error = float(np.median(np.abs(fitted / times - 1)))
+        error = float(np.sqrt(np.mean((fitted / times - 1) ** 2)))
         if best is None or error < best[0] - 1e-4:  # a threshold must earn its place
             best = (error, coefficients, fitted, threshold)
     return best[1], best[2], best[3]
