@@ -13,7 +13,7 @@ help:
 	@echo "make demo     fine-tune MiniLM on SST-2 at tilt rate 0.1, offline-tune it -> results/demo/"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff"
-	@echo "make regress  fine-tune + sweep a few tilt rates, check against results/ci-baseline (not yet in CI)"
+	@echo "make regress  fine-tune + sweep a few tilt rates, check against results/ci-baseline (CI runs it)"
 
 install: $(STAMP)
 

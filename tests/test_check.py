@@ -9,7 +9,7 @@ import pytest
 from test_sweep import _config
 from typer.testing import CliRunner
 
-from tiltbench.check import CheckConfig, check
+from tiltbench.check import CheckConfig, check, speedup_standard_error
 from tiltbench.cli import app
 from tiltbench.errors import UserError
 from tiltbench.sweep import sweep
@@ -72,6 +72,21 @@ def test_regressions_against_a_baseline(run_folder, tmp_path):
         app, ["check", _doctor(run_folder, tmp_path, "worse2", worse), "--baseline", baseline, "--tolerance", "1"]
     )
     assert result.exit_code == 1 and "regression" in result.stdout
+
+
+def test_speedup_allowance_comes_from_per_round_speedups():
+    # 2 batches x 4 rounds; dense totals 20 per round, tiltbench totals 10, 10, 10 and 12.5 -> speedups 2, 2, 2, 1.6
+    row = {
+        "n_batches": 2,
+        "latency": {
+            "dense-dynamic": {"count": 8, "samples": [10.0] * 8},
+            "tiltbench": {"count": 8, "samples": [5.0] * 6 + [6.0, 6.5]},
+        },
+    }
+    assert speedup_standard_error(row) == pytest.approx(0.0)  # the median round is untouched by one outlier
+    row["latency"]["tiltbench"]["samples"] = [5.0, 5.0, 5.5, 5.5, 5.0, 5.0, 5.5, 5.5]  # speedups 2, 1.82, 2, 1.82
+    median, mad = (2 + 20 / 11) / 2, (2 - 20 / 11) / 2
+    assert speedup_standard_error(row) == pytest.approx(1.4826 * mad / median / 4**0.5, rel=1e-6)
 
 
 def test_check_user_mistakes(tmp_path):
