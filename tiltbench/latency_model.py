@@ -18,9 +18,9 @@ layer the sum over `eliminate.row_chunks` of rows * width^2 (it computes no padd
 longest real row). With one model
 L is fixed, so the per-layer constant d and the per-batch constant k are fitted as one constant (k' = L*d + k).
 The large-batch term is measured, not derived: on the 2-core VM HF's dense layers cost more per token once a
-layer's batch holds more than about 10,000 tokens (dense MiniLM at 512 tokens: 47 ms per row at batch 16,
-75 ms at batch 32), probably because activations that large are page-faulted in afresh each forward. The
-threshold T is machine-specific, so `calibrate` picks it from a grid by the fit's own error, never by the
+layer's batch holds more than about 10,000 tokens (dense MiniLM at 512 tokens: 47-53 ms per row at batch 16,
+68-75 ms at batch 32), probably because activations that large are page-faulted in afresh each forward. The
+threshold T is machine-specific, so `calibrate` picks it from a grid by the fit's own RMS error, never by the
 measurements it is checked against, and stores it in the profile.
 Coefficients come from non-negative least squares on relative error, fitted from a short calibration run of
 the real model on this machine (`tiltbench calibrate`), and are stored as a machine profile with its environment.
