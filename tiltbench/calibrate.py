@@ -41,7 +41,7 @@ RATES = (0.0, 0.1, 0.25, 0.4)
 @dataclass(frozen=True)
 class CalibrateConfig:
     model: str = "minilm"
-    reps: int = 3  # timed forwards per configuration (median), after one warm-up
+    reps: int = 3  # timed rounds over all configurations (median per configuration), after one warm-up round
     max_tokens_per_batch: int = 16384  # skip larger configurations (time; ~3.5 min on 2 cores at 16384)
     max_len: int = 512
 

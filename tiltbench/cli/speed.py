@@ -109,7 +109,7 @@ def speedup_predict(
 def calibrate(
     model: ModelOpt = "minilm",
     profile: Annotated[str | None, typer.Option(help="Where to write the profile (default: the user cache).")] = None,
-    reps: Annotated[int, typer.Option(help="Timed forwards per configuration (median).")] = 3,
+    reps: Annotated[int, typer.Option(help="Timed rounds over all configurations (median per one).")] = 3,
     max_tokens_per_batch: Annotated[int, typer.Option(help="Skip larger calibration batches.")] = 16384,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
@@ -125,7 +125,14 @@ def calibrate(
         result = run_calibrate(CalibrateConfig(model, reps, max_tokens_per_batch), progress)
     result.save(path)
     if json_out:
-        return emit_json({"profile": str(path), **result.fit, "coefficients": result.coefficients})
+        return emit_json(
+            {
+                "profile": str(path),
+                **result.fit,
+                "coefficients": result.coefficients,
+                "large_batch_threshold_tokens": result.large_batch,
+            }
+        )
     rows = [[f, f"{result.coefficients[f]:.4g}", u] for f, u in zip(FEATURES, UNITS, strict=True)]
     out_console.print(
         table(
@@ -134,7 +141,8 @@ def calibrate(
             rows,
             f"fit on {result.fit['samples']} timings: median |error| "
             f"{100 * result.fit['median_abs_rel_error']:.1f}%, max "
-            f"{100 * result.fit['max_abs_rel_error']:.1f}%; {result.fit['calibration_seconds']} s",
+            f"{100 * result.fit['max_abs_rel_error']:.1f}%; {result.fit['calibration_seconds']} s; large-batch "
+            f"threshold T: {'none' if result.large_batch is None else f'{result.large_batch:,} tokens'}",
         )
     )
 
