@@ -13,7 +13,8 @@ help:
 	@echo "make demo     fine-tune MiniLM on SST-2 at tilt rate 0.1, offline-tune it -> results/demo/"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff"
-	@echo "make regress  fine-tune + sweep a few tilt rates, check against results/ci-baseline (CI runs it)"
+	@echo "make regress  fine-tune + sweep a few tilt rates + quick calibration; check them against results/ci-baseline"
+	@echo "              and the calibrated latency model (CI runs it)"
 
 install: $(STAMP)
 
@@ -28,8 +29,8 @@ $(STAMP): pyproject.toml
 DEMO := results/demo
 demo: install
 	$(BIN)/tiltbench finetune --task sst2 --max-train-samples 8000 --max-seq-len 64 --tilt-rate 0.1 \
-		--epochs 1 --seed 0 --output $(DEMO)/checkpoint
-	$(BIN)/tiltbench offline-tune $(DEMO)/checkpoint --tilt-rates 0:0.5:0.05 --output $(DEMO)
+		--epochs 1 --seed 0 --output $(DEMO)/checkpoint --overwrite
+	$(BIN)/tiltbench offline-tune $(DEMO)/checkpoint --tilt-rates 0:0.5:0.05 --output $(DEMO) --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -41,17 +42,21 @@ lint: install
 	$(BIN)/ruff check tiltbench tests benchmarks
 	$(BIN)/ruff format --check tiltbench tests benchmarks
 
-# CI regression run: a short fine-tune and sweep, held to the committed baseline. Only ratios measured within
-# one run (speedups) and metrics are compared, never absolute times.
+# CI regression run: a short fine-tune and sweep, held to the committed baseline and to the calibrated latency
+# model of this very machine (a quick calibration, about 1.5 minutes). Only ratios measured within one run
+# (speedups) and metrics are compared, never absolute times.
 REGRESS := runs/regress
 REGRESS_SWEEP := --checkpoint $(REGRESS)/checkpoint --tilt-rates 0,0.2,0.4 --batch-sizes 1,16 \
 	--latency-examples 128 --results-dir $(REGRESS) --force
+REGRESS_TOLERANCE ?= 0.15
 regress: install
 	$(BIN)/tiltbench finetune --task sst2 --max-train-samples 2000 --max-seq-len 64 --tilt-rate 0.2 \
-		--epochs 1 --seed 0 --output $(REGRESS)/checkpoint --json
+		--epochs 1 --seed 0 --output $(REGRESS)/checkpoint --overwrite --json
 	$(BIN)/tiltbench sweep $(REGRESS_SWEEP) --run-name ci-run
-	# --tolerance 1.0: batch-1 FLOP predictions are far off by design; the calibrated check is benchmarks/calibrated_model.py
-	$(BIN)/tiltbench check $(REGRESS)/ci-run --baseline results/ci-baseline --tolerance 1.0
+	$(BIN)/tiltbench calibrate --max-tokens-per-batch 4096 --profile $(REGRESS)/profile.json --json \
+		> $(REGRESS)/calibrate.json
+	$(BIN)/tiltbench check $(REGRESS)/ci-run --profile $(REGRESS)/profile.json --tolerance $(REGRESS_TOLERANCE) \
+		--baseline results/ci-baseline
 
 # Refresh the committed baseline (after an intended change in speed or accuracy).
 regress-baseline: install

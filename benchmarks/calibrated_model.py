@@ -21,12 +21,13 @@ from pathlib import Path
 
 from tiltbench.calibrate import CalibrateConfig, calibrate
 from tiltbench.check import CheckConfig, check, load_rows
-from tiltbench.console import markdown_table, progress_bar
+from tiltbench.console import progress_bar
 from tiltbench.data import DataConfig
 from tiltbench.forecast import forecast, task_lengths
 from tiltbench.latency_model import LatencyProfile
 from tiltbench.measure import MeasureConfig
 from tiltbench.report import write_json_atomic, write_text_atomic
+from tiltbench.results import markdown_table
 from tiltbench.speedup import ModelDims
 from tiltbench.sweep import SweepConfig, sweep
 

@@ -40,18 +40,100 @@ def _exact(row):
         latency["samples"] = [1.0] * latency["count"]
 
 
-def test_prediction_check_passes_when_exact_and_fails_at_30_percent_off(run_folder, tmp_path):
-    exact = _doctor(run_folder, tmp_path, "exact", _exact)
-    assert check(CheckConfig(exact)).passed
-    off = _doctor(
-        run_folder, tmp_path, "off", lambda r: r.update(speedup_vs_dense_dynamic=1.3 * r["predicted_speedup"])
-    )
-    report = check(CheckConfig(off))
-    assert not report.passed and report.median_abs_error == pytest.approx(0.3)
+@pytest.fixture(scope="module")
+def profile_file(tiny_checkpoint, tmp_path_factory) -> str:
+    from tiltbench.calibrate import CalibrateConfig, calibrate
+
+    path = tmp_path_factory.mktemp("profile") / "profile.json"
+    calibrate(CalibrateConfig(tiny_checkpoint, reps=1, max_tokens_per_batch=128)).save(path)
+    return str(path)
+
+
+def _scaled(factor: float, prediction):
+    """Measured speedups set to `factor` x the prediction (tilt rate 0 rows stay exact, as they are in reality)."""
+
+    def change(row):
+        _exact(row)
+        if row["tilt_rate"] > 0:
+            row["speedup_vs_dense_dynamic"] = factor * prediction(row)
+
+    return change
+
+
+@pytest.mark.parametrize("factor", [1.3, 0.7])
+@pytest.mark.parametrize("calibrated", [False, True], ids=["flop", "calibrated"])
+def test_prediction_check_fails_when_speedups_are_30_percent_off_either_way(
+    run_folder, tmp_path, factor, calibrated, profile_file
+):
+    from tiltbench.check import predicted
+    from tiltbench.latency_model import LatencyProfile
+
+    profile = LatencyProfile.load(profile_file) if calibrated else None
+    options = ["--profile", profile_file, "--tolerance", "0.15"] if calibrated else ["--tolerance", "0.15"]
+    exact = _doctor(run_folder, tmp_path, "exact", _scaled(1.0, lambda r: predicted(r, profile)))
+    off = _doctor(run_folder, tmp_path, "off", _scaled(factor, lambda r: predicted(r, profile)))
+    config = dict(profile=profile_file if calibrated else None, tolerance=0.15)
+    assert check(CheckConfig(exact, **config)).passed
+    report = check(CheckConfig(off, **config))
+    assert not report.passed and report.median_abs_error == pytest.approx(abs(factor - 1))
     runner = CliRunner()
-    assert runner.invoke(app, ["check", exact]).exit_code == 0
-    failed = runner.invoke(app, ["check", off])
+    assert runner.invoke(app, ["check", exact, *options]).exit_code == 0
+    failed = runner.invoke(app, ["check", off, *options])
     assert failed.exit_code == 1 and "FAILED" in failed.stdout
+
+
+def test_tilt_rate_zero_rows_are_left_out_of_the_median(run_folder, tmp_path):
+    def change(row):
+        _exact(row)
+        if row["tilt_rate"] > 0:
+            row["speedup_vs_dense_dynamic"] = 1.2 * row["predicted_speedup"]
+
+    report = check(CheckConfig(_doctor(run_folder, tmp_path, "off", change)))
+    # 2 of 3 rates are 20 % off; with the exact tilt-0 rows counted the median would still be 20 %, so check the
+    # rows themselves: tilt 0 is marked as not counted, and the median is over the others only
+    assert [r["counted"] for r in report.rows if r["tilt_rate"] == 0] == [False, False]
+    assert report.median_abs_error == pytest.approx(0.2)
+    only_zero = _doctor(run_folder, tmp_path, "zero", _exact)
+    data = json.loads((tmp_path / "zero" / "report.json").read_text())
+    data["rows"] = [r for r in data["rows"] if r["tilt_rate"] == 0]
+    (tmp_path / "zero" / "report.json").write_text(json.dumps(data))
+    assert check(CheckConfig(only_zero)).median_abs_error is None
+
+
+@pytest.mark.parametrize("factor", [1.3, 0.7])
+def test_baseline_check_flags_a_fall_and_a_rise(run_folder, tmp_path, factor):
+    baseline = _doctor(run_folder, tmp_path, "base", _exact)
+
+    def moved(row):
+        _exact(row)
+        row["speedup_vs_dense_dynamic"] *= factor
+
+    found = check(CheckConfig(_doctor(run_folder, tmp_path, "moved", moved), baseline=baseline)).regressions
+    assert len(found) == 6  # every row
+    assert all(("fell" if factor < 1 else "rose") in line and "30.0%" in line for line in found)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("threads", 99), ("model", "bert-base"), ("max_seq_len", 16), ("latency_examples", 4), ("task", "imdb")],
+)
+def test_baseline_rows_must_share_their_identity(run_folder, tmp_path, field, value):
+    baseline = _doctor(run_folder, tmp_path, "base", _exact)
+    other = _doctor(run_folder, tmp_path, "other", lambda r: (_exact(r), r.update({field: value})))
+    with pytest.raises(UserError, match=f"differs from this run in '{field}'"):
+        check(CheckConfig(other, baseline=baseline))
+
+
+def test_offline_tune_folder_is_a_clear_error(tiny_checkpoint, tmp_path):
+    from conftest import DATA_DIR
+
+    from tiltbench.data import DataConfig
+    from tiltbench.offline import OfflineConfig, offline_tune
+
+    data = DataConfig("sst2", str(DATA_DIR), max_eval_samples=8, max_seq_len=32)
+    offline_tune(OfflineConfig(tiny_checkpoint, (0.0, 0.3), data=data, output=str(tmp_path / "offline")))
+    with pytest.raises(UserError, match="is an offline-tune run"):
+        check(CheckConfig(str(tmp_path / "offline")))
 
 
 def test_regressions_against_a_baseline(run_folder, tmp_path):
@@ -67,7 +149,7 @@ def test_regressions_against_a_baseline(run_folder, tmp_path):
 
     found = check(CheckConfig(_doctor(run_folder, tmp_path, "worse", worse), baseline=baseline)).regressions
     assert len(found) == 2 and all("tilt 0.3 batch 4" in line for line in found)
-    assert any("points" in line for line in found) and any("speedup" in line for line in found)
+    assert any("points" in line for line in found) and any("speedup vs dense-dynamic fell" in line for line in found)
     result = CliRunner().invoke(
         app, ["check", _doctor(run_folder, tmp_path, "worse2", worse), "--baseline", baseline, "--tolerance", "1"]
     )
@@ -77,6 +159,7 @@ def test_regressions_against_a_baseline(run_folder, tmp_path):
 def test_speedup_allowance_comes_from_per_round_speedups():
     # 2 batches x 4 rounds; dense totals 20 per round, tiltbench totals 10, 10, 10 and 12.5 -> speedups 2, 2, 2, 1.6
     row = {
+        "headline_baseline": "dense-dynamic",
         "n_batches": 2,
         "latency": {
             "dense-dynamic": {"count": 8, "samples": [10.0] * 8},

@@ -94,3 +94,11 @@ def test_attention_matches_hf_on_real_positions_and_grad_path():
         assert torch.allclose(ours[row, :n], reference[row, :n], atol=1e-5)
         assert torch.allclose(grad_ours[row, :n], ours[row, :n], atol=1e-6)
         assert torch.allclose(grad_scores[row, :n], scores[row, :n], atol=1e-6)
+
+
+def test_keep_indices_validity_is_what_was_gathered():
+    # the second row is asked for 4 tokens but has 2 real ones: only those count as kept
+    valid = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+    idx, new_valid = keep_indices(torch.rand(2, 4), valid, torch.tensor([3, 4]))
+    assert new_valid.sum(1).tolist() == [3, 2]
+    assert idx[1, :2].tolist() == [0, 1]

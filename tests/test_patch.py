@@ -187,3 +187,154 @@ def test_chunked_attention_equals_one_chunk(monkeypatch):
         monkeypatch.setattr("tiltbench.eliminate.CHUNK_BYTES", 1)  # one batch row per chunk
         chunked = model(**batch).logits
     assert torch.allclose(whole, chunked, atol=1e-6)
+
+
+# --- realised counts against an independent reference ---------------------------------------------
+
+
+def _by_hand(model, ids: torch.Tensor, tau: float) -> tuple[torch.Tensor, list[int]]:
+    """TiltedBERT for one unpadded example, written out with HF's own eager modules: HF's attention returns its
+    probabilities, the ACC score, the count formula and the top-k are done here, independently of tiltbench."""
+    import math
+
+    bert = model.bert
+    hidden = bert.embeddings(input_ids=ids)
+    counts = [ids.shape[1]]
+    for layer_index, layer in enumerate(bert.encoder.layer, 1):
+        attended, probs = layer.attention(hidden, None)  # eager: probabilities [1, H, n, n] come back
+        keep = min(counts[-1], max(1, math.ceil(counts[0] * (1 - tau) ** layer_index - 1e-9)))
+        if keep < hidden.shape[1]:
+            score = probs[0].sum(dim=(0, 1))  # attention each token receives, over heads and queries
+            score[0] = float("inf")  # [CLS] stays
+            kept = score.topk(keep).indices.sort().values
+            attended = attended[:, kept]
+        hidden = layer.output(layer.intermediate(attended), attended)
+        counts.append(hidden.shape[1])
+    return model.classifier(bert.pooler(hidden)), counts
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.45])
+def test_realised_counts_and_logits_match_a_hand_written_reference(tau):
+    reference = tiny_bert("eager")
+    model = patch(copy.deepcopy(reference), tilt_rate=tau)
+    lengths = [23, 9, 16, 4]
+    batch = random_batch(lengths, seed=7)
+    with torch.inference_mode():
+        logits = model(**batch).logits
+        realised = realised_counts(model).tolist()
+        for row, n in enumerate(lengths):
+            expected_logits, expected_counts = _by_hand(reference, batch["input_ids"][row : row + 1, :n], tau)
+            assert realised[row] == expected_counts
+            assert torch.allclose(logits[row], expected_logits[0], atol=1e-5)
+    assert any(c[-1] < c[0] for c in realised)  # something was eliminated
+
+
+def test_realised_counts_report_what_was_kept_not_the_plan(monkeypatch):
+    model = patch(tiny_bert(), tilt_rate=0.3)
+    lengths = [12, 5]
+    # A plan asking the 5-token row to keep 8 tokens in layers 2-4 (a data-dependent method could): the gather
+    # can only keep its 5 real tokens, and realised_counts must say 5.
+    plan = torch.tensor([[12, 12, 8, 6, 4], [5, 5, 8, 8, 8]])
+    monkeypatch.setattr(type(model._tiltbench), "counts_for", lambda self, n0: plan)
+    with torch.inference_mode():
+        model(**random_batch(lengths))
+    assert realised_counts(model).tolist() == [[12, 12, 8, 6, 4], [5, 5, 5, 5, 5]]
+
+
+# --- padding side, per-layer outputs, pickling, keep-all -------------------------------------------
+
+
+def _left_padded(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each row's real tokens moved to the right end (the layout of padding_side='left')."""
+    out = {k: torch.zeros_like(v) for k, v in batch.items()}
+    for row, n in enumerate(batch["attention_mask"].sum(1).tolist()):
+        for key in out:
+            out[key][row, out[key].shape[1] - n :] = batch[key][row, :n]
+    return out
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.3])
+def test_left_padding_is_refused_and_right_padding_is_exact(tau):
+    model = patch(tiny_bert(), tilt_rate=tau)
+    lengths = [14, 6]
+    right = random_batch(lengths, seed=2)
+    with torch.inference_mode():
+        together = model(**right).logits
+        for row, n in enumerate(lengths):  # right padding: each row's logits equal its unpadded logits
+            alone = model(input_ids=right["input_ids"][row : row + 1, :n]).logits
+            assert torch.allclose(alone[0], together[row], atol=1e-5)
+        with pytest.raises(UserError, match="not right-padded"):
+            model(**_left_padded(right))
+
+
+def test_left_padding_tokenizer_is_refused(minilm_tokenizer):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    model = patch(BertForSequenceClassification(config).eval(), tilt_rate=0.3)
+    minilm_tokenizer.padding_side = "left"
+    try:
+        batch = minilm_tokenizer(
+            ["a long enough sentence to pad the other", "short"], padding=True, return_tensors="pt"
+        )
+    finally:
+        minilm_tokenizer.padding_side = "right"
+    with torch.inference_mode(), pytest.raises(UserError, match="padding_side='right'"):
+        model(**batch)
+
+
+@pytest.mark.parametrize("flag", ["output_hidden_states", "output_attentions"])
+def test_per_layer_outputs_are_refused_under_elimination(flag):
+    model = patch(tiny_bert("eager"), tilt_rate=0.3)
+    batch = random_batch([10, 6])
+    with torch.inference_mode():
+        with pytest.raises(UserError, match=flag):
+            model(**batch, **{flag: True})
+        model.config.update({flag: True})  # the config default asks for them too
+        with pytest.raises(UserError, match=flag):
+            model(**batch)
+        set_schedule(model, 0.0)  # HF's own forward: HF's outputs, one per layer
+        out = model(**batch)
+    assert len(out.hidden_states if flag == "output_hidden_states" else out.attentions) >= 4
+
+
+def test_torch_save_of_a_patched_model_round_trips(tmp_path):
+    patch_module = importlib.import_module("tiltbench.patch")
+    model = patch(tiny_bert(), tilt_rate=0.3)
+    batch = random_batch([11, 7])
+    with torch.inference_mode():
+        before = model(**batch).logits
+    torch.save(model, tmp_path / "model.pt")
+    patch_module._CLASS_CACHE.clear()  # as in a fresh process: the patched class must be rebuilt
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert type(loaded.bert.encoder).__name__ == "TiltedBertEncoder"
+    assert loaded._tiltbench is loaded.bert.encoder._tiltbench and loaded._tiltbench.schedule == Schedule(4, 0.3)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(**batch).logits, before, atol=1e-6)
+    assert realised_counts(loaded).tolist() == [Schedule(4, 0.3).counts(11), Schedule(4, 0.3).counts(7)]
+    unpatch(loaded)
+    assert type(loaded.bert.encoder).__name__ == "BertEncoder"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_keep_all_runs_the_eliminating_path_and_keeps_every_token(impl, monkeypatch):
+    reference = tiny_bert(impl)
+    model = patch(copy.deepcopy(reference), tilt_rate=0.0)
+    set_schedule(model, 0.0, keep_all=True)
+    calls = []
+    patch_module = importlib.import_module("tiltbench.patch")
+    original = patch_module.attention_with_scores
+    monkeypatch.setattr(patch_module, "attention_with_scores", lambda *a: calls.append(1) or original(*a))
+    batch = random_batch([12, 5, 9])
+    batch = {k: torch.nn.functional.pad(v, (0, 4)) for k, v in batch.items()}  # padding beyond the longest row
+    with torch.inference_mode():
+        logits = model(**batch).logits
+        assert torch.allclose(logits, reference(**batch).logits, atol=1e-5)
+    assert len(calls) == 4  # every layer
+    assert realised_counts(model).tolist() == [[12] * 5, [5] * 5, [9] * 5]
+    assert model._tiltbench.widths == [16, 12, 12, 12, 12]  # the first gather drops the batch's padding
+    with pytest.raises(UserError, match="keep-all"):
+        set_schedule(model, 0.2, keep_all=True)
+    set_schedule(model, 0.2)
+    assert not model._tiltbench.keep_all

@@ -28,3 +28,16 @@ def test_flatten_and_csv_round_trip():
     assert flatten(rows[0]) == {"a": 1, "latency.x.p50": 2.0, "kept": "3 2"}
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert parsed[0]["latency.x.p50"] == "2.0" and parsed[1]["extra"] == "y" and parsed[1]["kept"] == ""
+
+
+def test_atomic_writes_keep_normal_modes(tmp_path):
+    from tiltbench.report import current_umask
+
+    new = tmp_path / "new.json"
+    write_json_atomic(new, {"a": 1})
+    assert new.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not mkstemp's 0600
+    kept = tmp_path / "kept.json"
+    kept.write_text("{}")
+    kept.chmod(0o640)
+    write_json_atomic(kept, {"b": 2})
+    assert kept.stat().st_mode & 0o777 == 0o640 and json.loads(kept.read_text()) == {"b": 2}

@@ -20,6 +20,13 @@ def finetune(cfg, progress=None):  # noqa: ANN001 - thin lazy re-export (keeps `
     return _finetune(cfg, progress)
 
 
+def resolve_model(name: str) -> str:
+    """See tiltbench.models.resolve_model: 'minilm' -> the packaged folder; a local folder; else a Hub id."""
+    from tiltbench.models import resolve_model as _resolve_model
+
+    return _resolve_model(name)
+
+
 def offline_tune(cfg, progress=None):  # noqa: ANN001
     """See tiltbench.offline.offline_tune."""
     from tiltbench.offline import offline_tune as _offline_tune
@@ -38,6 +45,7 @@ __all__ = [
     "patch",
     "predict_speedup",
     "realised_counts",
+    "resolve_model",
     "set_schedule",
     "tilt_rate_for_speedup",
     "unpatch",

@@ -7,6 +7,7 @@ matter, since the schedule, not the content, sets how many tokens each layer kee
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -21,7 +22,7 @@ from tiltbench.latency import time_forward
 from tiltbench.latency_model import LatencyProfile, batch_work, fit_profile_coefficients, fit_summary
 from tiltbench.models import load_model
 from tiltbench.patch import patch, set_schedule
-from tiltbench.report import environment
+from tiltbench.report import check_writable, environment
 from tiltbench.schedule import Schedule
 from tiltbench.speedup import ModelDims
 
@@ -55,6 +56,21 @@ def default_profile_path(model: str) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tiltbench" / "profiles"
     name = "minilm" if model == "minilm" else Path(model).name.replace("/", "--")
     return cache / f"{name}-{torch.get_num_threads()}threads.json"
+
+
+def check_profile_path(path: Path) -> Path:
+    """Before minutes of timing: the profile can be written, and replaces nothing but an older profile."""
+    if path.is_dir():
+        raise UserError(f"--profile {str(path)!r} is a folder; name a .json file")
+    check_writable(path.parent, "--profile")
+    if path.exists():
+        try:
+            is_profile = "coefficients" in json.loads(path.read_text())
+        except (OSError, ValueError, TypeError):
+            is_profile = False
+        if not is_profile:
+            raise UserError(f"--profile {str(path)!r} exists and is not a tiltbench profile; it is not overwritten")
+    return path
 
 
 def _configs(cfg: CalibrateConfig) -> list[tuple[list[int], float]]:

@@ -2,12 +2,16 @@
 
 Prediction check: each row's measured speedup against dense-dynamic is compared with the prediction (the
 calibrated latency model when a profile is given, else the FLOP ratio); the run fails when the median
-absolute relative error exceeds `tolerance`.
-Regression check (`baseline`): rows are matched by task, method, scorer, checkpoint name, tilt rate, batch size
-and padding. A row regresses when its metric drops by more than `metric_tolerance` points, or its speedup
-falls by more than the noise the two runs themselves show: three times the combined standard error of the
-two speedups, and at least 5 % (`speedup_standard_error`, `MIN_SPEEDUP_ALLOWANCE`). Only ratios measured
-within one run are compared, never absolute times across runs.
+absolute relative error over the eliminating rows exceeds `tolerance`. Rows at tilt rate 0 are shown but left
+out of the median: both sides are 1 by construction there, and counting them would dilute the error.
+Regression check (`baseline`): rows are matched by their place in the grid (checkpoint, tilt rate, batch size);
+matched rows must share their full identity (`IDENTITY`: model, task, method, knob, threads, lengths, ...),
+else the comparison is refused and the differing field named. A row regresses when its metric drops by more
+than `metric_tolerance` points, or its speedup against the headline baseline moves, down *or up*, by more than
+the noise the two runs themselves show: three times the combined standard error of the two speedups, and at
+least 5 % (`speedup_standard_error`, `MIN_SPEEDUP_ALLOWANCE`). A sudden gain is as suspicious as a loss (a
+baseline that stopped computing something, a broken timer). Only ratios measured within one run are compared,
+never absolute times across runs.
 """
 
 from __future__ import annotations
@@ -19,8 +23,24 @@ from pathlib import Path
 
 from tiltbench.errors import UserError
 from tiltbench.latency_model import LatencyProfile, calibrated_speedup
+from tiltbench.results import headline_baseline, headline_speedup, short_name
 from tiltbench.schedule import Schedule
 from tiltbench.speedup import ModelDims
+
+# What must be equal for two rows at the same grid place to be compared (a missing field differs from any value).
+IDENTITY = (
+    "model",
+    "task",
+    "method",
+    "scorer",
+    "shape",
+    "min_tokens",
+    "pad_to_max",
+    "threads",
+    "max_seq_len",
+    "latency_examples",
+    "n_examples",
+)
 
 
 @dataclass(frozen=True)
@@ -40,26 +60,39 @@ class CheckConfig:
 class CheckReport:
     prediction: str  # "calibrated" or "FLOP"
     rows: list[dict]
-    median_abs_error: float
+    median_abs_error: float | None  # over rows with tilt rate > 0; None when there are none
     tolerance: float
     regressions: list[str] = field(default_factory=list)
 
     @property
+    def prediction_ok(self) -> bool:
+        return self.median_abs_error is None or self.median_abs_error <= self.tolerance
+
+    @property
     def passed(self) -> bool:
-        return self.median_abs_error <= self.tolerance and not self.regressions
+        return self.prediction_ok and not self.regressions
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
 
 
 def load_rows(results_dir: str | Path) -> list[dict]:
-    report = Path(results_dir) / "report.json"
+    """The measured rows of a measure/sweep folder; anything else is one clear UserError."""
+    folder = Path(results_dir)
+    report = folder / "report.json"
     if not report.is_file():
         raise UserError(f"{str(results_dir)!r} holds no report.json; point at a folder written by measure or sweep")
     try:
-        rows = json.loads(report.read_text())["rows"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        data = json.loads(report.read_text())
+        rows = data["rows"]
+        measured = all("speedup_vs_dense_dynamic" in r for r in rows)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise UserError(f"{report} is not a tiltbench report") from None
+    if "chosen_tilt_rate" in data or not measured:
+        raise UserError(
+            f"{results_dir} is an offline-tune run: it holds metrics and predicted speedups but no timings; "
+            "check a folder written by `tiltbench measure` or `tiltbench sweep`"
+        )
     if not rows:
         raise UserError(f"{report} has no rows")
     return rows
@@ -77,6 +110,7 @@ def predicted(row: dict, profile: LatencyProfile | None) -> float:
 
 def check(cfg: CheckConfig) -> CheckReport:
     rows = load_rows(cfg.results_dir)
+    baseline = load_rows(cfg.baseline) if cfg.baseline else None
     profile = LatencyProfile.load(cfg.profile) if cfg.profile else None
     table = []
     for row in sorted(rows, key=lambda r: (r["checkpoint"], r["batch_size"], r["tilt_rate"])):
@@ -84,49 +118,66 @@ def check(cfg: CheckConfig) -> CheckReport:
         measured = row["speedup_vs_dense_dynamic"]
         table.append(
             {
-                "checkpoint": Path(row["checkpoint"]).name,
+                "checkpoint": short_name(row["checkpoint"]),
                 "task": row["task"],
                 "tilt_rate": row["tilt_rate"],
                 "batch_size": row["batch_size"],
                 "measured": measured,
                 "predicted": expected,
                 "error": measured / expected - 1,
+                "counted": row["tilt_rate"] > 0,  # tilt rate 0: 1 vs 1 by construction, not evidence
             }
         )
-    median = statistics.median(abs(r["error"]) for r in table)
+    counted = [abs(r["error"]) for r in table if r["counted"]]
+    median = statistics.median(counted) if counted else None
     report = CheckReport("calibrated" if profile else "FLOP", table, median, cfg.tolerance)
-    if cfg.baseline:
-        report.regressions = regressions(load_rows(cfg.baseline), rows, cfg.metric_tolerance)
+    if baseline is not None:
+        report.regressions = regressions(baseline, rows, cfg.metric_tolerance)
     return report
 
 
-def _key(row: dict) -> tuple:
-    return (
-        row["task"],
-        row["method"],
-        row["scorer"],
-        Path(row["checkpoint"]).name,
-        round(row["tilt_rate"], 6),
-        row["batch_size"],
-        row["pad_to_max"],
+def _place(row: dict) -> tuple:
+    """Where a row sits in a run's grid."""
+    return (short_name(row["checkpoint"]), round(float(row["tilt_rate"]), 6), int(row["batch_size"]))
+
+
+_MISSING = object()
+
+
+def _match(old: dict, candidates: list[dict]) -> dict:
+    """The candidate with the same identity as `old`; UserError naming the first differing field otherwise."""
+    for row in candidates:
+        if all(row.get(k, _MISSING) == old.get(k, _MISSING) for k in IDENTITY):
+            return row
+    row = candidates[0]
+    name = next(k for k in IDENTITY if row.get(k, _MISSING) != old.get(k, _MISSING))
+
+    def shown(r: dict) -> str:
+        return repr(r[name]) if name in r else "(not recorded)"
+
+    checkpoint, rate, batch = _place(old)
+    raise UserError(
+        f"the baseline's row {checkpoint} tilt {rate:g} batch {batch} differs from this run in {name!r}: "
+        f"{shown(old)} there, {shown(row)} here; compare runs made with the same settings, or refresh the "
+        "baseline (make regress-baseline)"
     )
 
 
 # Floor of the speedup allowance. Five `make regress` runs on the 2-core VM against one baseline moved no
 # speedup by more than 3.3 % either way (30 comparisons; falls at most 0.9 %), although each run's own
 # standard error was 0.4-1.6 %: runs drift apart more than a run can see. 5 % leaves room for that drift,
-# while a 10 % slowdown still fails.
+# while a 10 % change still fails.
 MIN_SPEEDUP_ALLOWANCE = 0.05
 
 
 def speedup_standard_error(row: dict) -> float:
-    """Relative standard error of a row's speedup vs dense-dynamic, from the run itself.
+    """Relative standard error of a row's speedup vs its headline baseline, from the run itself.
 
-    Each timing round passes once over all batches, so each round gives one speedup (dense total / tiltbench
+    Each timing round passes once over all batches, so each round gives one speedup (baseline total / tiltbench
     total); the robust spread of those (1.4826 x MAD / median) over sqrt(rounds). Per-batch sample noise
     overstates it several-fold: the reported speedup sums many batches' medians."""
     n = row["n_batches"]
-    dense, tilted = row["latency"]["dense-dynamic"], row["latency"]["tiltbench"]
+    dense, tilted = row["latency"][headline_baseline(row)], row["latency"]["tiltbench"]
     rounds = min(dense["count"], tilted["count"]) // n
     if rounds < 2:
         return 0.0
@@ -138,15 +189,16 @@ def speedup_standard_error(row: dict) -> float:
 
 
 def regressions(baseline: list[dict], rows: list[dict], metric_tolerance: float) -> list[str]:
-    """One line per regressed (or missing) row."""
-    new = {_key(r): r for r in rows}
+    """One line per regressed, suspiciously improved or missing row; UserError when rows are not comparable."""
     found = []
-    for key, old in ((_key(r), r) for r in baseline):
-        label = f"{key[3]} tilt {key[4]:g} batch {key[5]}"
-        if key not in new:
+    for old in baseline:
+        checkpoint, rate, batch = _place(old)
+        label = f"{checkpoint} tilt {rate:g} batch {batch}"
+        candidates = [r for r in rows if _place(r) == _place(old)]
+        if not candidates:
             found.append(f"{label}: missing from the new run")
             continue
-        now = new[key]
+        now = _match(old, candidates)
         drop = 100 * (old["metric"] - now["metric"])
         if drop > metric_tolerance:
             found.append(
@@ -155,11 +207,12 @@ def regressions(baseline: list[dict], rows: list[dict], metric_tolerance: float)
             )
         noise = (speedup_standard_error(old) ** 2 + speedup_standard_error(now) ** 2) ** 0.5
         allowed = max(3 * noise, MIN_SPEEDUP_ALLOWANCE)
-        fall = 1 - now["speedup_vs_dense_dynamic"] / old["speedup_vs_dense_dynamic"]
-        if fall > allowed:
+        before, after = headline_speedup(old), headline_speedup(now)
+        change = after / before - 1
+        if abs(change) > allowed:
+            verb = "fell" if change < 0 else "rose (as suspicious as a fall: a changed baseline or timer?)"
             found.append(
-                f"{label}: speedup vs dense-dynamic fell {100 * fall:.1f}% "
-                f"({old['speedup_vs_dense_dynamic']:.3f}x -> {now['speedup_vs_dense_dynamic']:.3f}x; "
-                f"noise allows {100 * allowed:.1f}%)"
+                f"{label}: speedup vs {headline_baseline(now)} {verb} {100 * abs(change):.1f}% "
+                f"({before:.3f}x -> {after:.3f}x; noise allows {100 * allowed:.1f}%)"
             )
     return found

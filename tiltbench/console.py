@@ -6,7 +6,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 err_console = Console(stderr=True)
@@ -15,33 +23,34 @@ out_console = Console()
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator:
-    """Yields a `progress(description, completed, total)` callback drawing a rich bar on stderr (or None)."""
+    """Yields a `progress(description, completed, total)` callback drawing one live rich bar on stderr (or None).
+
+    One bar for the whole command: callers report overall progress (completed may be fractional), and each
+    call updates the same bar, so a sweep of many rows never leaves a stack of frozen bars behind."""
     if not enabled:
         yield None
         return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
     bar = Progress(*columns, console=err_console)
-    tasks: dict[str, int] = {}
+    task: list[TaskID] = []
 
-    def update(description: str, completed: int, total: int) -> None:
-        if not tasks:
+    def update(description: str, completed: float, total: float) -> None:
+        if not task:
             bar.start()  # lazily: an error before the first step prints only its own line
-        key = description.split(" loss ")[0].split(" tilt rate")[0]
-        if key not in tasks:
-            tasks[key] = bar.add_task(description, total=total)
-        bar.update(tasks[key], description=description, completed=completed, total=total)
+            task.append(bar.add_task(description, total=total))
+        bar.update(task[0], description=description, completed=completed, total=total)
 
     try:
         yield update
     finally:
-        if tasks:
+        if task:
             bar.stop()
 
 
@@ -52,9 +61,3 @@ def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], 
     for row in rows:
         result.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     return result
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"

@@ -165,20 +165,23 @@ def attention_with_scores(layer: nn.Module, hidden: Tensor, valid: Tensor, score
 def keep_indices(scores: Tensor, valid: Tensor, n_keep: Tensor) -> tuple[Tensor, Tensor]:
     """Indices of the tokens each row keeps, and the validity of the new rows.
 
-    scores [B,n], valid [B,n] bool, n_keep [B] tokens each row keeps (<= its real tokens).
+    scores [B,n], valid [B,n] bool (right-padded), n_keep [B] tokens each row is asked to keep.
     Returns idx [B,k] with k = max(n_keep): the kept tokens in their original order, [CLS] first, then
-    (for rows keeping fewer than k) filler slots; and new_valid [B,k], a right-padding mask.
-    Padding goes before any real token because pads score -inf; [CLS] scores +inf.
+    (for rows keeping fewer than k) filler slots; and new_valid [B,k], a right-padding mask of the real
+    tokens that were actually gathered. Padding goes before any real token because pads score -inf; [CLS]
+    scores +inf. new_valid is the validity of what was gathered, not the plan: a row asked to keep more tokens
+    than it has gets only its real ones, and `realised_counts` (new_valid.sum(1)) says so.
     """
     n = scores.shape[1]
     k = int(n_keep.max())
     ranked = scores.detach().masked_fill(~valid, float("-inf"))
     ranked[:, 0] = float("inf")
     top = ranked.topk(k, dim=1).indices  # [B,k], best first
-    new_valid = torch.arange(k, device=scores.device)[None, :] < n_keep[:, None]  # [B,k]
+    slots = torch.arange(k, device=scores.device)[None, :] < n_keep[:, None]  # [B,k] slots within each count
     # Original order for the kept tokens; filler slots (beyond a row's count) move to the end.
-    order = torch.where(new_valid, top, top + n).argsort(dim=1)
-    return top.gather(1, order), new_valid
+    order = torch.where(slots, top, top + n).argsort(dim=1)
+    idx = top.gather(1, order)
+    return idx, slots & valid.gather(1, idx)
 
 
 def gather_tokens(hidden: Tensor, idx: Tensor) -> Tensor:

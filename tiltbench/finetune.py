@@ -8,7 +8,9 @@ References: Kachuee & Sharifkhani, arXiv 2201.03327 (abstract: "no extra trainin
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,9 +21,9 @@ import torch
 from tiltbench.data import DataConfig, batches, encode, load_split
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress, evaluate
-from tiltbench.models import DEFAULT_MODEL, load_model, write_meta
+from tiltbench.models import DEFAULT_MODEL, is_checkpoint, load_model, write_meta
 from tiltbench.patch import patch
-from tiltbench.report import check_output_dir, environment, write_json_atomic
+from tiltbench.report import check_output_dir, environment, normal_modes, replace_dir, write_json_atomic
 from tiltbench.schedule import Schedule, Shape
 
 
@@ -40,6 +42,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     eval_batch_size: int = 64
+    overwrite: bool = False  # replace an existing tiltbench checkpoint at `output` (anything else is refused)
 
     def __post_init__(self) -> None:
         Schedule(1, self.tilt_rate, self.shape, None, self.min_tokens)  # validates rate, shape, min tokens
@@ -65,7 +68,7 @@ def seed_everything(seed: int) -> None:
 
 def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune cfg.model on cfg.data's task at cfg.tilt_rate and save a tiltbench checkpoint to cfg.output."""
-    check_output_dir(cfg.output)
+    output = check_output_dir(cfg.output, "tiltbench checkpoint", is_checkpoint, cfg.overwrite)
     seed_everything(cfg.data.seed)
     train_set, info = load_split(cfg.data, "train")
     eval_set, info = load_split(cfg.data, "eval", info)
@@ -87,9 +90,17 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         metrics, _ = evaluate(model, evaluation, info, pad_id, cfg.eval_batch_size)
         history.append({"epoch": epoch, "train_loss": loss, "epoch_seconds": round(epoch_seconds, 2), **metrics})
         if progress:
-            progress(f"epoch {epoch}/{cfg.epochs} {info.primary_metric} {metrics[info.primary_metric]:.4f}", 1, 1)
-    _save(model, tokenizer, cfg, info, history, train_seconds, len(train), len(evaluation))
-    return FinetuneResult(Path(cfg.output), history[-1], history, train_seconds)
+            description = f"epoch {epoch}/{cfg.epochs} {info.primary_metric} {metrics[info.primary_metric]:.4f}"
+            progress(description, epoch * len(train), cfg.epochs * len(train))
+    # Written next to the target and moved into place whole: an interrupted save leaves the old folder as it was.
+    staged = output.parent / f".{output.name}.partial-{os.getpid()}"
+    try:
+        _save(staged, model, tokenizer, cfg, info, history, train_seconds, len(train), len(evaluation))
+        normal_modes(staged)
+        replace_dir(staged, output)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return FinetuneResult(output, history[-1], history, train_seconds)
 
 
 def _optimizer(model, cfg: TrainConfig, total_steps: int):
@@ -118,14 +129,13 @@ def _train_epoch(model, train, pad_id, cfg, optimizer, scheduler, generator, epo
         optimizer.zero_grad(set_to_none=True)
         running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
         seen = min(seen + cfg.batch_size, total)
-        if progress:
-            progress(f"epoch {epoch}/{cfg.epochs} loss {running:.4f}", seen, total)
+        if progress:  # one bar over all epochs
+            progress(f"epoch {epoch}/{cfg.epochs} loss {running:.4f}", (epoch - 1) * total + seen, cfg.epochs * total)
     model.eval()
     return round(running, 5)
 
 
-def _save(model, tokenizer, cfg: TrainConfig, info, history, train_seconds, n_train, n_eval) -> None:
-    out = Path(cfg.output)
+def _save(out: Path, model, tokenizer, cfg: TrainConfig, info, history, train_seconds, n_train, n_eval) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     schedule = model._tiltbench.schedule

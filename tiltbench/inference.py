@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tiltbench.data import TaskInfo, batches, encode, length_sorted
+from tiltbench.errors import UserError
 from tiltbench.metrics import compute_metrics
 from tiltbench.patch import realised_counts
 
@@ -54,6 +55,33 @@ def evaluate(
     outputs = run(model, examples, pad_id, batch_size, progress)
     labels = np.array([e["label"] for e in examples])
     return compute_metrics(info, outputs.logits, labels), outputs
+
+
+def read_inputs(path: str) -> tuple[list[str], list[str | None]]:
+    """Texts (and second texts) to classify from a JSONL file: a "text" on every line, a "text_pair" on every line
+    or on none."""
+    from pathlib import Path
+
+    from tiltbench.data import read_records
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"input file {path!r} does not exist")
+    records = read_records(file) if file.suffix.lower() in (".jsonl", ".json") else None
+    if records is None:
+        raise UserError(f'{path}: --input takes a .jsonl file, one {{"text": ...}} object per line')
+    texts, pairs = [], []
+    with_pair = "text_pair" in records[0][1]
+    for line, record in records:
+        if not isinstance(record.get("text"), str):
+            raise UserError(f"{path}:{line}: each line must be a JSON object with a 'text' string")
+        if ("text_pair" in record) != with_pair:
+            raise UserError(
+                f"{path}:{line}: 'text_pair' is on some lines but not on others; give it on every line or none"
+            )
+        texts.append(record["text"])
+        pairs.append(str(record["text_pair"]) if with_pair else None)
+    return texts, pairs
 
 
 def predict_texts(

@@ -2,13 +2,25 @@
 
 Variants, all on the same real dev-set inputs (dataset order), the same threads, interleaved batch by batch:
   tiltbench      the patched checkpoint at the row's tilt rate (dynamic padding, or --pad-to-max)
+  keep-all       the same model on the eliminating path with nothing removed (attribution, below)
   dense-dynamic  the plain HF model, its default attention, padded to the batch maximum: the headline baseline
   dense-padded   the plain HF model on inputs padded to --max-seq-len, as papers measure
   dense-eager    the plain HF model with eager attention (dynamic padding)
 Speedup against a baseline = its robust total / tiltbench's: per batch, the median over (at least 3) rounds,
-summed over the batches; the same batches for every variant, so the total is content-weighted. tiltbench and
-dense-dynamic are timed as one interleaved pair; dense-padded and dense-eager are timed interleaved with a
-dense-dynamic anchor and their speedups chained through it (a heavy baseline slows whatever runs near it).
+summed over the batches; the same batches for every variant, so the total is content-weighted. tiltbench,
+keep-all and the headline baseline are timed as one interleaved group; the other baselines are timed
+interleaved with an anchor (a second copy of the headline baseline's runs) and their speedups chained through
+it (a heavy baseline slows whatever runs near it). With --pad-to-max every variant gets padded inputs and the
+headline baseline is dense-padded; dense-dynamic is then one of the anchored baselines.
+
+Attribution: eliminating layers compute attention only over each row chunk's real tokens and the first
+gather drops the batch's padding, while HF's dense layers compute the padding too. So, at tilt rates above 0
+    speedup vs headline = (headline / keep-all) x (keep-all / tiltbench)
+                        = speedup_from_padding x speedup_from_elimination,
+the first the part from not computing the batch's padding (net of the eliminating path's own overhead:
+explicit attention, scoring, gather), the second the part from the tokens actually removed (and from the
+layers where nothing leaves, which tiltbench runs as HF's own layer). At tilt rate 0 tiltbench is HF's own
+forward, which skips no padding and removes nothing: keep-all is not timed, and the split is 1 x the speedup.
 
 References: optimum-benchmark (report layout, percentiles); methods.md §9.5 (why measured != FLOP ratio).
 """
@@ -27,7 +39,7 @@ from tiltbench.errors import UserError
 from tiltbench.flops import fvcore_macs
 from tiltbench.inference import Progress, evaluate
 from tiltbench.latency import Variant, robust_total, time_interleaved
-from tiltbench.models import load_checkpoint, load_model
+from tiltbench.models import load_checkpoint, load_model, read_meta
 from tiltbench.patch import patch, realised_counts, set_schedule, unpatch
 from tiltbench.schedule import Schedule
 from tiltbench.speedup import ModelDims, encoder_macs
@@ -65,34 +77,37 @@ class MeasureConfig:
             raise UserError("--warmup and --min-seconds must be >= 0")
 
 
+def measure_data(meta: dict, cfg: MeasureConfig) -> DataConfig:
+    """The evaluation data of a checkpoint under `cfg` (its own task and length unless overridden)."""
+    return DataConfig.for_checkpoint(
+        meta,
+        cfg.task,
+        cfg.max_seq_len,
+        data_dir=cfg.data_dir,
+        eval_file=cfg.eval_file,
+        text_column=cfg.text_column,
+        text_pair_column=cfg.text_pair_column,
+        label_column=cfg.label_column,
+        max_eval_samples=cfg.max_eval_samples,
+        seed=cfg.seed,
+    )
+
+
 @dataclass
 class CheckpointBench:
     """Everything loaded once per checkpoint: the patched model, the two dense baselines, inputs, metric cache."""
 
     checkpoint: str
     cfg: MeasureConfig
-    progress: Progress | None = None
     metrics: dict[float, dict[str, float]] = field(default_factory=dict)
     fvcore_rows: dict[float, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         cfg = self.cfg
+        self.data = measure_data(read_meta(self.checkpoint), cfg)
         self.model, self.tokenizer, self.meta, self.info = load_checkpoint(self.checkpoint)
         self.dense, _ = load_model(self.checkpoint)
         self.eager, _ = load_model(self.checkpoint, attn_implementation="eager")
-        self.data = DataConfig(
-            cfg.task or self.info.name,
-            cfg.data_dir,
-            None,
-            cfg.eval_file,
-            cfg.text_column,
-            cfg.text_pair_column,
-            cfg.label_column,
-            None,
-            cfg.max_eval_samples,
-            cfg.max_seq_len or self.meta["max_seq_len"],
-            cfg.seed,
-        )
         eval_set, self.info = load_split(self.data, "eval", self.info)
         self.examples = encode(eval_set, self.tokenizer, self.data.max_seq_len)
         self.timing_examples = self.examples[: cfg.latency_examples]
@@ -101,16 +116,18 @@ class CheckpointBench:
         self.shape = "geometric" if base.shape == "list" else base.shape
         self.min_tokens = base.min_tokens
         self.pad_id = self.tokenizer.pad_token_id or 0
+        # The model the checkpoint was fine-tuned from: part of a row's identity when runs are compared.
+        self.base_model = (self.meta.get("train_config") or {}).get("model") or self.model.config.name_or_path
 
     def schedule(self, tilt_rate: float) -> Schedule:
         return Schedule(self.dims.layers, tilt_rate, self.shape, None, self.min_tokens)
 
-    def metric(self, tilt_rate: float) -> dict[str, float]:
+    def metric(self, tilt_rate: float, progress: Progress | None = None) -> dict[str, float]:
         """Task metrics at a tilt rate on the evaluation set (cached: they do not depend on the batch size)."""
         if tilt_rate not in self.metrics:
             set_schedule(self.model, self.schedule(tilt_rate))
             self.metrics[tilt_rate], _ = evaluate(
-                self.model, self.examples, self.info, self.pad_id, self.cfg.eval_batch_size
+                self.model, self.examples, self.info, self.pad_id, self.cfg.eval_batch_size, progress
             )
         return self.metrics[tilt_rate]
 
@@ -145,44 +162,52 @@ class CheckpointBench:
         return out
 
 
-def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int) -> dict:
-    """One report row: latency of tiltbench and each baseline, speedups, FLOPs, metric."""
+def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int, progress: Progress | None = None) -> dict:
+    """One report row: latency of tiltbench, keep-all and each baseline, speedups and their attribution, FLOPs,
+    metric. `progress(description, done, total)` sees the evaluation and then the timing."""
     cfg = bench.cfg
-    metrics, reference = bench.metric(tilt_rate), bench.metric(0.0)
+    evaluating = _part(progress, "evaluating", 0.0, 0.2)
+    metrics, reference = bench.metric(tilt_rate, evaluating), bench.metric(0.0, evaluating)
     schedule = bench.schedule(tilt_rate)
-    dynamic = bench.batches(batch_size, cfg.pad_to_max)
+    keep_all = bench.schedule(0.0)
+    dynamic, padded = bench.batches(batch_size, False), bench.batches(batch_size, True)
+    inputs = padded if cfg.pad_to_max else dynamic
+    headline_name = "dense-padded" if cfg.pad_to_max else "dense-dynamic"
     kept: list[np.ndarray] = []
 
     def collect() -> None:
-        if len(kept) < len(dynamic):  # realised counts of one full pass
+        if len(kept) < len(inputs):  # realised counts of one full pass
             kept.append(realised_counts(bench.model).numpy().copy())
 
-    # The headline pair is timed on its own: heavy baselines (eager attention allocates 400 MB tensors at
+    # The headline group is timed on its own: heavy baselines (eager attention allocates 400 MB tensors at
     # IMDB lengths) slow whatever runs near them, and the allocation-heavy eliminating path most. The other
-    # baselines are timed with dense-dynamic as an anchor, and their speedups are chained through it.
+    # baselines are timed with the headline baseline as an anchor, and their speedups are chained through it.
     headline = [
-        Variant("tiltbench", bench.model, dynamic, lambda: set_schedule(bench.model, schedule), collect),
-        Variant("dense-dynamic", bench.dense, dynamic),
+        Variant("tiltbench", bench.model, inputs, lambda: set_schedule(bench.model, schedule), collect),
+        Variant(headline_name, bench.dense, inputs),
     ]
-    anchored = [
-        Variant("anchor", bench.dense, dynamic),
-        Variant("dense-padded", bench.dense, bench.batches(batch_size, True)),
-        Variant("dense-eager", bench.eager, dynamic),
-    ]
+    if not schedule.is_identity:  # at tilt rate 0 tiltbench is HF's own forward: nothing to attribute
+        headline.append(
+            Variant("keep-all", bench.model, inputs, lambda: set_schedule(bench.model, keep_all, keep_all=True))
+        )
+    others = {"dense-dynamic": (bench.dense, dynamic), "dense-padded": (bench.dense, padded)}
+    others["dense-eager"] = (bench.eager, inputs)
+    anchored = [Variant("anchor", bench.dense, inputs)]
+    anchored += [Variant(name, model, data) for name, (model, data) in others.items() if name != headline_name]
     timing = dict(
         warmup=cfg.warmup,
         min_iterations=cfg.min_iterations,
         min_seconds=cfg.min_seconds,
         min_rounds=cfg.min_rounds,
-        progress=bench.progress,
     )
-    latency = time_interleaved(headline, **timing)
-    latency.update(time_interleaved(anchored, **timing))
+    latency = time_interleaved(headline, **timing, progress=_part(progress, "timing", 0.2, 0.7))
+    latency.update(time_interleaved(anchored, **timing, progress=_part(progress, "timing baselines", 0.7, 1.0)))
     anchor = latency.pop("anchor")
-    totals = {name: robust_total(lat, len(dynamic)) for name, lat in latency.items()}
-    chain = totals["dense-dynamic"] / robust_total(anchor, len(dynamic))  # anchor group -> headline group
-    totals["dense-padded"] *= chain
-    totals["dense-eager"] *= chain
+    totals = {name: robust_total(lat, len(inputs)) for name, lat in latency.items()}
+    chain = totals[headline_name] / robust_total(anchor, len(inputs))  # anchor group -> headline group
+    for name in others:
+        if name != headline_name:
+            totals[name] *= chain
     counts = np.concatenate(kept)  # [N, L+1]
     macs = [encoder_macs(row.tolist(), bench.dims) for row in counts]
     dense_macs = [encoder_macs([int(row[0])] * (bench.dims.layers + 1), bench.dims) for row in counts]
@@ -190,15 +215,18 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int) -> di
     primary = bench.info.primary_metric
     row = {
         "checkpoint": bench.checkpoint,
+        "model": bench.base_model,
         "method": bench.meta.get("method", "tilted"),
         "scorer": bench.meta["scorer"],
         "task": bench.info.name,
         "tilt_rate": tilt_rate,
         "batch_size": batch_size,
         "pad_to_max": cfg.pad_to_max,
+        "headline_baseline": headline_name,
         "threads": torch.get_num_threads(),
         "n_examples": n_examples,
-        "n_batches": len(dynamic),
+        "latency_examples": cfg.latency_examples,
+        "n_batches": len(inputs),
         "real_tokens": real_tokens,
         "max_seq_len": bench.data.max_seq_len,
         "metric_name": primary,
@@ -207,14 +235,18 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int) -> di
         "metrics": metrics,
         "metric_examples": len(bench.examples),
         **{f"speedup_vs_{b.replace('-', '_')}": totals[b] / totals["tiltbench"] for b in BASELINES},
-        "speedup_estimator": "sum over batches of the median over rounds, baseline / tiltbench; dense-padded and "
-        "dense-eager timed against a dense-dynamic anchor and chained through it",
+        # at tilt rate 0 (HF's forward: no padding skipped, no token removed) the split is 1 x the speedup
+        "speedup_from_padding": totals[headline_name] / totals.get("keep-all", totals[headline_name]),
+        "speedup_from_elimination": totals.get("keep-all", totals[headline_name]) / totals["tiltbench"],
+        "speedup_estimator": "sum over batches of the median over rounds, baseline / tiltbench; baselines outside "
+        "the headline group timed against an anchor and chained through it; speedup vs the headline baseline = "
+        "speedup_from_padding (headline / keep-all) x speedup_from_elimination (keep-all / tiltbench)",
         "anchor_latency": anchor.to_dict(),
         "predicted_speedup": sum(dense_macs) / sum(macs),
         "macs_per_example": sum(macs) / n_examples,
         "flops_per_example": 2 * sum(macs) / n_examples,
         "dense_macs_per_example": sum(dense_macs) / n_examples,
-        "flop_unit": "encoder MACs; FLOPs = 2 x MACs",
+        "flop_unit": "encoder MACs from the realised kept counts; FLOPs = 2 x MACs",
         "mean_kept_tokens": [round(float(x), 3) for x in counts.mean(0)],
         # what a latency model needs to re-predict this row: the schedule, the model's sizes, the inputs' lengths
         "shape": schedule.shape,
@@ -227,8 +259,8 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int) -> di
         "latency": {name: lat.to_dict() for name, lat in latency.items()},
         "throughput": {
             name: {
-                "examples_per_s": n_examples * lat.count / len(dynamic) / (lat.total / 1000),
-                "real_tokens_per_s": real_tokens * lat.count / len(dynamic) / (lat.total / 1000),
+                "examples_per_s": n_examples * lat.count / len(inputs) / (lat.total / 1000),
+                "real_tokens_per_s": real_tokens * lat.count / len(inputs) / (lat.total / 1000),
             }
             for name, lat in latency.items()
         },
@@ -237,6 +269,13 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int) -> di
     if cfg.fvcore:
         row["fvcore"] = bench.fvcore(tilt_rate)
     return row
+
+
+def _part(progress: Progress | None, label: str, start: float, stop: float) -> Progress | None:
+    """A progress callback for one stage of a row, mapped onto [start, stop] of the row's 0..1."""
+    if progress is None:
+        return None
+    return lambda _, done, total: progress(label, start + (stop - start) * done / max(total, 1), 1)
 
 
 def row_key(row: dict) -> tuple:

@@ -8,6 +8,8 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from tiltbench.data import TaskInfo
 
+METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearman")
+
 
 def compute_metrics(info: TaskInfo, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The task's metrics by name (fractions, not percent), from logits [N, C] (regression: [N, 1])."""

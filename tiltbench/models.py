@@ -13,6 +13,7 @@ from pathlib import Path
 from tiltbench.data import TaskInfo
 from tiltbench.errors import UserError
 from tiltbench.report import write_json_atomic
+from tiltbench.schedule import Schedule
 
 DEFAULT_MODEL = "minilm"
 CHECKPOINT_META = "tiltbench.json"
@@ -55,8 +56,12 @@ def load_model(name: str, info: TaskInfo | None = None, attn_implementation: str
     return model.eval(), tokenizer
 
 
+def is_checkpoint(folder: Path) -> bool:
+    return (Path(folder) / CHECKPOINT_META).is_file()
+
+
 def read_meta(checkpoint: str | Path) -> dict:
-    """tiltbench.json of a checkpoint folder; UserError if the folder is not a tiltbench checkpoint."""
+    """tiltbench.json of a checkpoint folder, validated; UserError if the folder is not a tiltbench checkpoint."""
     folder = Path(checkpoint)
     if not folder.is_dir():
         raise UserError(f"checkpoint folder {str(folder)!r} does not exist")
@@ -66,9 +71,53 @@ def read_meta(checkpoint: str | Path) -> dict:
             f"{str(folder)!r} is not a tiltbench checkpoint (no {CHECKPOINT_META}); make one with `tiltbench finetune`"
         )
     try:
-        return json.loads(meta_file.read_text())
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise UserError(f"{meta_file} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{meta_file} is not UTF-8 text") from None
+    _validate_meta(meta, meta_file)
+    return meta
+
+
+def _validate_meta(meta: object, meta_file: Path) -> None:
+    """Every field the commands read, checked once here, so a damaged file is one error line, not a traceback."""
+    from tiltbench.eliminate import SCORERS
+    from tiltbench.metrics import METRICS
+
+    try:
+        if not isinstance(meta, dict):
+            raise TypeError("not a JSON object")
+        for key in ("method", "scorer", "schedule", "task", "max_seq_len"):
+            if key not in meta:
+                raise KeyError(key)
+        if meta["scorer"] not in SCORERS:
+            raise ValueError(f"unknown scorer {meta['scorer']!r}")
+        if not isinstance(meta["max_seq_len"], int) or not 2 <= meta["max_seq_len"] <= 512:
+            raise ValueError(f"max_seq_len {meta['max_seq_len']!r} is not in [2, 512]")
+        info = TaskInfo.from_dict(meta["task"])
+        if not info.metrics or not set(info.metrics) <= set(METRICS):
+            raise ValueError(f"task metrics {list(info.metrics)} are not among {', '.join(METRICS)}")
+        if not info.regression and len(info.label_names) < 2:
+            raise ValueError("a classification task needs at least two label names")
+        keep = meta["schedule"].get("keep")
+        schedule_from_meta(meta, len(keep) if keep else 1)
+    except KeyError as err:
+        raise UserError(f"{meta_file} lacks {err}; it was not written by `tiltbench finetune`, or is damaged") from None
+    except (TypeError, ValueError, AttributeError, UserError) as err:
+        raise UserError(f"{meta_file} is damaged ({err}); fine-tune the checkpoint again") from None
+
+
+def schedule_from_meta(meta: dict, num_layers: int) -> Schedule:
+    """The checkpoint's current schedule (as recorded by finetune, or by offline-tune --record)."""
+    schedule = meta["schedule"]
+    return Schedule(
+        num_layers,
+        float(schedule["tilt_rate"]),
+        schedule["shape"],
+        tuple(int(k) for k in schedule["keep"]) if schedule.get("keep") else None,
+        int(schedule["min_tokens"]),
+    )
 
 
 def write_meta(checkpoint: str | Path, meta: dict) -> None:
@@ -78,20 +127,8 @@ def write_meta(checkpoint: str | Path, meta: dict) -> None:
 def load_checkpoint(checkpoint: str | Path, attn_implementation: str | None = None):
     """(patched model, tokenizer, meta, TaskInfo) of a tiltbench checkpoint, at its recorded schedule."""
     from tiltbench.patch import patch
-    from tiltbench.schedule import Schedule
 
     meta = read_meta(checkpoint)
     model, tokenizer = load_model(str(checkpoint), None, attn_implementation)
-    schedule = meta["schedule"]
-    patch(
-        model,
-        Schedule(
-            model.config.num_hidden_layers,
-            schedule["tilt_rate"],
-            schedule["shape"],
-            tuple(schedule["keep"]) if schedule.get("keep") else None,
-            schedule["min_tokens"],
-        ),
-        scorer=meta["scorer"],
-    )
+    patch(model, schedule_from_meta(meta, model.config.num_hidden_layers), scorer=meta["scorer"])
     return model, tokenizer, meta, TaskInfo.from_dict(meta["task"])

@@ -10,14 +10,16 @@ References: arXiv 2201.03327 v6/v9 abstracts (offline-tuning); methods.md §2.4 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from tiltbench.data import DataConfig, encode, load_split
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress, evaluate
-from tiltbench.models import load_checkpoint, write_meta
+from tiltbench.models import load_checkpoint, read_meta, write_meta
 from tiltbench.patch import set_schedule
-from tiltbench.report import environment
+from tiltbench.report import check_output_dir, environment, write_json_atomic, write_text_atomic
 from tiltbench.schedule import Schedule, parse_grid
 from tiltbench.speedup import ModelDims, predict_speedup
 
@@ -30,7 +32,9 @@ class OfflineConfig:
     target_speedup: float | None = None
     data: DataConfig | None = None  # None: the checkpoint's task and max length, default data dir
     batch_size: int = 64
-    record: bool = True  # write the choice into the checkpoint's tiltbench.json
+    record: bool = False  # write the choice into the checkpoint's tiltbench.json (only when asked)
+    output: str | None = None  # also write config/environment/report files into this folder
+    overwrite: bool = False  # replace an earlier offline-tune run in `output`
 
     def __post_init__(self) -> None:
         if not self.tilt_rates:
@@ -70,8 +74,11 @@ class OfflineReport:
 
 def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> OfflineReport:
     """Evaluate cfg.checkpoint over cfg.tilt_rates without training and choose a rate."""
+    meta = read_meta(cfg.checkpoint)
+    data = cfg.data or DataConfig.for_checkpoint(meta)
+    if cfg.output:
+        _check_output(cfg)
     model, tokenizer, meta, info = load_checkpoint(cfg.checkpoint)
-    data = cfg.data or DataConfig(task=info.name, max_seq_len=meta["max_seq_len"])
     eval_set, info = load_split(data, "eval", info)
     examples = encode(eval_set, tokenizer, data.max_seq_len)
     dims = ModelDims.from_config(model.config)
@@ -120,7 +127,68 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
         meta["schedule"] = replace(base, tilt_rate=chosen, shape=shape, keep=None).to_dict()
         meta["offline_tune"] = report.to_dict()
         write_meta(cfg.checkpoint, meta)
+    if cfg.output:
+        _write_run(Path(cfg.output), cfg, report)
     return report
+
+
+def _is_offline_run(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "config.json").read_text())["command"] == "offline-tune"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _check_output(cfg: OfflineConfig) -> None:
+    """Before any work: --output is not the checkpoint, and holds nothing but an earlier offline-tune run."""
+    output, checkpoint = Path(cfg.output).resolve(), Path(cfg.checkpoint).resolve()
+    if output == checkpoint or checkpoint in output.parents:
+        raise UserError(f"--output {cfg.output!r} is inside the checkpoint {cfg.checkpoint!r}; choose another folder")
+    check_output_dir(output, "offline-tune run", _is_offline_run, cfg.overwrite)
+
+
+def offline_table(report: OfflineReport) -> tuple[list[str], list[list]]:
+    """(headers, rows) of the offline-tune table, for the terminal and report.md."""
+    headers = ["tilt rate", report.metric_name, "drop (points)", "predicted speedup", "mean tokens n0..nL"]
+    rows = [
+        [
+            f"{r.tilt_rate:g}",
+            round(r.metric, 4),
+            round(r.drop, 2),
+            round(r.predicted_speedup, 3),
+            " ".join(f"{k:.1f}" for k in r.mean_kept_tokens),
+        ]
+        for r in report.rows
+    ]
+    return headers, rows
+
+
+def _write_run(folder: Path, cfg: OfflineConfig, report: OfflineReport) -> None:
+    from tiltbench.results import markdown_table
+
+    write_json_atomic(folder / "config.json", {"command": "offline-tune", **asdict(cfg)})
+    write_json_atomic(folder / "environment.json", report.environment)
+    write_json_atomic(folder / "report.json", report.to_dict())
+    trained = Path(report.checkpoint) / "metrics.json"
+    if trained.is_file():  # the checkpoint folder may not be kept (results/**/checkpoint is git-ignored)
+        meta = read_meta(report.checkpoint)
+        write_json_atomic(
+            folder / "finetune.json",
+            {
+                "metrics": json.loads(trained.read_text()),
+                "train_config": meta.get("train_config"),
+                "environment": meta.get("environment"),
+            },
+        )
+    headers, rows = offline_table(report)
+    write_text_atomic(
+        folder / "report.md",
+        f"# offline-tune: {report.checkpoint} on {report.task}\n\n"
+        f"{report.n_examples} evaluation examples; predicted speedup = dense encoder MACs / "
+        f"MACs with the schedule, each example at its real length (FLOPs = 2 x MACs).\n\n"
+        + markdown_table(headers, rows)
+        + f"\nChosen tilt rate: **{report.chosen_tilt_rate:g}** ({report.criterion}).\n",
+    )
 
 
 def _choose(rows: list[OfflineRow], cfg: OfflineConfig) -> tuple[float, str]:

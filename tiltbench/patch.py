@@ -33,51 +33,105 @@ from tiltbench.errors import UserError
 from tiltbench.schedule import Schedule, Shape, parse_schedule
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
+_MAX_TABLES = 16  # count tables kept per model: a few schedules toggled by `measure` never rebuild theirs
 
 
 @dataclass
 class TiltState:
-    """Everything elimination needs, in one typed place: `model._tiltbench`."""
+    """Everything elimination needs, in one typed place: `model._tiltbench`.
+
+    The fields after `keep_all` describe the last forward only; they are not pickled with the model."""
 
     schedule: Schedule
     scorer_name: str
     scorer: Scorer
     original_class: type
-    kept: Tensor | None = None  # realised [B, L+1] counts of the last eliminating forward
-    widths: list[int] = field(default_factory=list)  # tensor width (tokens) after each layer, same forward
-    dense_input: tuple | None = None  # (HF mask, hidden shape) of the last forward that eliminated nothing
-    _tables: dict[torch.device, Tensor] = field(default_factory=dict)
+    keep_all: bool = False  # every layer takes the eliminating path but keeps every token (measure's attribution)
+    valids: list[Tensor] | None = None  # [B, width] validity after each layer of the last eliminating forward
+    dense_input: tuple | None = None  # (HF mask, batch, length, device) of the last forward that eliminated nothing
+    kept: Tensor | None = None  # realised [B, L+1] counts, derived from `valids` or `dense_input` on demand
+    _tables: dict[tuple[Schedule, torch.device], Tensor] = field(default_factory=dict)
+
+    @property
+    def eliminating(self) -> bool:
+        """False when the model runs HF's own encoder forward (nothing leaves, and keep-all is off)."""
+        return self.keep_all or not self.schedule.is_identity
+
+    @property
+    def widths(self) -> list[int]:
+        """Tensor width (tokens, filler included) after each layer of the last forward."""
+        realised_counts_of(self)
+        return [v.shape[1] for v in self.valids or ()]
 
     def counts_for(self, n0: Tensor) -> Tensor:
-        """Per-example schedule [B, L+1] for real lengths n0 [B], from a lookup table built once."""
-        table = self._tables.get(n0.device)
+        """Planned per-example counts [B, L+1] for real lengths n0 [B], from a lookup table built once."""
+        key = (self.schedule, n0.device)
+        table = self._tables.get(key)
         longest = int(n0.max())
         if table is None or longest >= table.shape[0]:
+            if len(self._tables) >= _MAX_TABLES:
+                self._tables.clear()
             rows = [self.schedule.counts(n) for n in range(max(longest + 1, 513))]
-            table = torch.tensor(rows, dtype=torch.long, device=n0.device)
-            self._tables[n0.device] = table
+            table = self._tables[key] = torch.tensor(rows, dtype=torch.long, device=n0.device)
         return table[n0]
+
+    def __getstate__(self) -> dict:
+        # The last forward's tensors and the count tables are caches: a pickled or deep-copied model starts clean.
+        return {**self.__dict__, "valids": None, "dense_input": None, "kept": None, "_tables": {}}
+
+
+def _right_padded_validity(mask: Tensor | None, hidden: Tensor) -> Tensor:
+    """[B,n] key validity of the encoder's mask; UserError unless every row is its real tokens, then padding.
+
+    Why refuse left padding rather than reorder it: BERT-family heads read [CLS] at index 0 and BERT's position
+    ids count from index 0, so a left-padded row is wrong in HF's own dense model too."""
+    valid = key_valid_from_hf_mask(mask, hidden.shape[0], hidden.shape[1], hidden.device)
+    if mask is not None and bool((valid[:, 1:] > valid[:, :-1]).any()):
+        raise UserError(
+            "the attention mask is not right-padded (a real token follows padding); BERT-family classifiers read "
+            "[CLS] at index 0: tokenize with padding_side='right'"
+        )
+    return valid
+
+
+def _refuse_per_layer_outputs(encoder: nn.Module, kwargs: dict) -> None:
+    """Per-layer hidden states and attentions have a different width in every layer once tokens leave: HF's
+    collectors would return empty or misleading tuples, so asking for them under elimination is refused."""
+    for flag in ("output_hidden_states", "output_attentions"):
+        if kwargs.get(flag) or getattr(encoder.config, flag, False):
+            raise UserError(
+                f"{flag}=True is not available while tokens are eliminated (every layer has a different width); "
+                "drop the flag, or set the tilt rate to 0 (HF's own forward)"
+            )
 
 
 def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None) -> Tensor:
     """Layer loop: attention on n_{l-1} tokens, score, gather, FFN on n_l tokens (methods.md §3.2 placement)."""
     state: TiltState = encoder._tiltbench
     impl = encoder.config._attn_implementation
-    valid = key_valid_from_hf_mask(mask, hidden.shape[0], hidden.shape[1], hidden.device)  # [B,n]
-    counts = state.counts_for(valid.sum(1))  # [B,L+1]
-    widths = [hidden.shape[1]]
+    valid = _right_padded_validity(mask, hidden)  # [B,n]
+    n0 = valid.sum(1)
+    layers = len(encoder.layer)
+    counts = n0[:, None].expand(-1, layers + 1) if state.keep_all else state.counts_for(n0)  # planned [B,L+1]
+    valids = [valid]
     for i, layer in enumerate(encoder.layer):
         n_out = counts[:, i + 1]
-        if torch.equal(counts[:, i], n_out):  # nothing leaves here: HF's own layer, default attention
+        if not state.keep_all and torch.equal(counts[:, i], n_out):  # nothing leaves: HF's own layer, its attention
             hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype))
         else:
             attended, scores = attention_with_scores(layer, hidden, valid, state.scorer)
             idx, valid = keep_indices(scores, valid, n_out)
             attended = gather_tokens(attended, idx)  # [B,n_l,h]
             hidden = layer.output(layer.intermediate(attended), attended)
-        widths.append(hidden.shape[1])
-    state.kept, state.widths, state.dense_input = counts, widths, None
+        valids.append(valid)  # what the gather kept: realised counts come from these, not from the plan
+    state.valids, state.dense_input, state.kept = valids, None, None
     return hidden
+
+
+def _rebuild_encoder(base: type) -> nn.Module:
+    """Unpickling: an empty instance of the patched class; pickle then restores its __dict__."""
+    cls = _tilted_class(base)
+    return cls.__new__(cls)
 
 
 _CLASS_CACHE: dict[type, type] = {}
@@ -88,20 +142,28 @@ def _tilted_class(base: type) -> type:
 
         class TiltedEncoder(base):  # type: ignore[misc, valid-type]
             """Modifications (tiltbench):
-            - when the schedule drops tokens, runs its own layer loop over the untouched HF layers, gathering
-              the top-ACC word vectors between each layer's attention and FFN sub-layers;
+            - when the schedule drops tokens (or keep-all is on), runs its own layer loop over the untouched HF
+              layers, gathering the top-ACC word vectors between each layer's attention and FFN sub-layers;
             - last_hidden_state is then [B, n_L, h], not [B, N, h]; [CLS] stays at index 0 for the pooler;
-            - with tau = 0 it is HF's forward, unchanged.
+            - with tau = 0 it is HF's forward, unchanged;
+            - left-padded masks are refused, and so are per-layer outputs under elimination.
             """
 
             def forward(self, hidden_states, attention_mask=None, *args, **kwargs):  # noqa: ANN001
                 state: TiltState = self._tiltbench
-                if state.schedule.is_identity:  # HF's forward; counts are derived only if someone asks
+                if not state.eliminating:  # HF's forward; counts are derived only if someone asks
                     B, n, _ = hidden_states.shape
-                    state.kept, state.dense_input = None, (attention_mask, B, n, hidden_states.device)
+                    _right_padded_validity(attention_mask, hidden_states)
+                    state.valids, state.kept = None, None
+                    state.dense_input = (attention_mask, B, n, hidden_states.device)
                     return super().forward(hidden_states, attention_mask, *args, **kwargs)
+                _refuse_per_layer_outputs(self, kwargs)
                 hidden = _eliminating_forward(self, hidden_states, attention_mask)
                 return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden)
+
+            def __reduce_ex__(self, protocol):  # noqa: ANN001
+                # The class is made at run time, so pickle cannot find it by name: rebuild it from the base class.
+                return (_rebuild_encoder, (self._tiltbench.original_class,), self.__dict__.copy())
 
         TiltedEncoder.__name__ = TiltedEncoder.__qualname__ = f"Tilted{base.__name__}"
         _CLASS_CACHE[base] = TiltedEncoder
@@ -159,16 +221,23 @@ def set_schedule(
     shape: Shape = "geometric",
     min_tokens: int = 1,
     scorer: str | None = None,
+    keep_all: bool = False,
 ) -> Schedule:
-    """Re-target a patched model (offline-tuning): new schedule, optionally a new scorer. No reload."""
+    """Re-target a patched model (offline-tuning): new schedule, optionally a new scorer. No reload.
+
+    `keep_all=True` (tilt rate 0 only) runs every layer through the eliminating path (explicit attention over
+    real tokens only, scoring, gather) while keeping every token: `measure` times it to split a speedup into
+    the part from skipping padding and the part from removed tokens."""
     state = _state(model)
     schedule = parse_schedule(len(find_encoder(model).layer), tilt_rate, shape=shape, min_tokens=min_tokens)
-    if schedule != state.schedule:  # unchanged: keep the count tables (this runs before timed forwards)
+    if keep_all and not schedule.is_identity:
+        raise UserError(f"keep-all keeps every token; it goes with tilt rate 0, not {schedule.describe()}")
+    if schedule != state.schedule:
         state.schedule = schedule
-        state._tables.clear()
         # Build the table now, so the next (perhaps timed) forward does not.
         device = next(model.parameters()).device
         state.counts_for(torch.ones(1, dtype=torch.long, device=device))
+    state.keep_all = keep_all
     if scorer is not None:
         state.scorer_name, state.scorer = scorer, _scorer(scorer)
     return state.schedule
@@ -184,15 +253,23 @@ def unpatch(model: nn.Module) -> nn.Module:
 
 
 def realised_counts(model: nn.Module) -> Tensor:
-    """[B, L+1] tokens each example had after each layer in the last forward ([:, 0] = real input length)."""
-    state = _state(model)
-    if state.dense_input is not None:  # nothing was eliminated: every layer kept the real length
-        mask, batch, length, device = state.dense_input
-        n0 = key_valid_from_hf_mask(mask, batch, length, device).sum(1)
-        state.kept = n0[:, None].expand(-1, state.schedule.num_layers + 1)
-        state.widths, state.dense_input = [length] * (state.schedule.num_layers + 1), None
-    if state.kept is None:
+    """[B, L+1] real tokens each example had after each layer in the last forward ([:, 0] = real input length).
+
+    Read from the validity of what each gather kept, not from the schedule, so a method whose counts depend on
+    the data reports what it did."""
+    counts = realised_counts_of(_state(model))
+    if counts is None:
         raise UserError("no forward pass has run since the model was patched")
+    return counts
+
+
+def realised_counts_of(state: TiltState) -> Tensor | None:
+    if state.kept is None and state.dense_input is not None:  # nothing eliminated: every layer kept n0
+        valid = key_valid_from_hf_mask(*state.dense_input)
+        state.valids = [valid] * (state.schedule.num_layers + 1)
+        state.kept = valid.sum(1)[:, None].expand(-1, state.schedule.num_layers + 1)
+    elif state.kept is None and state.valids is not None:
+        state.kept = torch.stack([v.sum(1) for v in state.valids], 1)
     return state.kept
 
 

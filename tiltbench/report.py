@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -23,6 +25,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; the result gets the mode any new file gets here (or the one it replaces).
+        os.fchmod(fd, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -33,15 +37,62 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
-def check_output_dir(output: str | Path) -> Path:
-    """Fail in a second, not after training, if `output` cannot become a folder; creates nothing."""
-    folder = Path(output)
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def normal_modes(folder: Path) -> None:
+    """Give every file and folder below `folder` the mode a new one gets here (some savers, transformers' among
+    them, write through 0600 temp files)."""
+    umask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def check_writable(folder: str | Path, option: str) -> Path:
+    """Fail in a second, not after hours of work, if `folder` cannot be written (or created); creates nothing."""
+    folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"--output {str(folder)!r} is a file, not a folder")
+        raise UserError(f"{option} {str(folder)!r} is a file, not a folder")
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise UserError(f"cannot create --output folder {str(folder)!r}: {str(existing)!r} is not writable")
+    if not existing.is_dir():
+        raise UserError(f"cannot write {option} {str(folder)!r}: {str(existing)!r} is a file, not a folder")
+    try:  # a real probe: permission bits say nothing for root, or on a read-only mount
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"cannot write {option} {str(folder)!r}: {str(existing)!r} is not writable ({err.strerror})"
+        ) from None
     return folder
+
+
+def check_output_dir(output: str | Path, owner: str, is_owned: Callable[[Path], bool], overwrite: bool = False) -> Path:
+    """Check `--output` before any work: writable, and either new, empty, or holding a `owner` that the user
+    asked to replace (`overwrite`). A non-empty folder of anything else is never touched."""
+    folder = check_writable(output, "--output")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not is_owned(folder):
+            raise UserError(
+                f"--output {str(folder)!r} is not empty and holds no {owner}; choose a new or empty folder "
+                "(nothing in it is overwritten)"
+            )
+        if not overwrite:
+            raise UserError(f"--output {str(folder)!r} already holds a {owner}; pass --overwrite to replace it")
+    return folder
+
+
+def replace_dir(staged: Path, target: Path) -> None:
+    """Move a fully written folder into place: the old contents (if any) leave only once the new ones are whole."""
+    if target.exists() and any(target.iterdir()):
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staged, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(staged, target)  # a missing or empty target
 
 
 def write_json_atomic(path: str | Path, obj: object) -> None:

@@ -5,12 +5,30 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tiltbench.report import write_json_atomic, write_text_atomic
 
-# (header, how to read it from a row): the Markdown and terminal table
-TABLE_COLUMNS: list[tuple[str, callable]] = [
+Column = tuple[str, Callable[[dict], object]]
+
+
+def headline_baseline(row: dict) -> str:
+    """The baseline timed in tiltbench's own group: dense-dynamic, or dense-padded with --pad-to-max (rows from
+    before the field existed were all dense-dynamic)."""
+    return row.get("headline_baseline", "dense-dynamic")
+
+
+def headline_speedup(row: dict) -> float:
+    return row[f"speedup_vs_{headline_baseline(row).replace('-', '_')}"]
+
+
+def _attribution(row: dict, key: str) -> str:
+    return f"{row[key]:.3f}x" if key in row else "-"  # rows measured before keep-all existed
+
+
+# (header, how to read it from a row): the Markdown table (report.md) holds everything a reader compares
+TABLE_COLUMNS: list[Column] = [
     ("checkpoint", lambda r: short_name(r["checkpoint"])),
     ("tilt rate", lambda r: f"{r['tilt_rate']:g}"),
     ("batch", lambda r: r["batch_size"]),
@@ -18,7 +36,11 @@ TABLE_COLUMNS: list[tuple[str, callable]] = [
     ("drop (pts)", lambda r: f"{r['metric_drop_points']:.2f}"),
     ("tiltbench p50 ms", lambda r: f"{r['latency']['tiltbench']['p50']:.2f}"),
     ("dense-dynamic p50 ms", lambda r: f"{r['latency']['dense-dynamic']['p50']:.2f}"),
-    ("speedup vs dense-dynamic", lambda r: f"{r['speedup_vs_dense_dynamic']:.3f}x"),
+    ("headline baseline", lambda r: headline_baseline(r)),
+    ("speedup vs headline", lambda r: f"{headline_speedup(r):.3f}x"),
+    ("of which padding", lambda r: _attribution(r, "speedup_from_padding")),
+    ("of which elimination", lambda r: _attribution(r, "speedup_from_elimination")),
+    ("vs dense-dynamic", lambda r: f"{r['speedup_vs_dense_dynamic']:.3f}x"),
     ("vs dense-padded", lambda r: f"{r['speedup_vs_dense_padded']:.3f}x"),
     ("vs dense-eager", lambda r: f"{r['speedup_vs_dense_eager']:.3f}x"),
     ("predicted (FLOPs)", lambda r: f"{r['predicted_speedup']:.3f}x"),
@@ -26,6 +48,43 @@ TABLE_COLUMNS: list[tuple[str, callable]] = [
     ("GFLOPs / example", lambda r: f"{r['flops_per_example'] / 1e9:.3f}"),
     ("tiltbench CV", lambda r: f"{r['latency']['tiltbench']['cv']:.3f}"),
 ]
+
+SHORT_METRIC = {"accuracy": "acc", "matthews_correlation": "mcc"}
+
+
+def screen_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
+    """(checkpoint, headers, rows) per checkpoint for the terminal: few columns, readable at 100 columns (the
+    files hold everything). Speedup is against the row's headline baseline and splits into padding x elimination."""
+    out = []
+    for checkpoint in dict.fromkeys(r["checkpoint"] for r in rows):
+        own = sorted(
+            (r for r in rows if r["checkpoint"] == checkpoint), key=lambda r: (r["batch_size"], r["tilt_rate"])
+        )
+        metric = SHORT_METRIC.get(own[0]["metric_name"], own[0]["metric_name"])
+        headers = ["tilt", "batch", metric, "drop pts", "ms/batch", "speedup", "from pad", "from elim", "predicted"]
+        body = [
+            [
+                f"{r['tilt_rate']:g}",
+                r["batch_size"],
+                f"{r['metric']:.4f}",
+                f"{r['metric_drop_points']:.2f}",
+                f"{r['latency']['tiltbench']['p50']:.2f}",
+                f"{headline_speedup(r):.2f}x",
+                _attribution(r, "speedup_from_padding"),
+                _attribution(r, "speedup_from_elimination"),
+                f"{r['predicted_speedup']:.2f}x",
+            ]
+            for r in own
+        ]
+        out.append((short_name(checkpoint), headers, body))
+    return out
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub Markdown table; floats to 4 significant digits."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def short_name(checkpoint: str) -> str:
@@ -65,8 +124,6 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def to_markdown(report: dict) -> str:
-    from tiltbench.console import markdown_table
-
     env = report["environment"]
     headers, body = table_rows(report["rows"])
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
@@ -77,9 +134,12 @@ def to_markdown(report: dict) -> str:
         "Latency is per batch (ms) on the task's real dev-set inputs in dataset order. Speedups divide each "
         "baseline's time by tiltbench's (per batch the median over rounds, summed over batches), measured "
         "interleaved in the same process: **dense-dynamic** = HF "
-        "model, default attention, padded to the batch maximum (the headline); **dense-padded** = padded to the "
-        "max length (as papers measure); **dense-eager** = eager attention. Predicted = dense / eliminated encoder "
-        "MACs, each example at its real length. FLOPs = 2 x MACs.\n\n" + markdown_table(headers, body)
+        "model, default attention, padded to the batch maximum (the headline baseline); **dense-padded** = padded "
+        "to the max length (as papers measure; the headline baseline of --pad-to-max runs, whose inputs are all "
+        "padded); **dense-eager** = eager attention. The speedup vs the headline baseline splits into **padding** "
+        "(headline / keep-all, the eliminating path with nothing removed, which computes no batch padding) x "
+        "**elimination** (keep-all / tiltbench: the removed tokens). Predicted = dense / eliminated "
+        "encoder MACs, each example at its real length. FLOPs = 2 x MACs.\n\n" + markdown_table(headers, body)
     )
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress
-from tiltbench.measure import CheckpointBench, MeasureConfig, measure_row, row_key
+from tiltbench.measure import CheckpointBench, MeasureConfig, measure_data, measure_row, row_key
 from tiltbench.models import read_meta
-from tiltbench.report import environment, write_json_atomic
+from tiltbench.report import check_writable, environment, write_json_atomic
 from tiltbench.results import write_report
 
 
@@ -29,6 +29,7 @@ class SweepConfig:
     results_dir: str = "results"
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     force: bool = False
+    command: str = "sweep"  # which command made the run ("measure" or "sweep"), recorded in config.json
 
     def __post_init__(self) -> None:
         if not self.checkpoints:
@@ -54,16 +55,27 @@ class SweepReport:
     config: dict
     environment: dict
     rows: list[dict]
+    skipped: int = 0  # rows already in the folder from an earlier run, not measured again
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"config": self.config, "environment": self.environment, "rows": self.rows}
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: the finished rows are on disk; rerunning the same command resumes."""
+
+    def __init__(self, kept: int, folder: Path) -> None:
+        super().__init__(f"interrupted: {kept} rows kept in {folder}; rerun the same command to resume")
+        self.kept, self.folder = kept, folder
 
 
 def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     """Measure every (checkpoint, tilt rate, batch size) not yet in cfg.folder; returns the whole report."""
+    check_writable(cfg.folder, "--results-dir")  # before any loading or timing
     for checkpoint in cfg.checkpoints:
-        read_meta(checkpoint)  # fail on a bad checkpoint before any work
-    rows = [] if cfg.force else _finished_rows(cfg)
+        measure_data(read_meta(checkpoint), cfg.measure)  # a bad checkpoint or data option fails before any work
+    previous = _previous_run(cfg)
+    rows = list(previous["rows"]) if previous else []
     done = {row_key(r) for r in rows}
     todo = [
         (c, t, b)
@@ -72,49 +84,80 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
         for t in cfg.tilt_rates
         if (str(Path(c)), round(t, 6), b, cfg.measure.pad_to_max) not in done
     ]
-    config = {"command": "sweep", **asdict(cfg)}
+    skipped = len(cfg.checkpoints) * len(cfg.batch_sizes) * len(cfg.tilt_rates) - len(todo)
+    config = _merged_config(cfg, previous["config"] if previous else None)
     env = environment(seed=cfg.measure.seed)
     write_json_atomic(cfg.folder / "config.json", config)
     for i, (checkpoint, tilt_rate, batch_size) in enumerate(todo):
-        bench = _bench(checkpoint, cfg.measure, progress)
-        if progress:
-            progress(f"rows: {Path(checkpoint).name} tilt {tilt_rate:g} batch {batch_size}", i, len(todo))
-        rows = [
-            r
-            for r in rows
-            if row_key(r) != (str(Path(checkpoint)), round(tilt_rate, 6), batch_size, cfg.measure.pad_to_max)
-        ]
-        rows.append(measure_row(bench, tilt_rate, batch_size))
+        label = f"row {i + 1}/{len(todo)}: {Path(checkpoint).name} tilt {tilt_rate:g} batch {batch_size}"
+        try:
+            bench = _bench(checkpoint, cfg.measure)
+            row = measure_row(bench, tilt_rate, batch_size, _row_progress(progress, label, i, len(todo)))
+        except KeyboardInterrupt:
+            raise SweepInterrupted(len(rows), cfg.folder) from None
+        key = row_key(row)
+        rows = [r for r in rows if row_key(r) != key] + [row]
         env["attn_implementation"] = bench.dense.config._attn_implementation
-        report = SweepReport(config, env, rows)
-        write_report(cfg.folder, report.to_dict(), plots=False)
+        write_report(cfg.folder, SweepReport(config, env, rows).to_dict(), plots=False)
     if progress and todo:
         progress("rows: done", len(todo), len(todo))
-    report = SweepReport(config, env, rows)
+    report = SweepReport(config, env, rows, skipped)
     write_report(cfg.folder, report.to_dict(), plots=True)
     return report
+
+
+def _row_progress(progress: Progress | None, label: str, index: int, total: int) -> Progress | None:
+    """One bar for the whole sweep: a row's own stages move it within that row's step."""
+    if progress is None:
+        return None
+    return lambda stage, done, of: progress(f"{label} · {stage}", index + done / max(of, 1), total)
+
+
+def _merged_config(cfg: SweepConfig, old: dict | None) -> dict:
+    """config.json of the run: extending a run keeps every checkpoint, tilt rate and batch size it ever had."""
+    config = {"command": cfg.command, **asdict(cfg)}
+    if old:
+        config["checkpoints"] = list(dict.fromkeys([*old.get("checkpoints", []), *cfg.checkpoints]))
+        config["tilt_rates"] = sorted({*old.get("tilt_rates", []), *cfg.tilt_rates})
+        config["batch_sizes"] = sorted({*old.get("batch_sizes", []), *cfg.batch_sizes})
+    return config
 
 
 _BENCHES: dict[tuple[str, str], CheckpointBench] = {}
 
 
-def _bench(checkpoint: str, measure: MeasureConfig, progress: Progress | None) -> CheckpointBench:
+def _bench(checkpoint: str, measure: MeasureConfig) -> CheckpointBench:
     """Load each checkpoint once per process (three model copies and its inputs)."""
     key = (checkpoint, json.dumps(asdict(measure), sort_keys=True))
     if key not in _BENCHES:
         _BENCHES.clear()  # one checkpoint's models in memory at a time
-        _BENCHES[key] = CheckpointBench(checkpoint, measure, progress)
+        _BENCHES[key] = CheckpointBench(checkpoint, measure)
     return _BENCHES[key]
 
 
-def _finished_rows(cfg: SweepConfig) -> list[dict]:
+def _is_run_folder(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "config.json").read_text())["command"] in ("measure", "sweep")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _previous_run(cfg: SweepConfig) -> dict | None:
+    """The report already in cfg.folder (to resume or extend), None for a new or empty folder; a folder holding
+    anything else, or a run with other measurement settings, is refused rather than mixed."""
+    if cfg.folder.is_dir() and any(cfg.folder.iterdir()) and not _is_run_folder(cfg.folder):
+        raise UserError(
+            f"{cfg.folder} is not empty and holds no tiltbench measure/sweep run; choose another --run-name "
+            "(nothing in it is overwritten)"
+        )
     report_file = cfg.folder / "report.json"
-    if not report_file.is_file():
-        return []
+    if cfg.force or not report_file.is_file():
+        return None
     try:
         previous = json.loads(report_file.read_text())
         old_settings = {"measure": previous["config"]["measure"]}
-    except (json.JSONDecodeError, KeyError):
+        list(previous["rows"])
+    except (json.JSONDecodeError, KeyError, TypeError):
         raise UserError(f"{report_file} is not a tiltbench report; use another --run-name or --force") from None
     if old_settings != cfg.settings():
         now = asdict(cfg.measure)
@@ -123,4 +166,4 @@ def _finished_rows(cfg: SweepConfig) -> list[dict]:
             f"{cfg.folder} holds a run with other settings ({', '.join(changed)}); "
             "use another --run-name, or --force to start it again"
         )
-    return list(previous["rows"])
+    return previous

@@ -36,7 +36,7 @@ from tiltbench.cli.common import (
     handle_errors,
     setup,
 )
-from tiltbench.console import out_console, progress_bar, table
+from tiltbench.console import err_console, out_console, progress_bar, table
 from tiltbench.errors import UserError
 
 
@@ -72,7 +72,7 @@ def measure(
     settings = dict(locals())
     settings["checkpoints"] = [settings.pop("checkpoint")]
     settings["run_name"] = run_name or f"measure-{Path(checkpoint).resolve().name}"
-    _run_sweep(**settings)
+    _run_sweep(command="measure", **settings)
 
 
 @app.command()
@@ -106,10 +106,11 @@ def sweep(
     settings = dict(locals())
     settings["checkpoints"] = settings.pop("checkpoint")
     settings["run_name"] = run_name or "sweep"
-    _run_sweep(**settings)
+    _run_sweep(command="sweep", **settings)
 
 
 def _run_sweep(
+    command: str,
     checkpoints: list[str],
     tilt_rates: str,
     batch_sizes: str,
@@ -122,9 +123,9 @@ def _run_sweep(
 ) -> None:
     setup(threads)
     from tiltbench.measure import MeasureConfig
-    from tiltbench.results import table_rows
+    from tiltbench.results import screen_tables
     from tiltbench.schedule import parse_grid
-    from tiltbench.sweep import SweepConfig
+    from tiltbench.sweep import SweepConfig, SweepInterrupted
     from tiltbench.sweep import sweep as run_sweep
 
     cfg = SweepConfig(
@@ -135,20 +136,42 @@ def _run_sweep(
         results_dir,
         MeasureConfig(**measure_settings),
         force,
+        command,
     )
-    with progress_bar(not json_out) as progress:
-        report = run_sweep(cfg, progress)
-    if json_out:
-        return emit_json({"folder": str(cfg.folder), "rows": [_without_samples(r) for r in report.rows]})
-    headers, rows = table_rows(report.rows)
-    out_console.print(
-        table(
-            f"{cfg.folder} ({report.environment['threads']} threads)",
-            headers,
-            rows,
-            "speedup = baseline / tiltbench time (per-batch medians over rounds, summed); same inputs, interleaved",
+    try:
+        with progress_bar(not json_out) as progress:
+            report = run_sweep(cfg, progress)
+    except SweepInterrupted as interrupted:
+        err_console.print(str(interrupted), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    if report.skipped and not json_out:
+        err_console.print(
+            f"resumed: {report.skipped} rows already in {cfg.folder} were kept, not measured again "
+            "(--force redoes them)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
-    )
+    if json_out:
+        return emit_json(
+            {
+                "folder": str(cfg.folder),
+                "skipped": report.skipped,
+                "rows": [_without_samples(r) for r in report.rows],
+            }
+        )
+    baseline = "dense-padded" if cfg.measure.pad_to_max else "dense-dynamic"
+    for checkpoint, headers, rows in screen_tables(report.rows):
+        out_console.print(
+            table(
+                f"{checkpoint} ({report.environment['threads']} threads) -> {cfg.folder}",
+                headers,
+                rows,
+                f"speedup = {baseline} time / tiltbench time (per-batch medians over rounds, summed; same inputs, "
+                "interleaved) = from pad (skipping the batch's padding) x from elim (the removed tokens); "
+                "predicted = FLOP ratio. All columns: report.md, report.csv, report.json.",
+            )
+        )
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:

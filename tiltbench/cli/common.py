@@ -26,7 +26,7 @@ from tiltbench.errors import UserError
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
+    no_args_is_help=False,  # main() answers a bare `tiltbench` with one error line naming the commands
     pretty_exceptions_enable=False,
     help="Word-vector elimination (TiltedBERT and friends) for BERT-family encoders, measured honestly.",
 )
@@ -97,7 +97,12 @@ def emit_json(obj: object) -> None:
 
 
 # measure / sweep options
-TiltRatesOpt = Annotated[str, typer.Option(help="Grid start:stop:step (stop included) or a comma list.")]
+TiltRatesOpt = Annotated[
+    str,
+    typer.Option(
+        "--tilt-rates", "--tilt-rate", help="One rate, a grid start:stop:step (stop included) or a comma list."
+    ),
+]
 BatchSizesOpt = Annotated[str, typer.Option(help="Comma list of batch sizes.")]
 RunNameOpt = Annotated[str | None, typer.Option(help="Folder under --results-dir (default: from the command).")]
 ResultsDirOpt = Annotated[str, typer.Option(help="Where run folders go.")]
@@ -114,6 +119,15 @@ OptMaxLenOpt = Annotated[int | None, typer.Option(help="Truncate to this many to
 
 def main() -> None:
     """Console entry point: click usage errors are also printed as one line (exit 2)."""
+    if len(sys.argv) <= 1:
+        commands = ", ".join(c.name or c.callback.__name__ for c in app.registered_commands)
+        err_console.print(
+            f"error: no command given; choose one of {commands} (`tiltbench --help` says more)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(2)
     try:
         code = app(standalone_mode=False)
     except UsageError as err:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,14 +35,14 @@ from tiltbench.cli.common import (
     handle_errors,
     setup,
 )
-from tiltbench.console import markdown_table, out_console, progress_bar, table
+from tiltbench.console import out_console, progress_bar, table
 from tiltbench.errors import UserError
 
 
 @app.command()
 @handle_errors
 def finetune(
-    output: Annotated[str, typer.Option(help="Checkpoint folder to write.")],
+    output: Annotated[str, typer.Option(help="Checkpoint folder to write (new or empty; see --overwrite).")],
     model: ModelOpt = "minilm",
     task: TaskOpt = "sst2",
     data_dir: DataDirOpt = None,
@@ -66,6 +65,9 @@ def finetune(
     weight_decay: float = 0.01,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a tiltbench checkpoint already in --output (never other files).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Fine-tune with word-vector elimination on at --tilt-rate; write an HF checkpoint + tiltbench.json."""
@@ -75,31 +77,32 @@ def finetune(
     from tiltbench.finetune import finetune as run_finetune
 
     data = DataConfig(
-        task,
-        data_dir,
-        train_file,
-        eval_file,
-        text_column,
-        text_pair_column,
-        label_column,
-        max_train_samples,
-        max_eval_samples,
-        max_seq_len,
-        seed,
+        task=task,
+        data_dir=data_dir,
+        train_file=train_file,
+        eval_file=eval_file,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        max_train_samples=max_train_samples,
+        max_eval_samples=max_eval_samples,
+        max_seq_len=max_seq_len,
+        seed=seed,
     )
     cfg = TrainConfig(
-        output,
-        data,
-        model,
-        tilt_rate,
-        shape,
-        min_tokens,
-        scorer,
-        epochs,
-        batch_size,
-        lr,  # type: ignore[arg-type]
-        warmup_ratio,
-        weight_decay,
+        output=output,
+        data=data,
+        model=model,
+        tilt_rate=tilt_rate,
+        shape=shape,  # type: ignore[arg-type]
+        min_tokens=min_tokens,
+        scorer=scorer,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=lr,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        overwrite=overwrite,
     )
     with progress_bar(not json_out) as progress:
         result = run_finetune(cfg, progress)
@@ -120,7 +123,7 @@ def finetune(
 def offline_tune(
     checkpoint: CheckpointArg,
     tilt_rates: Annotated[
-        str, typer.Option(help="Grid start:stop:step (stop included) or a comma list.")
+        str, typer.Option("--tilt-rates", "--tilt-rate", help="Grid start:stop:step (stop included) or a comma list.")
     ] = "0:0.5:0.05",
     max_drop: Annotated[float, typer.Option(help="Allowed metric drop vs tilt rate 0, in points.")] = 1.0,
     target_speedup: Annotated[
@@ -138,40 +141,37 @@ def offline_tune(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
     output: Annotated[str | None, typer.Option(help="Also write config/environment/report files here.")] = None,
-    record: Annotated[bool, typer.Option(help="Record the chosen rate in the checkpoint's tiltbench.json.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier offline-tune run in --output.")] = False,
+    record: Annotated[
+        bool, typer.Option(help="Record the chosen rate in the checkpoint's tiltbench.json (off: only a look).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a checkpoint over a grid of tilt rates without training and choose one."""
     setup(threads)
     from tiltbench.data import DataConfig
     from tiltbench.models import read_meta
-    from tiltbench.offline import OfflineConfig
+    from tiltbench.offline import OfflineConfig, offline_table
     from tiltbench.offline import offline_tune as run_offline
-    from tiltbench.report import check_output_dir
     from tiltbench.schedule import parse_grid
 
-    meta = read_meta(checkpoint)
-    data = DataConfig(
-        task or meta["task"]["name"],
-        data_dir,
-        None,
-        eval_file,
-        text_column,
-        text_pair_column,
-        label_column,
-        None,
-        max_eval_samples,
-        max_seq_len or meta["max_seq_len"],
-        seed,
+    data = DataConfig.for_checkpoint(
+        read_meta(checkpoint),
+        task,
+        max_seq_len,
+        data_dir=data_dir,
+        eval_file=eval_file,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        max_eval_samples=max_eval_samples,
+        seed=seed,
     )
-    cfg = OfflineConfig(checkpoint, tuple(parse_grid(tilt_rates)), max_drop, target_speedup, data, batch_size, record)
-    if output:
-        check_output_dir(output)
+    cfg = OfflineConfig(
+        checkpoint, tuple(parse_grid(tilt_rates)), max_drop, target_speedup, data, batch_size, record, output, overwrite
+    )
     with progress_bar(not json_out) as progress:
         report = run_offline(cfg, progress)
-    headers, rows = _offline_table(report)
-    if output:
-        _write_offline_run(Path(output), cfg, report, headers, rows)
     if json_out:
         return emit_json(
             {
@@ -180,63 +180,15 @@ def offline_tune(
                     for r in report.rows
                 ],
                 "chosen_tilt_rate": report.chosen_tilt_rate,
+                "recorded": record,
             }
         )
+    headers, rows = offline_table(report)
     title = f"offline-tune {report.checkpoint} on {report.task} ({report.n_examples} examples)"
     caption = "predicted speedup = dense encoder MACs / MACs with the schedule, each example at its real length"
     out_console.print(table(title, headers, rows, caption))
-    out_console.print(f"chosen tilt rate: [bold]{report.chosen_tilt_rate:g}[/] ({report.criterion})")
-
-
-def _offline_table(report) -> tuple[list[str], list[list]]:
-    headers = [
-        "tilt rate",
-        report.metric_name,
-        "drop (points)",
-        "predicted speedup",
-        "mean tokens n0..nL",
-    ]
-    rows = [
-        [
-            f"{r.tilt_rate:g}",
-            round(r.metric, 4),
-            round(r.drop, 2),
-            round(r.predicted_speedup, 3),
-            " ".join(f"{k:.1f}" for k in r.mean_kept_tokens),
-        ]
-        for r in report.rows
-    ]
-    return headers, rows
-
-
-def _write_offline_run(folder: Path, cfg, report, headers, rows) -> None:
-    from dataclasses import asdict
-
-    from tiltbench.models import read_meta
-    from tiltbench.report import write_json_atomic, write_text_atomic
-
-    write_json_atomic(folder / "config.json", {"command": "offline-tune", **asdict(cfg)})
-    write_json_atomic(folder / "environment.json", report.environment)
-    write_json_atomic(folder / "report.json", report.to_dict())
-    trained = Path(report.checkpoint) / "metrics.json"
-    if trained.is_file():  # the checkpoint folder may not be kept (results/**/checkpoint is git-ignored)
-        meta = read_meta(report.checkpoint)
-        write_json_atomic(
-            folder / "finetune.json",
-            {
-                "metrics": json.loads(trained.read_text()),
-                "train_config": meta.get("train_config"),
-                "environment": meta.get("environment"),
-            },
-        )
-    write_text_atomic(
-        folder / "report.md",
-        f"# offline-tune: {report.checkpoint} on {report.task}\n\n"
-        f"{report.n_examples} evaluation examples; predicted speedup = dense encoder MACs / "
-        f"MACs with the schedule, each example at its real length (FLOPs = 2 x MACs).\n\n"
-        + markdown_table(headers, rows)
-        + f"\nChosen tilt rate: **{report.chosen_tilt_rate:g}** ({report.criterion}).\n",
-    )
+    recorded = "recorded in tiltbench.json" if record else "not recorded; --record writes it into tiltbench.json"
+    out_console.print(f"chosen tilt rate: [bold]{report.chosen_tilt_rate:g}[/] ({report.criterion}; {recorded})")
 
 
 @app.command()
@@ -254,17 +206,22 @@ def predict(
     """Classify texts at a tilt rate; print label, logits and the realised kept tokens per layer."""
     setup(threads)
     from tiltbench.inference import predict_texts
-    from tiltbench.models import load_checkpoint
+    from tiltbench.models import load_checkpoint, read_meta
     from tiltbench.patch import set_schedule
+    from tiltbench.schedule import Schedule
 
+    meta = read_meta(checkpoint)
     texts, pairs = _inputs(text, input_file)
+    if tilt_rate is not None:
+        Schedule(1, tilt_rate)  # a bad rate fails before the model loads
     model, tokenizer, meta, info = load_checkpoint(checkpoint)
     if tilt_rate is not None:
+        base = model._tiltbench.schedule
         set_schedule(
             model,
             tilt_rate,
-            shape=meta["schedule"]["shape"] if meta["schedule"]["shape"] != "list" else "geometric",
-            min_tokens=meta["schedule"]["min_tokens"],
+            shape="geometric" if base.shape == "list" else base.shape,
+            min_tokens=base.min_tokens,
         )
     results = predict_texts(model, tokenizer, info, texts, pairs, meta["max_seq_len"])
     if json_out:
@@ -284,21 +241,14 @@ def predict(
 
 
 def _inputs(text: list[str] | None, input_file: str | None) -> tuple[list[str], list[str | None] | None]:
+    from tiltbench.inference import read_inputs
+
     texts: list[str] = list(text or [])
     pairs: list[str | None] = [None] * len(texts)
     if input_file:
-        path = Path(input_file)
-        if not path.is_file():
-            raise UserError(f"input file {input_file!r} does not exist")
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                texts.append(str(record["text"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{input_file}:{n}: each line must be a JSON object with a 'text' field") from None
-            pairs.append(record.get("text_pair"))
+        if texts:
+            raise UserError("pass --text or --input, not both")
+        texts, pairs = read_inputs(input_file)
     if not texts:
         raise UserError("nothing to predict: pass --text or --input")
     return texts, pairs if any(p is not None for p in pairs) else None
