@@ -9,7 +9,7 @@ results/measure-minilm-sst2/ and results/measure-minilm-imdb/ (checkpoints are g
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/measure_minilm.py [--only sst2|imdb]
 
-Resumable: rerunning skips finished rows. About 25 minutes on 2 cores.
+Resumable: rerunning skips finished rows (`--force` measures them again). About 45 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tiltbench.console import progress_bar, table
 from tiltbench.data import DataConfig
 from tiltbench.finetune import TrainConfig, finetune
 from tiltbench.measure import MeasureConfig
-from tiltbench.results import table_rows
+from tiltbench.results import screen_tables
 from tiltbench.sweep import SweepConfig, sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -40,7 +40,7 @@ RUNS = {
 }
 
 
-def run(task: str, console: Console) -> None:
+def run(task: str, console: Console, force: bool = False) -> None:
     folder = RESULTS / f"measure-minilm-{task}"
     checkpoint = folder / "checkpoint"
     spec = RUNS[task]
@@ -48,11 +48,13 @@ def run(task: str, console: Console) -> None:
         with progress_bar() as progress:
             result = finetune(TrainConfig(str(checkpoint), spec["data"], tilt_rate=0.1), progress)
         console.print(f"fine-tuned {checkpoint}: {result.metrics}")
-    cfg = SweepConfig((str(checkpoint),), TILT_RATES, (1, 8, 32), folder.name, str(RESULTS), spec["measure"])
+    cfg = SweepConfig(
+        (str(checkpoint),), TILT_RATES, (1, 8, 32), folder.name, str(RESULTS), spec["measure"], force, "sweep"
+    )
     with progress_bar() as progress:
         report = sweep(cfg, progress)
-    headers, rows = table_rows(report.rows)
-    console.print(table(str(folder), headers, rows))
+    for name, headers, rows in screen_tables(report.rows):
+        console.print(table(f"{name} -> {folder}", headers, rows))
 
 
 def main() -> None:
@@ -61,10 +63,11 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(RUNS))
+    parser.add_argument("--force", action="store_true", help="measure every row again (after a change of the timer)")
     args = parser.parse_args()
     console = Console(width=200)
     for task in [args.only] if args.only else list(RUNS):
-        run(task, console)
+        run(task, console, args.force)
 
 
 if __name__ == "__main__":

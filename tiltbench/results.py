@@ -23,8 +23,8 @@ def headline_speedup(row: dict) -> float:
     return row[f"speedup_vs_{headline_baseline(row).replace('-', '_')}"]
 
 
-def _attribution(row: dict, key: str) -> str:
-    return f"{row[key]:.3f}x" if key in row else "-"  # rows measured before keep-all existed
+def _attribution(row: dict, key: str, digits: int = 3) -> str:
+    return f"{row[key]:.{digits}f}x" if key in row else "-"  # rows measured before keep-all existed
 
 
 # (header, how to read it from a row): the Markdown table (report.md) holds everything a reader compares
@@ -61,7 +61,7 @@ def screen_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
             (r for r in rows if r["checkpoint"] == checkpoint), key=lambda r: (r["batch_size"], r["tilt_rate"])
         )
         metric = SHORT_METRIC.get(own[0]["metric_name"], own[0]["metric_name"])
-        headers = ["tilt", "batch", metric, "drop pts", "ms/batch", "speedup", "from pad", "from elim", "predicted"]
+        headers = ["tilt", "batch", metric, "drop", "ms/batch", "speedup", "padding", "removal", "FLOPs"]
         body = [
             [
                 f"{r['tilt_rate']:g}",
@@ -70,8 +70,8 @@ def screen_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
                 f"{r['metric_drop_points']:.2f}",
                 f"{r['latency']['tiltbench']['p50']:.2f}",
                 f"{headline_speedup(r):.2f}x",
-                _attribution(r, "speedup_from_padding"),
-                _attribution(r, "speedup_from_elimination"),
+                _attribution(r, "speedup_from_padding", 2),
+                _attribution(r, "speedup_from_elimination", 2),
                 f"{r['predicted_speedup']:.2f}x",
             ]
             for r in own

@@ -167,9 +167,10 @@ def _run_sweep(
                 f"{checkpoint} ({report.environment['threads']} threads) -> {cfg.folder}",
                 headers,
                 rows,
-                f"speedup = {baseline} time / tiltbench time (per-batch medians over rounds, summed; same inputs, "
-                "interleaved) = from pad (skipping the batch's padding) x from elim (the removed tokens); "
-                "predicted = FLOP ratio. All columns: report.md, report.csv, report.json.",
+                f"drop: metric points below tilt 0; ms/batch: tiltbench p50; speedup = {baseline} time / "
+                "tiltbench time (per-batch medians over rounds, summed; same inputs, interleaved) = padding "
+                "(skipping the batch's padding) x removal (the removed tokens); FLOPs: the FLOP-ratio prediction. "
+                "Every column: report.md, report.csv, report.json.",
             )
         )
 

@@ -1,0 +1,135 @@
+"""Regenerate the README's result tables from the committed results/ folders (never typed by hand).
+
+Each table sits between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in README.md.
+
+    .venv/bin/python benchmarks/readme_tables.py          # rewrite README.md
+    .venv/bin/python benchmarks/readme_tables.py --check  # exit 1 if README.md differs (tests/test_readme.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "results"
+
+
+def _load(path: str) -> dict:
+    return json.loads((RESULTS / path).read_text())
+
+
+def _md(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def demo() -> str:
+    report = _load("demo/report.json")
+    trained = _load("demo/finetune.json")["train_config"]["tilt_rate"]
+    shown = [r for r in report["rows"] if round(r["tilt_rate"], 4) in (0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)]
+    rate = [f"{r['tilt_rate']:g}" + (" (trained)" if r["tilt_rate"] == trained else "") for r in shown]
+    return _md(
+        ["Tilt-Rate at inference", *rate],
+        [
+            [f"dev {report['metric_name']}", *(f"{r['metric']:.3f}" for r in shown)],
+            ["predicted speedup (encoder MACs)", *(f"{r['predicted_speedup']:.2f}" for r in shown)],
+        ],
+    )
+
+
+def _grid(folder: str) -> tuple[list[dict], list[float], list[int]]:
+    rows = _load(f"{folder}/report.json")["rows"]
+    return rows, sorted({r["tilt_rate"] for r in rows}), sorted({r["batch_size"] for r in rows})
+
+
+def _cell(rows: list[dict], rate: float, batch: int) -> dict:
+    return next(r for r in rows if r["tilt_rate"] == rate and r["batch_size"] == batch)
+
+
+def measured(folder: str) -> str:
+    """Speedup vs dense-dynamic (measured / FLOP-predicted) per tilt rate and batch size, and the metric."""
+    rows, rates, batches = _grid(folder)
+    body = []
+    for rate in rates:
+        cells = [_cell(rows, rate, b) for b in batches]
+        body.append(
+            [
+                f"{rate:g}",
+                *(f"{c['speedup_vs_dense_dynamic']:.2f}× / {c['predicted_speedup']:.2f}×" for c in cells),
+                f"{cells[0]['metric']:.3f}",
+            ]
+        )
+    headers = ["tilt rate", *(f"batch {b}: measured / FLOP-predicted" for b in batches), rows[0]["metric_name"]]
+    return _md(headers, body)
+
+
+def attribution(folder: str) -> str:
+    """The measured speedup split into padding x elimination, per tilt rate and batch size."""
+    rows, rates, batches = _grid(folder)
+    body = []
+    for rate in (r for r in rates if r > 0):
+        cells = [_cell(rows, rate, b) for b in batches]
+        body.append(
+            [
+                f"{rate:g}",
+                *(
+                    f"{c['speedup_vs_dense_dynamic']:.2f}× = {c['speedup_from_padding']:.2f} × "
+                    f"{c['speedup_from_elimination']:.2f}"
+                    for c in cells
+                ),
+            ]
+        )
+    return _md(["tilt rate", *(f"batch {b}: speedup = padding × elimination" for b in batches)], body)
+
+
+def calibration() -> str:
+    errors = _load("calibration/errors.json")["errors"]
+    names = {"sst2": "SST-2", "imdb": "IMDB"}
+    body = [
+        [names[task], batch, f"{100 * flop:.1f} %", f"{100 * e['calibrated'][batch]:.1f} %"]
+        for task, e in errors.items()
+        for batch, flop in e["flop"].items()
+    ]
+    return _md(["task", "batch", "FLOP-ratio prediction", "calibrated prediction"], body)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "demo": demo,
+    "measure-sst2": lambda: measured("measure-minilm-sst2"),
+    "measure-imdb": lambda: measured("measure-minilm-imdb"),
+    "attribution-sst2": lambda: attribution("measure-minilm-sst2"),
+    "attribution-imdb": lambda: attribution("measure-minilm-imdb"),
+    "calibration": calibration,
+}
+
+
+def render(text: str) -> str:
+    for name, make in TABLES.items():
+        pattern = re.compile(rf"(<!-- results:{name} -->\n)(?:.*?\n)?(<!-- /results:{name} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md has no <!-- results:{name} --> block")
+        text = pattern.sub(lambda m, table=make(): m.group(1) + table + "\n" + m.group(2), text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not what results/ say")
+    args = parser.parse_args()
+    current = README.read_text(encoding="utf-8")
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            sys.exit("README.md tables differ from results/; run benchmarks/readme_tables.py")
+        return
+    README.write_text(wanted, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
