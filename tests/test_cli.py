@@ -153,6 +153,10 @@ def test_offline_tune_output_folder(checkpoint, tmp_path):
     options = "--tilt-rates 0,0.3 --max-eval-samples 16".split()
     result = cli("offline-tune", str(checkpoint), *options, "--output", str(out))
     assert result.exit_code == 0, result.output
+    beside = tmp_path / "with-checkpoint"  # a run folder may hold the checkpoint it evaluates (make demo does)
+    shutil.copytree(checkpoint, beside / "checkpoint")
+    assert cli("offline-tune", str(beside / "checkpoint"), *options, "--output", str(beside)).exit_code == 0
+    assert (beside / "report.json").is_file()
     again = cli("offline-tune", str(checkpoint), *options, "--output", str(out))
     assert "pass --overwrite" in error_line(again)
     assert cli("offline-tune", str(checkpoint), *options, "--output", str(out), "--overwrite").exit_code == 0
@@ -197,7 +201,7 @@ def test_predict_at_tilt_rate_zero_keeps_every_token(checkpoint):
 
 def test_predict_input_file_matches_text(checkpoint, tmp_path):
     path = tmp_path / "inputs.jsonl"
-    path.write_text('{"text": "a great movie"}\n\n{"text": "awful"}\n', encoding="utf-8")
+    path.write_text('{"text": "a great movie", "text_pair": null}\n\n{"text": "awful"}\n', encoding="utf-8")
     from_file = predictions(cli("predict", str(checkpoint), "--input", str(path), "--json"))
     result = cli("predict", str(checkpoint), "--text", "a great movie", "--text", "awful", "--json")
     from_text = predictions(result)
@@ -324,7 +328,7 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "offline-tune {ckpt} --output {ckpt}": "is inside the checkpoint",
     "offline-tune {ckpt} --output {ckpt}/report": "is inside the checkpoint",
     "offline-tune {ckpt} --output {tmp}/nonempty": "is not empty and holds no offline-tune run",
-    "offline-tune {ckpt} --output {tmp}/offline-run": "already holds a offline-tune run; pass --overwrite",
+    "offline-tune {ckpt} --output {tmp}/offline-run": "already holds an offline-tune run; pass --overwrite",
     "offline-tune {ckpt} --tilt-rates 0,0.05 --target-speedup 50 --max-eval-samples 8": "widen --tilt-rates",
     # predict
     "predict {tmp} --text hi": "is not a tiltbench checkpoint",
@@ -347,6 +351,8 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "measure {ckpt} --results-dir {tmp}/r --batch-sizes x": "--batch-sizes must be a comma list of integers",
     "measure {ckpt} --results-dir {tmp}/r --latency-examples 0": "--latency-examples must be at least 1",
     "measure {ckpt} --results-dir {tmp}/r --tilt-rate 0.1,1": "tilt rate must be in [0, 1), got 1 in grid",
+    "measure {ckpt} --results-dir {tmp}/r --data-dir {tmp}": "missing data file",
+    "measure {ckpt} --results-dir {tmp}/r --eval-file {tmp}/latin1.csv": "latin1.csv:3: not UTF-8 text",
     "measure {ckpt} --results-dir {ro}": "is not writable",
     "measure {ckpt} --results-dir {tmp}/data.csv": "is a file, not a folder",
     "measure {ckpt} --results-dir {tmp} --run-name nonempty": "holds no tiltbench measure/sweep run",

@@ -294,6 +294,7 @@ def test_per_layer_outputs_are_refused_under_elimination(flag):
         model.config.update({flag: True})  # the config default asks for them too
         with pytest.raises(UserError, match=flag):
             model(**batch)
+        model(**batch, **{flag: False})  # the call overrides the config
         set_schedule(model, 0.0)  # HF's own forward: HF's outputs, one per layer
         out = model(**batch)
     assert len(out.hidden_states if flag == "output_hidden_states" else out.attentions) >= 4

@@ -60,7 +60,7 @@ class CheckConfig:
 class CheckReport:
     prediction: str  # "calibrated" or "FLOP"
     rows: list[dict]
-    median_abs_error: float | None  # over rows with tilt rate > 0; None when there are none
+    median_abs_error: float | None  # over rows with tilt rate > 0; None when there are none (baseline check only)
     tolerance: float
     regressions: list[str] = field(default_factory=list)
 
@@ -129,6 +129,11 @@ def check(cfg: CheckConfig) -> CheckReport:
             }
         )
     counted = [abs(r["error"]) for r in table if r["counted"]]
+    if not counted and baseline is None:
+        raise UserError(
+            f"{cfg.results_dir} has no row with a tilt rate above 0: nothing to hold the prediction to; "
+            "measure some rates above 0, or pass --baseline"
+        )
     median = statistics.median(counted) if counted else None
     report = CheckReport("calibrated" if profile else "FLOP", table, median, cfg.tolerance)
     if baseline is not None:

@@ -21,9 +21,16 @@ import torch
 from tiltbench.data import DataConfig, batches, encode, load_split
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress, evaluate
-from tiltbench.models import DEFAULT_MODEL, is_checkpoint, load_model, write_meta
+from tiltbench.models import DEFAULT_MODEL, load_model, write_meta
 from tiltbench.patch import patch
-from tiltbench.report import check_output_dir, environment, normal_modes, replace_dir, write_json_atomic
+from tiltbench.report import (
+    check_output_dir,
+    environment,
+    is_checkpoint,
+    normal_modes,
+    replace_dir,
+    write_json_atomic,
+)
 from tiltbench.schedule import Schedule, Shape
 
 
@@ -68,7 +75,7 @@ def seed_everything(seed: int) -> None:
 
 def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune cfg.model on cfg.data's task at cfg.tilt_rate and save a tiltbench checkpoint to cfg.output."""
-    output = check_output_dir(cfg.output, "tiltbench checkpoint", is_checkpoint, cfg.overwrite)
+    output = check_output_dir(cfg.output, "a tiltbench checkpoint", is_checkpoint, cfg.overwrite)
     seed_everything(cfg.data.seed)
     train_set, info = load_split(cfg.data, "train")
     eval_set, info = load_split(cfg.data, "eval", info)

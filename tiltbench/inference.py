@@ -71,11 +71,11 @@ def read_inputs(path: str) -> tuple[list[str], list[str | None]]:
     if records is None:
         raise UserError(f'{path}: --input takes a .jsonl file, one {{"text": ...}} object per line')
     texts, pairs = [], []
-    with_pair = "text_pair" in records[0][1]
+    with_pair = records[0][1].get("text_pair") is not None  # null counts as absent
     for line, record in records:
         if not isinstance(record.get("text"), str):
             raise UserError(f"{path}:{line}: each line must be a JSON object with a 'text' string")
-        if ("text_pair" in record) != with_pair:
+        if (record.get("text_pair") is not None) != with_pair:
             raise UserError(
                 f"{path}:{line}: 'text_pair' is on some lines but not on others; give it on every line or none"
             )

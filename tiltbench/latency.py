@@ -116,14 +116,15 @@ def time_interleaved(
             _prepare(variant)
             for i in range(min(warmup, n_batches)):
                 variant.model(**variant.batches[i])
-        # Rows of a Latin square: for every batch, each variant takes each position once per len(variants)
-        # rounds (position effects cancel in a pair); for an even count the rows also balance carryover.
-        orders = williams_orders(len(variants))[: len(variants)]
-        min_rounds = -(-min_rounds // len(variants)) * len(variants)  # a whole number of squares
+        # Every row of a Williams design: for every batch, over len(orders) rounds each variant takes each position
+        # equally often and directly follows each other variant equally often. An odd count needs all 2n rows:
+        # its first n alone are cyclic (with 3 variants the same one would always run right before tiltbench).
+        orders = williams_orders(len(variants))
+        min_rounds = -(-min_rounds // len(orders)) * len(orders)  # a whole number of designs
         rounds = 0
         while (
             rounds < min_rounds
-            or rounds % len(variants)
+            or rounds % len(orders)
             or not all(len(s) >= min_iterations and sum(s) >= 1000 * min_seconds for s in samples.values())
         ):
             for i in range(n_batches):
@@ -150,7 +151,7 @@ def williams_orders(n: int) -> list[list[int]]:
     for j in range(1, n):
         first.append((j + 1) // 2 if j % 2 else n - j // 2)
     rows = [[(x + k) % n for x in first] for k in range(n)]
-    return rows if n % 2 == 0 else rows + [row[::-1] for row in rows]
+    return rows if n % 2 == 0 or n == 1 else rows + [row[::-1] for row in rows]
 
 
 def _prepare(variant: Variant) -> None:

@@ -12,11 +12,10 @@ from pathlib import Path
 
 from tiltbench.data import TaskInfo
 from tiltbench.errors import UserError
-from tiltbench.report import write_json_atomic
+from tiltbench.report import CHECKPOINT_META, write_json_atomic
 from tiltbench.schedule import Schedule
 
 DEFAULT_MODEL = "minilm"
-CHECKPOINT_META = "tiltbench.json"
 
 
 def resolve_model(name: str) -> str:
@@ -54,10 +53,6 @@ def load_model(name: str, info: TaskInfo | None = None, attn_implementation: str
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"could not load model {name!r}: not a model folder, and the Hub said: {first}") from None
     return model.eval(), tokenizer
-
-
-def is_checkpoint(folder: Path) -> bool:
-    return (Path(folder) / CHECKPOINT_META).is_file()
 
 
 def read_meta(checkpoint: str | Path) -> dict:

@@ -19,7 +19,7 @@ from tiltbench.errors import UserError
 from tiltbench.inference import Progress, evaluate
 from tiltbench.models import load_checkpoint, read_meta, write_meta
 from tiltbench.patch import set_schedule
-from tiltbench.report import check_output_dir, environment, write_json_atomic, write_text_atomic
+from tiltbench.report import check_output_dir, environment, run_command, write_json_atomic, write_text_atomic
 from tiltbench.schedule import Schedule, parse_grid
 from tiltbench.speedup import ModelDims, predict_speedup
 
@@ -132,19 +132,13 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
     return report
 
 
-def _is_offline_run(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "config.json").read_text())["command"] == "offline-tune"
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
 def _check_output(cfg: OfflineConfig) -> None:
     """Before any work: --output is not the checkpoint, and holds nothing but an earlier offline-tune run."""
     output, checkpoint = Path(cfg.output).resolve(), Path(cfg.checkpoint).resolve()
     if output == checkpoint or checkpoint in output.parents:
         raise UserError(f"--output {cfg.output!r} is inside the checkpoint {cfg.checkpoint!r}; choose another folder")
-    check_output_dir(output, "offline-tune run", _is_offline_run, cfg.overwrite)
+    is_run = lambda f: run_command(f) == "offline-tune"  # noqa: E731
+    check_output_dir(output, "an offline-tune run", is_run, cfg.overwrite, beside_checkpoints=True)
 
 
 def offline_table(report: OfflineReport) -> tuple[list[str], list[list]]:

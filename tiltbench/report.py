@@ -38,9 +38,37 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 def current_umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    try:  # Linux says it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere reading the umask means setting it; put it straight back
     os.umask(mask)
     return mask
+
+
+CHECKPOINT_META = "tiltbench.json"
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """A folder written by `tiltbench finetune` (a plain HF folder plus tiltbench.json)."""
+    return (Path(folder) / CHECKPOINT_META).is_file()
+
+
+def run_command(folder: Path) -> str | None:
+    """The tiltbench command that made a run folder ("offline-tune", "measure", "sweep"), from its config.json."""
+    try:
+        command = json.loads((Path(folder) / "config.json").read_text())["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return command if isinstance(command, str) else None
+
+
+def foreign_entries(folder: Path) -> list[Path]:
+    """What a folder holds besides tiltbench checkpoints (a run folder may keep the checkpoint it measures)."""
+    return [p for p in folder.iterdir() if not (p.is_dir() and is_checkpoint(p))] if folder.is_dir() else []
 
 
 def normal_modes(folder: Path) -> None:
@@ -69,18 +97,27 @@ def check_writable(folder: str | Path, option: str) -> Path:
     return folder
 
 
-def check_output_dir(output: str | Path, owner: str, is_owned: Callable[[Path], bool], overwrite: bool = False) -> Path:
-    """Check `--output` before any work: writable, and either new, empty, or holding a `owner` that the user
-    asked to replace (`overwrite`). A non-empty folder of anything else is never touched."""
+def check_output_dir(
+    output: str | Path,
+    owner: str,
+    is_owned: Callable[[Path], bool],
+    overwrite: bool = False,
+    beside_checkpoints: bool = False,
+) -> Path:
+    """Check `--output` before any work: writable, and either new, empty, or holding `owner` (e.g. "an
+    offline-tune run") that the user asked to replace (`overwrite`). A folder holding anything else is never
+    touched; `beside_checkpoints`: a run's files may sit next to the tiltbench checkpoints in it."""
     folder = check_writable(output, "--output")
-    if folder.is_dir() and any(folder.iterdir()):
-        if not is_owned(folder):
-            raise UserError(
-                f"--output {str(folder)!r} is not empty and holds no {owner}; choose a new or empty folder "
-                "(nothing in it is overwritten)"
-            )
+    if is_owned(folder):
         if not overwrite:
-            raise UserError(f"--output {str(folder)!r} already holds a {owner}; pass --overwrite to replace it")
+            raise UserError(f"--output {str(folder)!r} already holds {owner}; pass --overwrite to replace it")
+        return folder
+    entries = list(folder.iterdir()) if folder.is_dir() else []
+    if foreign_entries(folder) if beside_checkpoints else entries:
+        raise UserError(
+            f"--output {str(folder)!r} is not empty and holds no {owner.split(' ', 1)[1]}; choose a new or empty "
+            "folder (nothing in it is overwritten)"
+        )
     return folder
 
 

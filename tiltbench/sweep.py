@@ -16,8 +16,8 @@ from tiltbench.errors import UserError
 from tiltbench.inference import Progress
 from tiltbench.measure import CheckpointBench, MeasureConfig, measure_data, measure_row, row_key
 from tiltbench.models import read_meta
-from tiltbench.report import check_writable, environment, write_json_atomic
-from tiltbench.results import write_report
+from tiltbench.report import check_writable, environment, foreign_entries, run_command, write_json_atomic
+from tiltbench.results import write_report as write_report_files
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,8 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     ]
     skipped = len(cfg.checkpoints) * len(cfg.batch_sizes) * len(cfg.tilt_rates) - len(todo)
     config = _merged_config(cfg, previous["config"] if previous else None)
-    env = environment(seed=cfg.measure.seed)
-    write_json_atomic(cfg.folder / "config.json", config)
+    # A run with nothing left to measure keeps the environment its rows were measured in.
+    env = previous["environment"] if previous and not todo else environment(seed=cfg.measure.seed)
     for i, (checkpoint, tilt_rate, batch_size) in enumerate(todo):
         label = f"row {i + 1}/{len(todo)}: {Path(checkpoint).name} tilt {tilt_rate:g} batch {batch_size}"
         try:
@@ -104,6 +104,13 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     report = SweepReport(config, env, rows, skipped)
     write_report(cfg.folder, report.to_dict(), plots=True)
     return report
+
+
+def write_report(folder: Path, report: dict, plots: bool) -> None:
+    """config.json with the report files: nothing is written before the first row is measured, so a run that
+    fails on its inputs leaves no folder behind."""
+    write_json_atomic(folder / "config.json", report["config"])
+    write_report_files(folder, report, plots)
 
 
 def _row_progress(progress: Progress | None, label: str, index: int, total: int) -> Progress | None:
@@ -135,17 +142,10 @@ def _bench(checkpoint: str, measure: MeasureConfig) -> CheckpointBench:
     return _BENCHES[key]
 
 
-def _is_run_folder(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "config.json").read_text())["command"] in ("measure", "sweep")
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
 def _previous_run(cfg: SweepConfig) -> dict | None:
     """The report already in cfg.folder (to resume or extend), None for a new or empty folder; a folder holding
     anything else, or a run with other measurement settings, is refused rather than mixed."""
-    if cfg.folder.is_dir() and any(cfg.folder.iterdir()) and not _is_run_folder(cfg.folder):
+    if run_command(cfg.folder) not in ("measure", "sweep") and foreign_entries(cfg.folder):
         raise UserError(
             f"{cfg.folder} is not empty and holds no tiltbench measure/sweep run; choose another --run-name "
             "(nothing in it is overwritten)"

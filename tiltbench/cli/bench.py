@@ -160,7 +160,7 @@ def _run_sweep(
                 "rows": [_without_samples(r) for r in report.rows],
             }
         )
-    baseline = "dense-padded" if cfg.measure.pad_to_max else "dense-dynamic"
+    baseline = cfg.measure.headline_baseline
     for checkpoint, headers, rows in screen_tables(report.rows):
         out_console.print(
             table(
@@ -169,7 +169,8 @@ def _run_sweep(
                 rows,
                 f"drop: metric points below tilt 0; ms/batch: tiltbench p50; speedup = {baseline} time / "
                 "tiltbench time (per-batch medians over rounds, summed; same inputs, interleaved) = padding "
-                "(skipping the batch's padding) x removal (the removed tokens); FLOPs: the FLOP-ratio prediction. "
+                "(skipping the batch's padding, net of the eliminating path's overhead: below 1 when there is "
+                "little padding) x removal (the removed tokens); FLOPs: the FLOP-ratio prediction. "
                 "Every column: report.md, report.csv, report.json.",
             )
         )
