@@ -17,3 +17,13 @@ def test_readme_python_snippet_runs_verbatim(capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("tensor([[") and float(printed[-1]) > 1  # counts, then a speedup above 1
     assert type(namespace["model"].bert.encoder).__name__ == "BertEncoder"  # unpatched at the end
+
+
+def test_readme_result_tables_are_the_committed_results():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_tables", README.parent / "benchmarks" / "readme_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = README.read_text(encoding="utf-8")
+    assert module.render(text) == text, "README tables differ from results/; run benchmarks/readme_tables.py"
