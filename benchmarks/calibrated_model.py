@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tiltbench.calibrate import CalibrateConfig, calibrate
 from tiltbench.check import CheckConfig, check, load_rows
+from tiltbench.cli.common import setup
 from tiltbench.console import progress_bar
 from tiltbench.data import DataConfig
 from tiltbench.forecast import forecast, task_lengths
@@ -52,9 +53,7 @@ def errors_by_group(results_dir: Path, profile: LatencyProfile | None, task: str
 
 
 def main() -> None:
-    import transformers
-
-    transformers.logging.set_verbosity_error()
+    setup()  # the CLI's quiet: no HF logging or "Loading weights" bars under our one progress bar
     profile_path = OUT / "profile.json"
     if not profile_path.is_file():
         with progress_bar() as progress:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tiltbench.cli.common import setup
 from tiltbench.console import progress_bar, table
 from tiltbench.data import DataConfig
 from tiltbench.finetune import TrainConfig, finetune
@@ -58,9 +59,7 @@ def run(task: str, console: Console, force: bool = False) -> None:
 
 
 def main() -> None:
-    import transformers
-
-    transformers.logging.set_verbosity_error()
+    setup()  # the CLI's quiet: no HF logging or "Loading weights" bars under our one progress bar
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(RUNS))
     parser.add_argument("--force", action="store_true", help="measure every row again (after a change of the timer)")

@@ -41,3 +41,27 @@ def test_atomic_writes_keep_normal_modes(tmp_path):
     kept.chmod(0o640)
     write_json_atomic(kept, {"b": 2})
     assert kept.stat().st_mode & 0o777 == 0o640 and json.loads(kept.read_text()) == {"b": 2}
+
+
+def test_git_commit_is_dirty_for_code_changes_but_not_for_rewritten_results(tmp_path):
+    import subprocess
+
+    from tiltbench.report import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "results" / "report.json").write_text("{}")
+    (tmp_path / "pkg" / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+
+    assert git_commit(tmp_path / "pkg") == sha
+    (tmp_path / "results" / "report.json").write_text('{"rows": []}')  # a benchmark rewrote its results
+    assert git_commit(tmp_path / "pkg") == sha
+    (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "pkg") == sha + "-dirty"

@@ -161,15 +161,19 @@ def _ram_gib() -> float | None:
         return None
 
 
-def git_commit() -> str | None:
-    """HEAD of the repository tiltbench runs from (with '-dirty' when the tree has changes), if any."""
-    here = Path(__file__).resolve().parent
+def git_commit(here: Path | None = None) -> str | None:
+    """HEAD of the repository tiltbench runs from (or the one holding `here`), if any.
+
+    '-dirty' marks changes to tracked files outside results/: a benchmark rewriting its own committed
+    results must not make the code it ran look modified.
+    """
+    here = here or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"],
             cwd=here,
             capture_output=True,
             text=True,
