@@ -54,7 +54,7 @@ def _scaled(factor: float, prediction):
 
     def change(row):
         _exact(row)
-        if row["tilt_rate"] > 0:
+        if row["knob"] > 0:
             row["speedup_vs_dense_dynamic"] = factor * prediction(row)
 
     return change
@@ -85,19 +85,19 @@ def test_prediction_check_fails_when_speedups_are_30_percent_off_either_way(
 def test_tilt_rate_zero_rows_are_left_out_of_the_median(run_folder, tmp_path):
     def change(row):
         _exact(row)
-        if row["tilt_rate"] == 0.3:
+        if row["knob"] == 0.3:
             row["speedup_vs_dense_dynamic"] = 1.2 * row["predicted_speedup"]
 
     # counted rows: tilt 0.3 (20 % off) and 0.6 (exact) at two batch sizes -> median 10 %; were the exact
     # tilt-0 rows counted too, the median of [0, 0, .2, .2, 0, 0] would be 0
     report = check(CheckConfig(_doctor(run_folder, tmp_path, "off", change)))
-    assert [r["counted"] for r in report.rows if r["tilt_rate"] == 0] == [False, False]
+    assert [r["counted"] for r in report.rows if r["knob"] == 0] == [False, False]
     assert report.median_abs_error == pytest.approx(0.1)
     only_zero = _doctor(run_folder, tmp_path, "zero", _exact)
     data = json.loads((tmp_path / "zero" / "report.json").read_text())
-    data["rows"] = [r for r in data["rows"] if r["tilt_rate"] == 0]
+    data["rows"] = [r for r in data["rows"] if r["knob"] == 0]
     (tmp_path / "zero" / "report.json").write_text(json.dumps(data))
-    with pytest.raises(UserError, match="no row with a tilt rate above 0"):
+    with pytest.raises(UserError, match="no row that removes tokens"):
         check(CheckConfig(only_zero))
     assert check(CheckConfig(only_zero, baseline=only_zero)).median_abs_error is None  # regressions only
 
@@ -145,7 +145,7 @@ def test_regressions_against_a_baseline(run_folder, tmp_path):
 
     def worse(row):
         _exact(row)
-        if row["tilt_rate"] == 0.3 and row["batch_size"] == 4:
+        if row["knob"] == 0.3 and row["batch_size"] == 4:
             row["speedup_vs_dense_dynamic"] *= 0.5
             row["metric"] -= 0.05
 

@@ -89,7 +89,14 @@ def test_finetune_writes_a_checkpoint(checkpoint):
         assert (checkpoint / name).is_file(), name
     meta = read_json(checkpoint / "tiltbench.json")
     assert meta["method"] == "tilted" and meta["scorer"] == "acc"
-    assert meta["schedule"] == {"shape": "geometric", "tilt_rate": 0.2, "keep": None, "min_tokens": 1}
+    assert meta["knob_name"] == "tilt_rate" and meta["knob"] == 0.2 and meta["method_config"] == {"shape": "geometric"}
+    assert meta["schedule"] == {
+        "shape": "geometric",
+        "tilt_rate": 0.2,
+        "keep": None,
+        "min_tokens": 1,
+        "fractions": None,
+    }
     assert meta["task"]["name"] == "sst2" and meta["task"]["label_names"] == ["negative", "positive"]
     assert meta["max_seq_len"] == 32 and meta["seed"] == 0
     assert meta["train_config"]["n_train"] == 64 and meta["train_config"]["n_eval"] == 32
@@ -97,6 +104,7 @@ def test_finetune_writes_a_checkpoint(checkpoint):
     metrics = read_json(checkpoint / "metrics.json")
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert metrics["train_seconds"] >= 0 and len(metrics["history"]) == 1
+    assert [s["name"] for s in metrics["stages"]] == ["fine-tune"] and not (checkpoint / "method.safetensors").exists()
     config = read_json(checkpoint / "config.json")
     assert config["id2label"] == {"0": "negative", "1": "positive"}
 
@@ -127,11 +135,12 @@ def test_offline_tune_records_the_choice(own_checkpoint):
     rows = report["rows"]
     check_rows(rows, [0.0, 0.2, 0.4])
     within_one_point = [r["tilt_rate"] for r in rows if 100 * (rows[0]["metric"] - r["metric"]) <= 1 + 1e-9]
-    assert report["chosen_tilt_rate"] == max(within_one_point)
+    assert report["method"] == "tilted" and report["knob_name"] == "tilt_rate"
+    assert report["chosen_knob"] == max(within_one_point)
     meta = read_json(own_checkpoint / "tiltbench.json")
-    assert meta["schedule"]["tilt_rate"] == report["chosen_tilt_rate"]
+    assert meta["schedule"]["tilt_rate"] == meta["knob"] == report["chosen_knob"]
     assert meta["train_schedule"]["tilt_rate"] == 0.2
-    assert meta["offline_tune"]["chosen_tilt_rate"] == report["chosen_tilt_rate"]
+    assert meta["offline_tune"]["chosen_knob"] == report["chosen_knob"]
     assert meta["offline_tune"]["n_examples"] == 32
 
 
@@ -144,7 +153,7 @@ def test_offline_tune_target_speedup(checkpoint):
     check_rows(report["rows"], rates)
     reaching = [r["tilt_rate"] for r in report["rows"] if r["predicted_speedup"] >= 1.3]
     assert len(reaching) < len(rates) - 1  # some non-zero rate falls short, so the choice means something
-    assert report["chosen_tilt_rate"] == min(reaching)
+    assert report["chosen_knob"] == min(reaching)
     assert (checkpoint / "tiltbench.json").read_bytes() == before  # a look: nothing recorded
 
 
@@ -166,8 +175,8 @@ def test_offline_tune_output_folder(checkpoint, tmp_path):
     assert read_json(out / "environment.json")["versions"]["transformers"]
     report = read_json(out / "report.json")
     assert report["task"] == "sst2" and report["n_examples"] == 16
-    assert [r["tilt_rate"] for r in report["rows"]] == [0.0, 0.3]
-    assert f"Chosen tilt rate: **{report['chosen_tilt_rate']:g}**" in (out / "report.md").read_text()
+    assert [r["knob"] for r in report["rows"]] == [0.0, 0.3]
+    assert f"Chosen tilt rate: **{report['chosen_knob']:g}**" in (out / "report.md").read_text()
 
 
 # --- predict --------------------------------------------------------------------------------------
@@ -267,7 +276,14 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "finetune --output {tmp}/o --max-seq-len 1": "--max-seq-len must be in [2, 512], got 1",
     "finetune --output {tmp}/o --max-eval-samples 0": "--max-eval-samples must be at least 1",
     "finetune --output {tmp}/o --threads 0": "--threads must be at least 1",
-    "finetune --output {tmp}/o --epochs 0": "--epochs and --batch-size must be at least 1",
+    "finetune --output {tmp}/o --epochs 0": "--epochs, --search-epochs, --retrain-epochs and --batch-size must be",
+    "finetune --output {tmp}/o --method nope": "unknown method 'nope'; choose from",
+    "finetune --output {tmp}/o --method power --tilt-rate 0.2": "--tilt-rate goes with --method tilted, not 'power'",
+    "finetune --output {tmp}/o --method power --lambda -1": "--lambda must be >= 0",
+    "finetune --output {tmp}/o --method power --method-lr 0": "--method-lr positive",
+    "finetune --output {tmp}/o --method power --search-epochs 0": "--search-epochs, --retrain-epochs",
+    "finetune --output {tmp}/o --method power --init {tmp}/missing": "does not exist or is not a folder",
+    "offline-tune {ckpt} --knobs 0,-1": "grid values must be finite and >= 0, got -1",
     "finetune --output {tmp}/o --lr 0": "--lr must be positive",
     "finetune --output {tmp}/o --shape cubic": "unknown schedule shape 'cubic'",
     "finetune --output {tmp}/o --scorer magic": "unknown scorer 'magic'",
@@ -320,7 +336,7 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "offline-tune {tmp}/empty-meta": "tiltbench.json lacks 'method'",
     "offline-tune {tmp}/damaged-meta": "tiltbench.json is damaged",
     "offline-tune {ckpt} --tilt-rates ,": "grid ',' is empty",
-    "offline-tune {ckpt} --tilt-rates 0,1": "tilt rate must be in [0, 1), got 1 in grid",
+    "offline-tune {ckpt} --tilt-rates 0,1": "tilt rate must be in [0, 1), got 1.0",
     "offline-tune {ckpt} --max-drop -1": "--max-drop must be >= 0 points",
     "offline-tune {ckpt} --task stsb": "trained on sst2, a 2-class task; stsb is a regression task",
     "offline-tune {ckpt} --max-seq-len 0": "--max-seq-len must be in [2, 512], got 0",
@@ -329,7 +345,7 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "offline-tune {ckpt} --output {ckpt}/report": "is inside the checkpoint",
     "offline-tune {ckpt} --output {tmp}/nonempty": "is not empty and holds no offline-tune run",
     "offline-tune {ckpt} --output {tmp}/offline-run": "already holds an offline-tune run; pass --overwrite",
-    "offline-tune {ckpt} --tilt-rates 0,0.05 --target-speedup 50 --max-eval-samples 8": "widen --tilt-rates",
+    "offline-tune {ckpt} --tilt-rates 0,0.05 --target-speedup 50 --max-eval-samples 8": "widen the grid",
     # predict
     "predict {tmp} --text hi": "is not a tiltbench checkpoint",
     "predict {tmp}/missing --text hi": "does not exist",
@@ -350,7 +366,7 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "measure {ckpt} --results-dir {tmp}/r --batch-sizes 0": "batch sizes must be at least 1",
     "measure {ckpt} --results-dir {tmp}/r --batch-sizes x": "--batch-sizes must be a comma list of integers",
     "measure {ckpt} --results-dir {tmp}/r --latency-examples 0": "--latency-examples must be at least 1",
-    "measure {ckpt} --results-dir {tmp}/r --tilt-rate 0.1,1": "tilt rate must be in [0, 1), got 1 in grid",
+    "measure {ckpt} --results-dir {tmp}/r --tilt-rate 0.1,1": "tilt rate must be in [0, 1), got 1.0",
     "measure {ckpt} --results-dir {tmp}/r --data-dir {tmp}": "missing data file",
     "measure {ckpt} --results-dir {tmp}/r --eval-file {tmp}/latin1.csv": "latin1.csv:3: not UTF-8 text",
     "measure {ckpt} --results-dir {ro}": "is not writable",

@@ -339,3 +339,14 @@ def test_keep_all_runs_the_eliminating_path_and_keeps_every_token(impl, monkeypa
         set_schedule(model, 0.2, keep_all=True)
     set_schedule(model, 0.2)
     assert not model._tiltbench.keep_all
+
+
+def test_inference_mode_then_no_grad():
+    """The probability workspace made under inference_mode must not be reused (in-place) under no_grad."""
+    model = patch(tiny_bert("sdpa"), tilt_rate=0.3)
+    batch = random_batch([12, 7])
+    with torch.inference_mode():
+        first = model(**batch).logits.clone()
+    with torch.no_grad():
+        second = model(**batch).logits
+    assert torch.allclose(first, second, atol=1e-6)

@@ -60,6 +60,7 @@ def test_parse_schedule_forms():
 def test_parse_grid():
     assert parse_grid("0:0.5:0.1") == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     assert parse_grid("0,0.25") == [0.0, 0.25]
-    for bad in ("", ",", "0:1:0", "a,b", "0.5,1.2"):
+    assert parse_grid("0,1.25") == [0.0, 1.25]  # a grid is any method's knob: each method checks its own range
+    for bad in ("", ",", "0:1:0", "a,b", "0.5,-1", "0,inf", "0,nan"):
         with pytest.raises(UserError):
             parse_grid(bad)

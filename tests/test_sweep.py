@@ -46,10 +46,10 @@ def test_sweep_writes_the_run_folder(tiny_checkpoint, tmp_path):
     assert len(list(csv.DictReader((folder / "report.csv").open()))) == 4
     env = json.loads((folder / "environment.json").read_text())
     assert {"cpu", "threads", "versions", "git_commit", "attn_implementation", "seed"} <= set(env)
-    row = next(r for r in rows if r["tilt_rate"] == 0.3 and r["batch_size"] == 4)
+    row = next(r for r in rows if r["knob"] == 0.3 and r["batch_size"] == 4)
     assert set(row["latency"]) == {"tiltbench", "keep-all", "dense-dynamic", "dense-padded", "dense-eager"}
     assert row["latency"]["tiltbench"]["count"] == row["latency"]["dense-dynamic"]["count"] >= 2
-    dense_row = next(r for r in rows if r["tilt_rate"] == 0.0 and r["batch_size"] == 4)
+    dense_row = next(r for r in rows if r["knob"] == 0.0 and r["batch_size"] == 4)
     assert "keep-all" not in dense_row["latency"] and dense_row["speedup_from_padding"] == 1.0
     assert row["latency"]["keep-all"]["count"] == row["latency"]["tiltbench"]["count"]
     # each part is the ratio of its own two variants' robust totals, recomputed here from the raw samples
@@ -65,7 +65,7 @@ def test_sweep_writes_the_run_folder(tiny_checkpoint, tmp_path):
     assert row["flops_per_example"] == 2 * row["macs_per_example"]
     assert abs(row["fvcore"]["relative_difference"]) < 0.2  # tiny model: pooler/classifier weigh more
     assert row["n_examples"] == 8 and row["metric_examples"] == 16
-    dense = next(r for r in rows if r["tilt_rate"] == 0.0 and r["batch_size"] == 4)
+    dense = next(r for r in rows if r["knob"] == 0.0 and r["batch_size"] == 4)
     assert dense["predicted_speedup"] == 1.0 and dense["metric_drop_points"] == 0.0
 
 
@@ -82,7 +82,7 @@ def test_rerun_skips_finished_rows_and_extends_the_grid(tiny_checkpoint, tmp_pat
     report = sweep(_config(tiny_checkpoint, tmp_path, rates=(0.3,), batches=(2,)))  # extend with another rate
     assert measured == [(0.3, 2)] and len(report.rows) == 2 and report.skipped == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["tilt_rates"] == [0.0, 0.3]  # extending keeps every rate the run has
+    assert config["knobs"] == [0.0, 0.3]  # extending keeps every rate the run has
     measured.clear()
     report = sweep(_config(tiny_checkpoint, tmp_path, rates=(0.0, 0.3), batches=(2,)))
     assert measured == [] and report.skipped == 2
@@ -90,7 +90,7 @@ def test_rerun_skips_finished_rows_and_extends_the_grid(tiny_checkpoint, tmp_pat
     sweep(
         SweepConfig(
             forced.checkpoints,
-            forced.tilt_rates,
+            forced.knobs,
             forced.batch_sizes,
             forced.run_name,
             forced.results_dir,

@@ -3,10 +3,12 @@
 import tiltbench
 tiltbench.patch(model, tilt_rate=0.2)   # any loaded BertLayer-layout HF model
 model(**batch)                          # tokens are physically removed layer by layer
+tiltbench.set_knob(model, 0.3)          # move along the method's knob (tilted: the Tilt-Rate)
 """
 
 from tiltbench.errors import UserError
-from tiltbench.patch import patch, realised_counts, set_schedule, unpatch
+from tiltbench.methods import METHODS, Method, get_method, register
+from tiltbench.patch import method_of, patch, realised_counts, set_knob, set_schedule, unpatch
 from tiltbench.schedule import Schedule, parse_grid, parse_schedule
 from tiltbench.speedup import ModelDims, predict_speedup, tilt_rate_for_speedup
 
@@ -35,17 +37,23 @@ def offline_tune(cfg, progress=None):  # noqa: ANN001
 
 
 __all__ = [
+    "METHODS",
+    "Method",
     "ModelDims",
     "Schedule",
     "UserError",
     "finetune",
+    "get_method",
+    "method_of",
     "offline_tune",
     "parse_grid",
     "parse_schedule",
     "patch",
     "predict_speedup",
     "realised_counts",
+    "register",
     "resolve_model",
+    "set_knob",
     "set_schedule",
     "tilt_rate_for_speedup",
     "unpatch",

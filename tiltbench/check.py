@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tiltbench.errors import UserError
 from tiltbench.latency_model import LatencyProfile, calibrated_speedup
-from tiltbench.results import headline_baseline, headline_speedup, short_name
+from tiltbench.results import headline_baseline, headline_speedup, knob_label, knob_of, short_name
 from tiltbench.schedule import Schedule
 from tiltbench.speedup import ModelDims
 
@@ -32,6 +32,7 @@ IDENTITY = (
     "model",
     "task",
     "method",
+    "knob_name",
     "scorer",
     "shape",
     "min_tokens",
@@ -60,7 +61,7 @@ class CheckConfig:
 class CheckReport:
     prediction: str  # "calibrated" or "FLOP"
     rows: list[dict]
-    median_abs_error: float | None  # over rows with tilt rate > 0; None when there are none (baseline check only)
+    median_abs_error: float | None  # over rows that remove tokens; None when there are none (baseline check only)
     tolerance: float
     regressions: list[str] = field(default_factory=list)
 
@@ -88,14 +89,24 @@ def load_rows(results_dir: str | Path) -> list[dict]:
         measured = all("speedup_vs_dense_dynamic" in r for r in rows)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise UserError(f"{report} is not a tiltbench report") from None
-    if "chosen_tilt_rate" in data or not measured:
+    if "chosen_tilt_rate" in data or "chosen_knob" in data or not measured:
         raise UserError(
             f"{results_dir} is an offline-tune run: it holds metrics and predicted speedups but no timings; "
             "check a folder written by `tiltbench measure` or `tiltbench sweep`"
         )
     if not rows:
         raise UserError(f"{report} has no rows")
+    for row in rows:  # rows measured before methods had knobs: TiltedBERT's tilt rate
+        row.setdefault("knob_name", "tilt_rate")
+        row.setdefault("knob", row.get("tilt_rate"))
     return rows
+
+
+def row_schedule(row: dict) -> Schedule:
+    """The counts a row was measured with (older rows record the tilted schedule's parts, not the schedule)."""
+    if "schedule" in row:
+        return Schedule.from_dict(row["layers"], row["schedule"])
+    return Schedule(row["layers"], row["tilt_rate"], row["shape"], None, row["min_tokens"])
 
 
 def predicted(row: dict, profile: LatencyProfile | None) -> float:
@@ -104,8 +115,7 @@ def predicted(row: dict, profile: LatencyProfile | None) -> float:
     if "lengths" not in row:
         raise UserError("this report predates calibrated checks (rows lack 'lengths'); measure it again")
     profile.check_dims(ModelDims(row["hidden"], row["ffn"], row["layers"]), row["heads"])
-    schedule = Schedule(row["layers"], row["tilt_rate"], row["shape"], None, row["min_tokens"])
-    return calibrated_speedup(profile, row["lengths"], row["batch_size"], schedule)
+    return calibrated_speedup(profile, row["lengths"], row["batch_size"], row_schedule(row))
 
 
 def check(cfg: CheckConfig) -> CheckReport:
@@ -113,26 +123,29 @@ def check(cfg: CheckConfig) -> CheckReport:
     baseline = load_rows(cfg.baseline) if cfg.baseline else None
     profile = LatencyProfile.load(cfg.profile) if cfg.profile else None
     table = []
-    for row in sorted(rows, key=lambda r: (r["checkpoint"], r["batch_size"], r["tilt_rate"])):
+    for row in sorted(rows, key=lambda r: (r["checkpoint"], r["batch_size"], knob_of(r))):
         expected = predicted(row, profile)
         measured = row["speedup_vs_dense_dynamic"]
         table.append(
             {
                 "checkpoint": short_name(row["checkpoint"]),
                 "task": row["task"],
-                "tilt_rate": row["tilt_rate"],
+                "method": row.get("method", "tilted"),
+                "knob_name": row["knob_name"],
+                "knob": knob_of(row),
                 "batch_size": row["batch_size"],
                 "measured": measured,
                 "predicted": expected,
                 "error": measured / expected - 1,
-                "counted": row["tilt_rate"] > 0,  # tilt rate 0: 1 vs 1 by construction, not evidence
+                # the dense knob (tilt rate 0): HF's own forward, 1 vs 1 by construction, not evidence
+                "counted": not row_schedule(row).is_identity,
             }
         )
     counted = [abs(r["error"]) for r in table if r["counted"]]
     if not counted and baseline is None:
         raise UserError(
-            f"{cfg.results_dir} has no row with a tilt rate above 0: nothing to hold the prediction to; "
-            "measure some rates above 0, or pass --baseline"
+            f"{cfg.results_dir} has no row that removes tokens (all at the dense knob value): nothing to hold "
+            "the prediction to; measure some knob values above 0, or pass --baseline"
         )
     median = statistics.median(counted) if counted else None
     report = CheckReport("calibrated" if profile else "FLOP", table, median, cfg.tolerance)
@@ -143,7 +156,7 @@ def check(cfg: CheckConfig) -> CheckReport:
 
 def _place(row: dict) -> tuple:
     """Where a row sits in a run's grid."""
-    return (short_name(row["checkpoint"]), round(float(row["tilt_rate"]), 6), int(row["batch_size"]))
+    return (short_name(row["checkpoint"]), round(knob_of(row), 6), int(row["batch_size"]))
 
 
 _MISSING = object()
@@ -160,9 +173,10 @@ def _match(old: dict, candidates: list[dict]) -> dict:
     def shown(r: dict) -> str:
         return repr(r[name]) if name in r else "(not recorded)"
 
-    checkpoint, rate, batch = _place(old)
+    checkpoint, knob, batch = _place(old)
     raise UserError(
-        f"the baseline's row {checkpoint} tilt {rate:g} batch {batch} differs from this run in {name!r}: "
+        f"the baseline's row {checkpoint} {knob_label(old, short=True)} {knob:g} batch {batch} differs from this "
+        f"run in {name!r}: "
         f"{shown(old)} there, {shown(row)} here; compare runs made with the same settings, or refresh the "
         "baseline (make regress-baseline)"
     )
@@ -197,8 +211,8 @@ def regressions(baseline: list[dict], rows: list[dict], metric_tolerance: float)
     """One line per regressed, suspiciously improved or missing row; UserError when rows are not comparable."""
     found = []
     for old in baseline:
-        checkpoint, rate, batch = _place(old)
-        label = f"{checkpoint} tilt {rate:g} batch {batch}"
+        checkpoint, knob, batch = _place(old)
+        label = f"{checkpoint} {knob_label(old, short=True)} {knob:g} batch {batch}"
         candidates = [r for r in rows if _place(r) == _place(old)]
         if not candidates:
             found.append(f"{label}: missing from the new run")

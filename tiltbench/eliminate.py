@@ -99,11 +99,12 @@ def row_chunks(lengths: Sequence[int], heads: int, element_size: int = 4) -> lis
 # [H, 512, 512] block (12 MB) is mmapped by malloc and page-faulted in on first touch; at IMDB lengths that cost
 # more than the softmax itself (13 ms instead of 1 ms per block). Autograd needs its own tensors, so
 # training allocates.
-_WORKSPACE: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+_WORKSPACE: dict[tuple[torch.device, torch.dtype, bool], Tensor] = {}
 
 
 def _workspace(numel: int, like: Tensor) -> Tensor:
-    key = (like.device, like.dtype)
+    # One buffer per mode too: a tensor made under inference_mode cannot be written in-place outside it (no_grad).
+    key = (like.device, like.dtype, torch.is_inference_mode_enabled())
     buffer = _WORKSPACE.get(key)
     if buffer is None or buffer.numel() < numel:
         buffer = _WORKSPACE[key] = torch.empty(numel, dtype=like.dtype, device=like.device)

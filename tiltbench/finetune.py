@@ -22,7 +22,7 @@ from tiltbench.data import DataConfig, batches, encode, load_split
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress, evaluate
 from tiltbench.models import DEFAULT_MODEL, load_model, write_meta
-from tiltbench.patch import patch
+from tiltbench.patch import patch, set_knob
 from tiltbench.report import (
     check_output_dir,
     environment,
@@ -33,30 +33,56 @@ from tiltbench.report import (
 )
 from tiltbench.schedule import Schedule, Shape
 
+METHOD_WEIGHTS = "method.safetensors"  # a method's trainable parameters (PoWER's retention), beside the HF weights
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     output: str
     data: DataConfig = field(default_factory=DataConfig)
     model: str = DEFAULT_MODEL
-    tilt_rate: float = 0.0
+    method: str = "tilted"  # a name in tiltbench.methods.METHODS
+    tilt_rate: float = 0.0  # TiltedBERT's knob while training
     shape: Shape = "geometric"
     min_tokens: int = 1
-    scorer: str = "acc"
-    epochs: int = 1
+    scorer: str | None = None  # None: the method's own (acc for tilted, acc-nodiag for power)
+    epochs: int = 1  # the fine-tune stage (PoWER: stage 1, dense)
     batch_size: int = 32
     learning_rate: float = 1e-4
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     eval_batch_size: int = 64
     overwrite: bool = False  # replace an existing tiltbench checkpoint at `output` (anything else is refused)
+    # methods with more stages (PoWER-BERT): see methods/<name>.py `stages`
+    init: str | None = None  # start from this fine-tuned checkpoint and skip the dense stage
+    regulariser_weight: float = 0.0  # λ: weight of the method's regulariser in its search stage
+    method_lr: float | None = None  # learning rate of the method's own parameters (None: the method's default)
+    search_epochs: int = 1
+    retrain_epochs: int = 1
 
     def __post_init__(self) -> None:
-        Schedule(1, self.tilt_rate, self.shape, None, self.min_tokens)  # validates rate, shape, min tokens
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise UserError("--epochs and --batch-size must be at least 1")
+        from tiltbench.methods import get_method
+
+        get_method(self.method)
+        if self.method == "tilted":
+            Schedule(1, self.tilt_rate, self.shape, None, self.min_tokens)  # validates rate, shape, min tokens
+        elif self.tilt_rate:
+            raise UserError(f"--tilt-rate goes with --method tilted, not {self.method!r}")
+        if self.min_tokens < 1:
+            raise UserError(f"--min-tokens must be at least 1 ([CLS] is always kept), got {self.min_tokens}")
+        if min(self.epochs, self.search_epochs, self.retrain_epochs) < 1 or self.batch_size < 1:
+            raise UserError("--epochs, --search-epochs, --retrain-epochs and --batch-size must be at least 1")
+        if self.eval_batch_size < 1:
+            raise UserError("--eval-batch-size must be at least 1")
         if self.learning_rate <= 0 or not 0 <= self.warmup_ratio < 1:
             raise UserError("--lr must be positive and --warmup-ratio in [0, 1)")
+        if self.regulariser_weight < 0 or (self.method_lr is not None and self.method_lr <= 0):
+            raise UserError("--lambda must be >= 0 and --method-lr positive")
+
+    @property
+    def knob(self) -> float:
+        """The knob the single fine-tune stage trains at (TiltedBERT's Tilt-Rate)."""
+        return self.tilt_rate
 
 
 @dataclass
@@ -65,6 +91,8 @@ class FinetuneResult:
     metrics: dict[str, float]
     history: list[dict]
     train_seconds: float
+    stages: list[dict] = field(default_factory=list)  # name, epochs, seconds, metrics of each training stage
+    method_config: dict = field(default_factory=dict)  # e.g. PoWER's learned fractions
 
 
 def seed_everything(seed: int) -> None:
@@ -74,92 +102,182 @@ def seed_everything(seed: int) -> None:
 
 
 def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResult:
-    """Fine-tune cfg.model on cfg.data's task at cfg.tilt_rate and save a tiltbench checkpoint to cfg.output."""
+    """Train cfg.model on cfg.data's task with cfg.method's recipe and save a tiltbench checkpoint to cfg.output.
+
+    TiltedBERT: one stage, elimination on at cfg.tilt_rate. PoWER-BERT: dense fine-tune (or cfg.init), search
+    (soft weights + λ), retrain (hard, learned counts). Every stage has its own optimiser and warm-up."""
+    from tiltbench.methods import get_method
+
     output = check_output_dir(cfg.output, "a tiltbench checkpoint", is_checkpoint, cfg.overwrite)
     seed_everything(cfg.data.seed)
     train_set, info = load_split(cfg.data, "train")
     eval_set, info = load_split(cfg.data, "eval", info)
-    model, tokenizer = load_model(cfg.model, info)
-    patch(model, cfg.tilt_rate, shape=cfg.shape, min_tokens=cfg.min_tokens, scorer=cfg.scorer)
+    model, tokenizer = load_model(cfg.init or cfg.model, info)
+    layers = model.config.num_hidden_layers
+    options = {"shape": cfg.shape} if cfg.method == "tilted" else {}
+    method = get_method(cfg.method)(layers, scorer=cfg.scorer, min_tokens=cfg.min_tokens, **options)
+    patch(model, method=method)
     pad_id = tokenizer.pad_token_id or 0
     train = encode(train_set, tokenizer, cfg.data.max_seq_len)
     evaluation = encode(eval_set, tokenizer, cfg.data.max_seq_len)
 
-    steps_per_epoch = (len(train) + cfg.batch_size - 1) // cfg.batch_size
-    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    stages = method.stages(cfg)
+    total_epochs = sum(stage.epochs for stage in stages)
     generator = torch.Generator().manual_seed(cfg.data.seed)
     history: list[dict] = []
-    train_seconds = 0.0
-    for epoch in range(1, cfg.epochs + 1):
-        started = time.perf_counter()
-        loss = _train_epoch(model, train, pad_id, cfg, optimizer, scheduler, generator, epoch, progress)
-        train_seconds += (epoch_seconds := time.perf_counter() - started)
-        metrics, _ = evaluate(model, evaluation, info, pad_id, cfg.eval_batch_size)
-        history.append({"epoch": epoch, "train_loss": loss, "epoch_seconds": round(epoch_seconds, 2), **metrics})
-        if progress:
-            description = f"epoch {epoch}/{cfg.epochs} {info.primary_metric} {metrics[info.primary_metric]:.4f}"
-            progress(description, epoch * len(train), cfg.epochs * len(train))
+    stage_records: list[dict] = []
+    train_seconds, done_epochs = 0.0, 0
+    for stage in stages:
+        method.soft = stage.soft
+        set_knob(model, method.dense_knob if stage.knob is None else stage.knob)
+        steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size * stage.epochs
+        optimizer, scheduler = _optimizer(model, method, stage, cfg, steps)
+        stage_seconds = 0.0
+        for epoch in range(1, stage.epochs + 1):
+            label = f"{stage.name} epoch {epoch}/{stage.epochs}" if len(stages) > 1 else f"epoch {epoch}/{stage.epochs}"
+            started = time.perf_counter()
+            loss = _train_epoch(
+                model,
+                method,
+                stage,
+                train,
+                pad_id,
+                cfg,
+                optimizer,
+                scheduler,
+                generator,
+                label,
+                done_epochs,
+                total_epochs,
+                progress,
+            )
+            stage_seconds += (epoch_seconds := time.perf_counter() - started)
+            done_epochs += 1
+            metrics, _ = evaluate(model, evaluation, info, pad_id, cfg.eval_batch_size)
+            history.append(
+                {
+                    "stage": stage.name,
+                    "epoch": epoch,
+                    "train_loss": loss,
+                    "epoch_seconds": round(epoch_seconds, 2),
+                    **metrics,
+                }
+            )
+            if progress:
+                progress(f"{label} {info.primary_metric} {metrics[info.primary_metric]:.4f}", done_epochs, total_epochs)
+        method.soft = False
+        method.end_stage(stage)
+        train_seconds += stage_seconds
+        stage_records.append(
+            {"name": stage.name, "epochs": stage.epochs, "seconds": round(stage_seconds, 2), **history[-1]}
+        )
+    final_knob = stages[-1].knob if stages[-1].knob is not None else method.dense_knob
+    set_knob(model, final_knob)
     # Written next to the target and moved into place whole: an interrupted save leaves the old folder as it was.
     staged = output.parent / f".{output.name}.partial-{os.getpid()}"
     try:
-        _save(staged, model, tokenizer, cfg, info, history, train_seconds, len(train), len(evaluation))
+        _save(
+            staged,
+            model,
+            tokenizer,
+            cfg,
+            info,
+            history,
+            stage_records,
+            final_knob,
+            train_seconds,
+            len(train),
+            len(evaluation),
+        )
         normal_modes(staged)
         replace_dir(staged, output)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    return FinetuneResult(output, history[-1], history, train_seconds)
+    return FinetuneResult(output, history[-1], history, train_seconds, stage_records, method.config())
 
 
-def _optimizer(model, cfg: TrainConfig, total_steps: int):
+def _optimizer(model, method, stage, cfg: TrainConfig, total_steps: int):
     from transformers import get_linear_schedule_with_warmup
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate,
-    )
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    own = list(method.parameters())
+    for p in own:
+        p.requires_grad_(stage.method_lr is not None)
+    if stage.method_lr is not None and own:  # the method's parameters: their own lr, no decay (methods.md §3.3)
+        groups.append({"params": own, "weight_decay": 0.0, "lr": stage.method_lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler
 
 
-def _train_epoch(model, train, pad_id, cfg, optimizer, scheduler, generator, epoch, progress) -> float:
+def _train_epoch(
+    model,
+    method,
+    stage,
+    train,
+    pad_id,
+    cfg,
+    optimizer,
+    scheduler,
+    generator,
+    label,
+    done_epochs,
+    total_epochs,
+    progress,
+) -> float:
     model.train()
     order = torch.randperm(len(train), generator=generator).tolist()
     total, running, seen = len(train), 0.0, 0
     for step, batch in enumerate(batches(train, cfg.batch_size, pad_id, order=order)):
         loss = model(**batch).loss
+        if stage.regulariser_weight:
+            loss = loss + stage.regulariser_weight * method.regulariser()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        method.after_step()
         running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
         seen = min(seen + cfg.batch_size, total)
-        if progress:  # one bar over all epochs
-            progress(f"epoch {epoch}/{cfg.epochs} loss {running:.4f}", (epoch - 1) * total + seen, cfg.epochs * total)
+        if progress:  # one bar over every stage and epoch
+            progress(f"{label} loss {running:.4f}", done_epochs + seen / total, total_epochs)
     model.eval()
     return round(running, 5)
 
 
-def _save(out: Path, model, tokenizer, cfg: TrainConfig, info, history, train_seconds, n_train, n_eval) -> None:
+def _save(
+    out: Path, model, tokenizer, cfg: TrainConfig, info, history, stages, knob, train_seconds, n_train, n_eval
+) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    schedule = model._tiltbench.schedule
+    state = model._tiltbench
+    method = state.method
+    if list(method.parameters()):  # beside the HF weights, so the HF folder itself stays plain
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous() for k, v in method.state_dict().items()}, str(out / METHOD_WEIGHTS))
     write_meta(
         out,
         {
-            "method": "tilted",
-            "scorer": cfg.scorer,
-            "schedule": schedule.to_dict(),
-            "train_schedule": schedule.to_dict(),
+            "method": method.name,
+            "method_config": method.config(),
+            "knob_name": method.knob_name,
+            "knob": knob,
+            "scorer": method.scorer_name,
+            "schedule": state.schedule.to_dict(),
+            "train_schedule": state.schedule.to_dict(),
             "task": info.to_dict(),
             "max_seq_len": cfg.data.max_seq_len,
             "seed": cfg.data.seed,
+            "stages": stages,
             "train_config": {**asdict(cfg), "n_train": n_train, "n_eval": n_eval},
             "environment": environment(model.config._attn_implementation, cfg.data.seed),
         },
     )
     write_json_atomic(
-        out / "metrics.json", {**history[-1], "train_seconds": round(train_seconds, 2), "history": history}
+        out / "metrics.json",
+        {**history[-1], "train_seconds": round(train_seconds, 2), "history": history, "stages": stages},
     )

@@ -1,7 +1,10 @@
-"""Measure one checkpoint at one tilt rate and batch size against the dense baselines, in the same process.
+"""Measure one checkpoint at one knob value and batch size against the dense baselines, in the same process.
+
+The knob is the checkpoint's method's (tilt rate for tilted, retention scale for power); "tilt rate 0" below
+stands for the method's dense knob value.
 
 Variants, all on the same real dev-set inputs (dataset order), the same threads, interleaved batch by batch:
-  tiltbench      the patched checkpoint at the row's tilt rate (dynamic padding, or --pad-to-max)
+  tiltbench      the patched checkpoint at the row's knob value (dynamic padding, or --pad-to-max)
   keep-all       the same model on the eliminating path with nothing removed (attribution, below)
   dense-dynamic  the plain HF model, its default attention, padded to the batch maximum: the headline baseline
   dense-padded   the plain HF model on inputs padded to --max-seq-len, as papers measure
@@ -39,8 +42,9 @@ from tiltbench.errors import UserError
 from tiltbench.flops import fvcore_macs
 from tiltbench.inference import Progress, evaluate
 from tiltbench.latency import Variant, robust_total, time_interleaved
-from tiltbench.models import load_checkpoint, load_model, read_meta
-from tiltbench.patch import patch, realised_counts, set_schedule, unpatch
+from tiltbench.models import load_checkpoint, load_model, method_from_meta, read_meta
+from tiltbench.patch import method_of, patch, realised_counts, set_schedule, unpatch
+from tiltbench.results import knob_of
 from tiltbench.schedule import Schedule
 from tiltbench.speedup import ModelDims, encoder_macs
 
@@ -117,37 +121,36 @@ class CheckpointBench:
         self.examples = encode(eval_set, self.tokenizer, self.data.max_seq_len)
         self.timing_examples = self.examples[: cfg.latency_examples]
         self.dims = ModelDims.from_config(self.model.config)
-        base = self.model._tiltbench.schedule
-        self.shape = "geometric" if base.shape == "list" else base.shape
-        self.min_tokens = base.min_tokens
+        self.method = method_of(self.model)
         self.pad_id = self.tokenizer.pad_token_id or 0
         # The model the checkpoint was fine-tuned from: part of a row's identity when runs are compared.
         self.base_model = (self.meta.get("train_config") or {}).get("model") or self.model.config.name_or_path
 
-    def schedule(self, tilt_rate: float) -> Schedule:
-        return Schedule(self.dims.layers, tilt_rate, self.shape, None, self.min_tokens)
+    def schedule(self, knob: float) -> Schedule:
+        """The method's counts at this knob value (UserError when out of the method's range)."""
+        return self.method.schedule(knob)
 
-    def metric(self, tilt_rate: float, progress: Progress | None = None) -> dict[str, float]:
-        """Task metrics at a tilt rate on the evaluation set (cached: they do not depend on the batch size)."""
-        if tilt_rate not in self.metrics:
-            set_schedule(self.model, self.schedule(tilt_rate))
-            self.metrics[tilt_rate], _ = evaluate(
+    def metric(self, knob: float, progress: Progress | None = None) -> dict[str, float]:
+        """Task metrics at a knob value on the evaluation set (cached: they do not depend on the batch size)."""
+        if knob not in self.metrics:
+            set_schedule(self.model, self.schedule(knob))
+            self.metrics[knob], _ = evaluate(
                 self.model, self.examples, self.info, self.pad_id, self.cfg.eval_batch_size, progress
             )
-        return self.metrics[tilt_rate]
+        return self.metrics[knob]
 
-    def fvcore(self, tilt_rate: float) -> dict:
+    def fvcore(self, knob: float) -> dict:
         """fvcore vs analytic MACs on the first timing example alone (eager attention, so fvcore sees the matmuls)."""
-        if tilt_rate not in self.fvcore_rows:
+        if knob not in self.fvcore_rows:
             example = collate(self.timing_examples[:1], self.pad_id)
-            schedule = self.schedule(tilt_rate)
-            patch(self.eager, schedule, scorer=self.meta["scorer"])
+            schedule = self.schedule(knob)
+            patch(self.eager, schedule, method=method_from_meta(self.meta, self.dims.layers))
             try:
                 total, by_op = fvcore_macs(self.eager, example["input_ids"], example["attention_mask"])
             finally:
                 unpatch(self.eager)
             analytic = encoder_macs(schedule.counts(int(example["attention_mask"].sum())), self.dims)
-            self.fvcore_rows[tilt_rate] = {
+            self.fvcore_rows[knob] = {
                 "tokens": int(example["attention_mask"].sum()),
                 "fvcore_macs": total,
                 "analytic_encoder_macs": analytic,
@@ -155,7 +158,7 @@ class CheckpointBench:
                 "fvcore_by_operator": by_op,
                 "unit": "MAC",
             }
-        return self.fvcore_rows[tilt_rate]
+        return self.fvcore_rows[knob]
 
     def batches(self, batch_size: int, padded: bool) -> list[dict[str, torch.Tensor]]:
         pad_to = self.data.max_seq_len if padded else None
@@ -167,14 +170,14 @@ class CheckpointBench:
         return out
 
 
-def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int, progress: Progress | None = None) -> dict:
+def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: Progress | None = None) -> dict:
     """One report row: latency of tiltbench, keep-all and each baseline, speedups and their attribution, FLOPs,
     metric. `progress(description, done, total)` sees the evaluation and then the timing."""
     cfg = bench.cfg
     evaluating = _part(progress, "evaluating", 0.0, 0.2)
-    metrics, reference = bench.metric(tilt_rate, evaluating), bench.metric(0.0, evaluating)
-    schedule = bench.schedule(tilt_rate)
-    keep_all = bench.schedule(0.0)
+    metrics, reference = bench.metric(knob, evaluating), bench.metric(bench.method.dense_knob, evaluating)
+    schedule = bench.schedule(knob)
+    keep_all = Schedule(bench.dims.layers)  # every token kept, on the eliminating path
     dynamic, padded = bench.batches(batch_size, False), bench.batches(batch_size, True)
     inputs = padded if cfg.pad_to_max else dynamic
     headline_name = cfg.headline_baseline
@@ -221,10 +224,11 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int, progr
     row = {
         "checkpoint": bench.checkpoint,
         "model": bench.base_model,
-        "method": bench.meta.get("method", "tilted"),
-        "scorer": bench.meta["scorer"],
+        "method": bench.method.name,
+        "scorer": bench.method.scorer_name,
         "task": bench.info.name,
-        "tilt_rate": tilt_rate,
+        "knob_name": bench.method.knob_name,
+        "knob": knob,
         "batch_size": batch_size,
         "pad_to_max": cfg.pad_to_max,
         "headline_baseline": headline_name,
@@ -254,6 +258,7 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int, progr
         "flop_unit": "encoder MACs from the realised kept counts; FLOPs = 2 x MACs",
         "mean_kept_tokens": [round(float(x), 3) for x in counts.mean(0)],
         # what a latency model needs to re-predict this row: the schedule, the model's sizes, the inputs' lengths
+        "schedule": schedule.to_dict(),
         "shape": schedule.shape,
         "min_tokens": schedule.min_tokens,
         "hidden": bench.dims.hidden,
@@ -272,7 +277,7 @@ def measure_row(bench: CheckpointBench, tilt_rate: float, batch_size: int, progr
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if cfg.fvcore:
-        row["fvcore"] = bench.fvcore(tilt_rate)
+        row["fvcore"] = bench.fvcore(knob)
     return row
 
 
@@ -285,9 +290,4 @@ def _part(progress: Progress | None, label: str, start: float, stop: float) -> P
 
 def row_key(row: dict) -> tuple:
     """What makes a row unique within a run (for resuming)."""
-    return (
-        str(Path(row["checkpoint"])),
-        round(float(row["tilt_rate"]), 6),
-        int(row["batch_size"]),
-        bool(row["pad_to_max"]),
-    )
+    return (str(Path(row["checkpoint"])), round(knob_of(row), 6), int(row["batch_size"]), bool(row["pad_to_max"]))

@@ -95,8 +95,10 @@ def _validate_meta(meta: object, meta_file: Path) -> None:
             raise ValueError(f"task metrics {list(info.metrics)} are not among {', '.join(METRICS)}")
         if not info.regression and len(info.label_names) < 2:
             raise ValueError("a classification task needs at least two label names")
-        keep = meta["schedule"].get("keep")
-        schedule_from_meta(meta, len(keep) if keep else 1)
+        schedule = meta["schedule"]
+        layers = len(schedule.get("keep") or schedule.get("fractions") or ()) or 1
+        schedule_from_meta(meta, layers)
+        method_from_meta(meta, layers)
     except KeyError as err:
         raise UserError(f"{meta_file} lacks {err}; it was not written by `tiltbench finetune`, or is damaged") from None
     except (TypeError, ValueError, AttributeError, UserError) as err:
@@ -105,13 +107,19 @@ def _validate_meta(meta: object, meta_file: Path) -> None:
 
 def schedule_from_meta(meta: dict, num_layers: int) -> Schedule:
     """The checkpoint's current schedule (as recorded by finetune, or by offline-tune --record)."""
-    schedule = meta["schedule"]
-    return Schedule(
-        num_layers,
-        float(schedule["tilt_rate"]),
-        schedule["shape"],
-        tuple(int(k) for k in schedule["keep"]) if schedule.get("keep") else None,
-        int(schedule["min_tokens"]),
+    return Schedule.from_dict(num_layers, meta["schedule"])
+
+
+def method_from_meta(meta: dict, num_layers: int):
+    """The checkpoint's method (name, scorer, its own settings such as learned fractions), not yet patched in.
+    Checkpoints written before methods had settings record none: TiltedBERT with the schedule's shape."""
+    from tiltbench.methods import get_method
+
+    config = dict(meta.get("method_config") or {})
+    if meta["method"] == "tilted" and "shape" not in config:
+        config["shape"] = meta["schedule"].get("shape", "geometric")
+    return get_method(meta["method"]).from_config(
+        num_layers, config, scorer=meta["scorer"], min_tokens=int(meta["schedule"].get("min_tokens", 1))
     )
 
 
@@ -125,5 +133,6 @@ def load_checkpoint(checkpoint: str | Path, attn_implementation: str | None = No
 
     meta = read_meta(checkpoint)
     model, tokenizer = load_model(str(checkpoint), None, attn_implementation)
-    patch(model, schedule_from_meta(meta, model.config.num_hidden_layers), scorer=meta["scorer"])
+    layers = model.config.num_hidden_layers
+    patch(model, schedule_from_meta(meta, layers), method=method_from_meta(meta, layers))
     return model, tokenizer, meta, TaskInfo.from_dict(meta["task"])

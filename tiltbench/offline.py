@@ -1,9 +1,10 @@
-"""offline_tune(cfg): change a fine-tuned checkpoint's Tilt-Rate without retraining (TiltedBERT offline-tuning).
+"""offline_tune(cfg): move a fine-tuned checkpoint along its method's knob without retraining.
 
-Evaluates the checkpoint over a grid of tilt rates, predicts each one's speedup with the analytic model on
-the evaluation set's real lengths, chooses a rate and records the choice in the checkpoint's tiltbench.json.
-Choice: the largest rate whose metric is within `max_drop` points (1 point = 0.01 of a fraction metric) of
-the rate-0 metric; or, with `target_speedup`, the smallest rate predicted to reach it.
+TiltedBERT's offline-tuning, for any method: evaluates the checkpoint over a grid of knob values (the Tilt-Rate
+for tilted, the retention scale for power), predicts each one's speedup with the analytic model on the
+evaluation set's real lengths, chooses a value and (with `record`) records it in the checkpoint's tiltbench.json.
+Choice: the largest value whose metric is within `max_drop` points (1 point = 0.01 of a fraction metric) of
+the dense value's metric; or, with `target_speedup`, the smallest value predicted to reach it.
 
 References: arXiv 2201.03327 v6/v9 abstracts (offline-tuning); methods.md §2.4 (protocol).
 """
@@ -11,23 +12,23 @@ References: arXiv 2201.03327 v6/v9 abstracts (offline-tuning); methods.md §2.4 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tiltbench.data import DataConfig, encode, load_split
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress, evaluate
 from tiltbench.models import load_checkpoint, read_meta, write_meta
-from tiltbench.patch import set_schedule
+from tiltbench.patch import method_of, set_knob
 from tiltbench.report import check_output_dir, environment, run_command, write_json_atomic, write_text_atomic
-from tiltbench.schedule import Schedule, parse_grid
+from tiltbench.schedule import parse_grid
 from tiltbench.speedup import ModelDims, predict_speedup
 
 
 @dataclass(frozen=True)
 class OfflineConfig:
     checkpoint: str
-    tilt_rates: tuple[float, ...] = field(default_factory=lambda: tuple(parse_grid("0:0.5:0.05")))
+    knobs: tuple[float, ...] | None = None  # values of the method's knob; None: the method's default grid
     max_drop: float = 1.0
     target_speedup: float | None = None
     data: DataConfig | None = None  # None: the checkpoint's task and max length, default data dir
@@ -37,8 +38,8 @@ class OfflineConfig:
     overwrite: bool = False  # replace an earlier offline-tune run in `output`
 
     def __post_init__(self) -> None:
-        if not self.tilt_rates:
-            raise UserError("the tilt-rate grid is empty")
+        if self.knobs is not None and not self.knobs:
+            raise UserError("the knob grid is empty")
         if self.max_drop < 0:
             raise UserError(f"--max-drop must be >= 0 points, got {self.max_drop}")
         if self.target_speedup is not None and self.target_speedup <= 0:
@@ -49,9 +50,9 @@ class OfflineConfig:
 
 @dataclass
 class OfflineRow:
-    tilt_rate: float
+    knob: float  # the method's knob (tilt rate for tilted, retention scale for power)
     metric: float  # the task's primary metric (a fraction)
-    drop: float  # points below the rate-0 metric (100 x fraction)
+    drop: float  # points below the dense knob's metric (100 x fraction)
     predicted_speedup: float  # analytic encoder-MAC ratio vs dense at each example's real length
     metrics: dict[str, float]
     mean_kept_tokens: list[float]  # realised mean [n0..nL] over the evaluation set
@@ -61,10 +62,12 @@ class OfflineRow:
 class OfflineReport:
     checkpoint: str
     task: str
+    method: str
+    knob_name: str
     metric_name: str
     n_examples: int
     rows: list[OfflineRow]
-    chosen_tilt_rate: float
+    chosen_knob: float
     criterion: str
     environment: dict = field(default_factory=dict)
 
@@ -73,7 +76,7 @@ class OfflineReport:
 
 
 def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> OfflineReport:
-    """Evaluate cfg.checkpoint over cfg.tilt_rates without training and choose a rate."""
+    """Evaluate cfg.checkpoint over cfg.knobs without training and choose a knob value."""
     meta = read_meta(cfg.checkpoint)
     data = cfg.data or DataConfig.for_checkpoint(meta)
     if cfg.output:
@@ -82,40 +85,43 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
     eval_set, info = load_split(data, "eval", info)
     examples = encode(eval_set, tokenizer, data.max_seq_len)
     dims = ModelDims.from_config(model.config)
-    base = model._tiltbench.schedule
-    shape = "geometric" if base.shape == "list" else base.shape
-    schedules = [Schedule(dims.layers, rate, shape, None, base.min_tokens) for rate in sorted({0.0, *cfg.tilt_rates})]
+    method = method_of(model)
+    label = method.knob_name.replace("_", " ")
+    knobs = sorted({method.dense_knob, *(cfg.knobs or parse_grid(method.default_grid))})
+    schedules = {knob: method.schedule(knob) for knob in knobs}  # an out-of-range value fails before any work
     lengths = [len(e["input_ids"]) for e in examples]
-    predicted = {s.tilt_rate: predict_speedup(dims, s, lengths).predicted_speedup for s in schedules}
+    predicted = {knob: predict_speedup(dims, s, lengths).predicted_speedup for knob, s in schedules.items()}
     if cfg.target_speedup is not None and max(predicted.values()) < cfg.target_speedup:
         raise UserError(
-            f"no tilt rate in the grid reaches a predicted {cfg.target_speedup:g}x "
-            f"(the most is {max(predicted.values()):.2f}x); widen --tilt-rates"
+            f"no {label} in the grid reaches a predicted {cfg.target_speedup:g}x "
+            f"(the most is {max(predicted.values()):.2f}x); widen the grid"
         )
 
     rows: list[OfflineRow] = []
-    for i, schedule in enumerate(schedules):
-        set_schedule(model, schedule)
+    for i, knob in enumerate(knobs):
+        set_knob(model, knob)
         metrics, outputs = evaluate(model, examples, info, tokenizer.pad_token_id or 0, cfg.batch_size)
         metric = metrics[info.primary_metric]
         reference = rows[0].metric if rows else metric
         rows.append(
             OfflineRow(
-                schedule.tilt_rate,
+                knob,
                 metric,
                 round(100 * (reference - metric), 4),
-                predicted[schedule.tilt_rate],
+                predicted[knob],
                 metrics,
                 [round(float(x), 3) for x in outputs.kept.mean(0)],
             )
         )
         if progress:
-            progress(f"tilt rate {schedule.tilt_rate:g}", i + 1, len(schedules))
+            progress(f"{label} {knob:g}", i + 1, len(knobs))
 
-    chosen, criterion = _choose(rows, cfg)
+    chosen, criterion = _choose(rows, cfg, label)
     report = OfflineReport(
         str(cfg.checkpoint),
         info.name,
+        method.name,
+        method.knob_name,
         info.primary_metric,
         len(examples),
         rows,
@@ -124,7 +130,8 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
         environment(model.config._attn_implementation, data.seed),
     )
     if cfg.record:
-        meta["schedule"] = replace(base, tilt_rate=chosen, shape=shape, keep=None).to_dict()
+        meta["schedule"] = schedules[chosen].to_dict()
+        meta["knob"] = chosen
         meta["offline_tune"] = report.to_dict()
         write_meta(cfg.checkpoint, meta)
     if cfg.output:
@@ -143,10 +150,11 @@ def _check_output(cfg: OfflineConfig) -> None:
 
 def offline_table(report: OfflineReport) -> tuple[list[str], list[list]]:
     """(headers, rows) of the offline-tune table, for the terminal and report.md."""
-    headers = ["tilt rate", report.metric_name, "drop (points)", "predicted speedup", "mean tokens n0..nL"]
+    headers = [report.knob_name.replace("_", " "), report.metric_name, "drop (points)", "predicted speedup"]
+    headers.append("mean tokens n0..nL")
     rows = [
         [
-            f"{r.tilt_rate:g}",
+            f"{r.knob:g}",
             round(r.metric, 4),
             round(r.drop, 2),
             round(r.predicted_speedup, 3),
@@ -181,13 +189,14 @@ def _write_run(folder: Path, cfg: OfflineConfig, report: OfflineReport) -> None:
         f"{report.n_examples} evaluation examples; predicted speedup = dense encoder MACs / "
         f"MACs with the schedule, each example at its real length (FLOPs = 2 x MACs).\n\n"
         + markdown_table(headers, rows)
-        + f"\nChosen tilt rate: **{report.chosen_tilt_rate:g}** ({report.criterion}).\n",
+        + f"\nChosen {report.knob_name.replace('_', ' ')}: **{report.chosen_knob:g}** ({report.criterion}).\n",
     )
 
 
-def _choose(rows: list[OfflineRow], cfg: OfflineConfig) -> tuple[float, str]:
+def _choose(rows: list[OfflineRow], cfg: OfflineConfig, label: str) -> tuple[float, str]:
+    dense = rows[0].knob
     if cfg.target_speedup is not None:
-        reaching = [r.tilt_rate for r in rows if r.predicted_speedup >= cfg.target_speedup]
-        return min(reaching), f"smallest tilt rate predicted to reach {cfg.target_speedup:g}x"
-    within = [r.tilt_rate for r in rows if r.drop <= cfg.max_drop + 1e-9]
-    return max(within), f"largest tilt rate within {cfg.max_drop:g} points of tilt rate 0"
+        reaching = [r.knob for r in rows if r.predicted_speedup >= cfg.target_speedup]
+        return min(reaching), f"smallest {label} predicted to reach {cfg.target_speedup:g}x"
+    within = [r.knob for r in rows if r.drop <= cfg.max_drop + 1e-9]
+    return max(within), f"largest {label} within {cfg.max_drop:g} points of {label} {dense:g}"

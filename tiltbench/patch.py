@@ -4,6 +4,8 @@
     tiltbench.patch(model, tilt_rate=0.2, scorer="acc")
     logits = model(**batch).logits             # tokens are physically removed layer by layer
     tiltbench.realised_counts(model)            # [B, L+1] tokens each example kept after each layer
+    tiltbench.patch(model, method=Power(...))  # any method in tiltbench/methods/ runs through the same loop
+    tiltbench.set_knob(model, 1.0)             # re-target along the method's knob
 
 Like ToMe's `tome.patch.timm`, only the encoder's `__class__` is swapped (weights and `state_dict` untouched,
 so checkpoints stay plain HF folders). We own the ~30-line layer loop and call HF's untouched modules.
@@ -21,8 +23,6 @@ from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from tiltbench.eliminate import (
-    SCORERS,
-    Scorer,
     attention_with_scores,
     gather_tokens,
     hf_mask,
@@ -30,6 +30,7 @@ from tiltbench.eliminate import (
     key_valid_from_hf_mask,
 )
 from tiltbench.errors import UserError
+from tiltbench.methods import LayerView, Method, get_method
 from tiltbench.schedule import Schedule, Shape, parse_schedule
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
@@ -43,8 +44,7 @@ class TiltState:
     The fields after `keep_all` describe the last forward only; they are not pickled with the model."""
 
     schedule: Schedule
-    scorer_name: str
-    scorer: Scorer
+    method: Method  # scores and selects; its knob sets `schedule` (set_knob), or set_schedule sets it directly
     original_class: type
     keep_all: bool = False  # every layer takes the eliminating path but keeps every token (measure's attribution)
     valids: list[Tensor] | None = None  # [B, width] validity after each layer of the last eliminating forward
@@ -54,8 +54,12 @@ class TiltState:
 
     @property
     def eliminating(self) -> bool:
-        """False when the model runs HF's own encoder forward (nothing leaves, and keep-all is off)."""
-        return self.keep_all or not self.schedule.is_identity
+        """False when the model runs HF's own encoder forward (nothing leaves, keep-all and soft stages off)."""
+        return self.keep_all or self.method.soft or not self.schedule.is_identity
+
+    @property
+    def scorer_name(self) -> str:
+        return self.method.scorer_name
 
     @property
     def widths(self) -> list[int]:
@@ -109,24 +113,34 @@ def _refuse_per_layer_outputs(encoder: nn.Module, kwargs: dict) -> None:
 
 
 def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None) -> Tensor:
-    """Layer loop: attention on n_{l-1} tokens, score, gather, FFN on n_l tokens (methods.md §3.2 placement)."""
+    """The one layer loop, for every method: attention on n_{l-1} tokens, the method's scores, its counts (or, in a
+    soft stage, its weights), gather, FFN on n_l tokens (methods.md §3.2 placement)."""
     state: TiltState = encoder._tiltbench
+    method = state.method
     impl = encoder.config._attn_implementation
     valid = _right_padded_validity(mask, hidden)  # [B,n]
     n0 = valid.sum(1)
     layers = len(encoder.layer)
-    if state.keep_all:
+    if state.keep_all or method.soft:
         counts, drops = n0[:, None].expand(-1, layers + 1), [True] * layers
     else:
         counts = state.counts_for(n0)  # planned [B,L+1]
         drops = (counts[:, 1:] != counts[:, :-1]).any(0).tolist()  # one sync per forward, not one per layer
     valids = [valid]
     for i, layer in enumerate(encoder.layer):
-        n_out = counts[:, i + 1]
         if not drops[i]:  # nothing leaves here: HF's own layer, its attention
             hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype))
+        elif method.soft:  # weights, not removal: every token stays (PoWER's Soft-Extract)
+            attended, scores = attention_with_scores(layer, hidden, valid, method.score)
+            attended = attended * method.soft_weights(i, scores, valid)[:, :, None]
+            hidden = layer.output(layer.intermediate(attended), attended)
         else:
-            attended, scores = attention_with_scores(layer, hidden, valid, state.scorer)
+            attended, scores = attention_with_scores(layer, hidden, valid, method.score)
+            n_out = (
+                counts[:, i + 1]
+                if state.keep_all
+                else method.select(LayerView(i, attended, valid, counts[:, i + 1]), scores)
+            )
             idx, valid = keep_indices(scores, valid, n_out)
             attended = gather_tokens(attended, idx)  # [B,n_l,h]
             hidden = layer.output(layer.intermediate(attended), attended)
@@ -195,16 +209,20 @@ def find_encoder(model: nn.Module) -> nn.Module:
 
 def patch(
     model: nn.Module,
-    tilt_rate: float | str | Sequence[int] | Schedule = 0.0,
+    tilt_rate: float | str | Sequence[int] | Schedule | None = None,
     *,
     shape: Shape = "geometric",
     min_tokens: int = 1,
-    scorer: str = "acc",
+    scorer: str | None = None,
+    method: str | Method = "tilted",
+    knob: float | None = None,
 ) -> nn.Module:
     """Patch a loaded HF model in place so its forward eliminates word vectors; returns the model.
 
-    `tilt_rate` takes every form `parse_schedule` accepts: a float in [0, 1), "0.2:linear", a list of
-    per-layer counts, or a `Schedule`. `scorer` is one of `SCORERS` (acc, acc-nodiag, acc-norm).
+    `method` is a registered name (tilted, power, ...) or a `Method` instance (which then brings its own scorer
+    and minimum tokens). The model starts at the method's `knob` (default: its dense value), or at an explicit
+    `tilt_rate`: every form `parse_schedule` accepts (a float in [0, 1), "0.2:linear", a list of per-layer
+    counts, or a `Schedule`). `scorer` is one of `SCORERS` (acc, acc-nodiag, acc-norm; default: the method's).
     Raises UserError on a non-BERT layout, an unsupported attention implementation or a second patch.
     """
     encoder = find_encoder(model)
@@ -213,12 +231,37 @@ def patch(
     impl = encoder.config._attn_implementation
     if impl not in SUPPORTED_ATTENTION:
         raise UserError(f"attention implementation {impl!r} is not supported; load with 'sdpa' or 'eager'")
-    state = TiltState(Schedule(len(encoder.layer)), scorer, _scorer(scorer), type(encoder))
+    layers = len(encoder.layer)
+    if isinstance(method, str):
+        options = {"shape": shape} if method == "tilted" else {}
+        method = get_method(method)(layers, scorer=scorer, min_tokens=min_tokens, **options)
+    elif scorer is not None and scorer != method.scorer_name:
+        raise UserError(f"scorer {scorer!r} conflicts with the method's own {method.scorer_name!r}")
+    if method.num_layers != layers:
+        raise UserError(f"the method was built for {method.num_layers} layers; this encoder has {layers}")
+    state = TiltState(Schedule(layers), method, type(encoder))
     encoder.__class__ = _tilted_class(type(encoder))
     encoder._tiltbench = state
     model._tiltbench = state
-    set_schedule(model, tilt_rate, shape=shape, min_tokens=min_tokens)
+    if tilt_rate is not None:
+        set_schedule(model, tilt_rate, shape=shape, min_tokens=min_tokens)
+    else:
+        set_knob(model, method.dense_knob if knob is None else knob)
     return model
+
+
+def set_knob(model: nn.Module, knob: float, *, keep_all: bool = False) -> Schedule:
+    """Move a patched model along its method's knob (tilt rate for tilted, retention scale for power)."""
+    state = _state(model)
+    schedule = state.method.schedule(float(knob))
+    if schedule is None:
+        raise UserError(f"method {state.method.name!r} plans no counts; its knob is applied inside select()")
+    return set_schedule(model, schedule, keep_all=keep_all)
+
+
+def method_of(model: nn.Module) -> Method:
+    """The method a patched model runs."""
+    return _state(model).method
 
 
 def set_schedule(
@@ -245,8 +288,10 @@ def set_schedule(
         device = next(model.parameters()).device
         state.counts_for(torch.ones(1, dtype=torch.long, device=device))
     state.keep_all = keep_all
-    if scorer is not None:
-        state.scorer_name, state.scorer = scorer, _scorer(scorer)
+    if scorer is not None and scorer != state.method.scorer_name:
+        state.method = type(state.method).from_config(
+            state.method.num_layers, state.method.config(), scorer=scorer, min_tokens=state.method.min_tokens
+        )
     return state.schedule
 
 
@@ -285,9 +330,3 @@ def _state(model: nn.Module) -> TiltState:
     if state is None:
         raise UserError("this model is not patched; call tiltbench.patch(model, ...) first")
     return state
-
-
-def _scorer(name: str) -> Scorer:
-    if name not in SCORERS:
-        raise UserError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
-    return SCORERS[name]

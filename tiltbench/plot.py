@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tiltbench.report import write_bytes_atomic  # noqa: E402
-from tiltbench.results import short_name  # noqa: E402
+from tiltbench.results import knob_label, knob_of, short_name  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -24,33 +24,34 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_pareto(rows: list[dict], path: Path) -> None:
-    """Task metric vs measured speedup against dense-dynamic; one curve per checkpoint and batch size."""
-    curves: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    """Task metric vs measured speedup against dense-dynamic; one curve per checkpoint (its method) and batch size,
+    each point labelled with its knob value."""
+    curves: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     for row in rows:
-        curves[(short_name(row["checkpoint"]), row["batch_size"])].append(row)
+        curves[(row.get("method", "tilted"), short_name(row["checkpoint"]), row["batch_size"])].append(row)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (name, batch), points in sorted(curves.items()):
-        points.sort(key=lambda r: r["tilt_rate"])
+    for (method, name, batch), points in sorted(curves.items()):
+        points.sort(key=knob_of)
         ax.plot(
             [p["speedup_vs_dense_dynamic"] for p in points],
             [100 * p["metric"] for p in points],
-            "o-",
-            label=f"{name}, batch {batch}",
+            "o-" if method == "tilted" else "s--",
+            label=f"{method}: {name}, batch {batch} ({knob_label(points[0])})",
         )
         for p in points:
             ax.annotate(
-                f"{p['tilt_rate']:g}",
+                f"{knob_of(p):g}",
                 (p["speedup_vs_dense_dynamic"], 100 * p["metric"]),
                 fontsize=7,
                 textcoords="offset points",
                 xytext=(3, 3),
             )
-    dense = [r for r in rows if r["tilt_rate"] == 0]
+    dense = [r for r in rows if knob_of(r) == 0]  # every method's dense knob value is 0
     if dense:
-        ax.plot([1.0] * len(dense), [100 * r["metric"] for r in dense], "k*", markersize=12, label="dense (tilt 0)")
+        ax.plot([1.0] * len(dense), [100 * r["metric"] for r in dense], "k*", markersize=12, label="dense (knob 0)")
     ax.set_xlabel("measured speedup vs dense-dynamic (x)")
     ax.set_ylabel(f"{rows[0]['metric_name']} (%)")
-    ax.set_title("Metric vs measured speedup (labels: tilt rate)")
+    ax.set_title("Metric vs measured speedup (labels: knob value)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

@@ -13,6 +13,20 @@ from tiltbench.report import write_json_atomic, write_text_atomic
 Column = tuple[str, Callable[[dict], object]]
 
 
+def knob_of(row: dict) -> float:
+    """A row's knob value (rows measured before methods had knobs carry only `tilt_rate`)."""
+    return float(row["knob"] if "knob" in row else row["tilt_rate"])
+
+
+KNOB_SHORT = {"tilt_rate": "tilt", "retention_scale": "scale"}
+
+
+def knob_label(row: dict, short: bool = False) -> str:
+    """'tilt rate' / 'retention scale' (or 'tilt' / 'scale'): what the row's knob is called."""
+    name = row.get("knob_name", "tilt_rate")
+    return KNOB_SHORT.get(name, name) if short else name.replace("_", " ")
+
+
 def headline_baseline(row: dict) -> str:
     """The baseline timed in tiltbench's own group: dense-dynamic, or dense-padded with --pad-to-max (rows from
     before the field existed were all dense-dynamic)."""
@@ -30,7 +44,8 @@ def _attribution(row: dict, key: str, digits: int = 3) -> str:
 # (header, how to read it from a row): the Markdown table (report.md) holds everything a reader compares
 TABLE_COLUMNS: list[Column] = [
     ("checkpoint", lambda r: short_name(r["checkpoint"])),
-    ("tilt rate", lambda r: f"{r['tilt_rate']:g}"),
+    ("method", lambda r: r.get("method", "tilted")),
+    ("knob", lambda r: f"{knob_label(r, short=True)} {knob_of(r):g}"),
     ("batch", lambda r: r["batch_size"]),
     ("metric", lambda r: f"{r['metric_name']} {r['metric']:.4f}"),
     ("drop (pts)", lambda r: f"{r['metric_drop_points']:.2f}"),
@@ -57,14 +72,24 @@ def screen_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
     files hold everything). Speedup is against the row's headline baseline and splits into padding x elimination."""
     out = []
     for checkpoint in dict.fromkeys(r["checkpoint"] for r in rows):
-        own = sorted(
-            (r for r in rows if r["checkpoint"] == checkpoint), key=lambda r: (r["batch_size"], r["tilt_rate"])
+        own = sorted(  # one checkpoint, so one method and one knob
+            (r for r in rows if r["checkpoint"] == checkpoint), key=lambda r: (r["batch_size"], knob_of(r))
         )
         metric = SHORT_METRIC.get(own[0]["metric_name"], own[0]["metric_name"])
-        headers = ["tilt", "batch", metric, "drop", "ms/batch", "speedup", "padding", "removal", "FLOPs"]
+        headers = [
+            knob_label(own[0], short=True),
+            "batch",
+            metric,
+            "drop",
+            "ms/batch",
+            "speedup",
+            "padding",
+            "removal",
+            "FLOPs",
+        ]
         body = [
             [
-                f"{r['tilt_rate']:g}",
+                f"{knob_of(r):g}",
                 r["batch_size"],
                 f"{r['metric']:.4f}",
                 f"{r['metric_drop_points']:.2f}",
@@ -93,7 +118,7 @@ def short_name(checkpoint: str) -> str:
 
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list]]:
-    ordered = sorted(rows, key=lambda r: (r["checkpoint"], r["batch_size"], r["tilt_rate"]))
+    ordered = sorted(rows, key=lambda r: (r["checkpoint"], r["batch_size"], knob_of(r)))
     return [h for h, _ in TABLE_COLUMNS], [[get(r) for _, get in TABLE_COLUMNS] for r in ordered]
 
 
@@ -139,8 +164,9 @@ def to_markdown(report: dict) -> str:
         "padded); **dense-eager** = eager attention. The speedup vs the headline baseline splits into **padding** "
         "(headline / keep-all, the eliminating path with nothing removed, which computes no batch padding; net of "
         "that path's own overhead of explicit attention, scoring and gather, so below 1 where there is little "
-        "padding to skip, as at batch 1) x **elimination** (keep-all / tiltbench: the removed tokens). At tilt "
-        "rate 0 tiltbench is HF's own forward and the split is 1 x the speedup. Predicted = dense / eliminated "
+        "padding to skip, as at batch 1) x **elimination** (keep-all / tiltbench: the removed tokens). Knob: "
+        "the method's (tilt rate for tilted, retention scale for power). At the dense knob value (tilt rate 0, "
+        "scale 0) tiltbench is HF's own forward and the split is 1 x the speedup. Predicted = dense / eliminated "
         "encoder MACs, each example at its real length. FLOPs = 2 x MACs.\n\n" + markdown_table(headers, body)
     )
 

@@ -6,6 +6,8 @@ and §2.4): for an example with n0 real tokens ([CLS] and [SEP] included), layer
     geometric (default):  n_l = max(m, ceil(n0 * (1 - tau) ** l))
     linear:               n_l = max(m, ceil(n0 * (1 - tau * l / L)))
     explicit list:        n_l = max(m, k_l), k_1 >= ... >= k_L given by the user
+    fractions:            n_l = max(m, ceil(n0 * f_l)), 1 >= f_1 >= ... >= f_L > 0 (PoWER-BERT's learned
+                          retention, as shares of each example's real length: methods/power.py)
 
 always capped at the example's own previous count (n_l <= n_{l-1} <= n0), so padding is never "kept".
 m is `min_tokens` (default 1: [CLS] alone). Counts are per example, from its real length.
@@ -24,8 +26,9 @@ from typing import Literal
 
 from tiltbench.errors import UserError
 
-Shape = Literal["geometric", "linear", "list"]
-SHAPES: tuple[str, ...] = ("geometric", "linear", "list")
+Shape = Literal["geometric", "linear", "list", "fractions"]
+SHAPES: tuple[str, ...] = ("geometric", "linear", "list", "fractions")
+RATE_SHAPES: tuple[str, ...] = ("geometric", "linear")  # the shapes a Tilt-Rate drives
 
 # ceil(x - EPS): 100 * (1 - 0.1) is 90.00000000000001 in floating point and must give 90, not 91.
 _EPS = 1e-9
@@ -40,6 +43,7 @@ class Schedule:
     shape: Shape = "geometric"
     keep: tuple[int, ...] | None = None  # only for shape == "list": tokens output by layers 1..L
     min_tokens: int = 1
+    fractions: tuple[float, ...] | None = None  # only for shape == "fractions": kept share of n0 after layers 1..L
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:
@@ -58,10 +62,20 @@ class Schedule:
                 raise UserError(f"keep counts must be >= 1 and non-increasing, got {list(keep)}")
         elif self.keep is not None:
             raise UserError("an explicit keep list goes with shape 'list' only")
+        if self.shape == "fractions":
+            shares = self.fractions or ()
+            if len(shares) != self.num_layers:
+                raise UserError(f"kept fractions need one value per layer ({self.num_layers}), got {len(shares)}")
+            if any(not 0 < f <= 1 for f in shares) or any(b > a for a, b in zip(shares, shares[1:], strict=False)):
+                raise UserError(f"kept fractions must be in (0, 1] and non-increasing, got {list(shares)}")
+        elif self.fractions is not None:
+            raise UserError("kept fractions go with shape 'fractions' only")
 
     @property
     def is_identity(self) -> bool:
         """True when no layer ever drops a token (tau = 0): the model then runs HF's own forward."""
+        if self.shape == "fractions":
+            return all(f >= 1.0 for f in self.fractions or ())
         return self.shape != "list" and self.tilt_rate == 0.0
 
     def counts(self, n0: int) -> list[int]:
@@ -71,6 +85,8 @@ class Schedule:
     def describe(self) -> str:
         if self.shape == "list":
             return f"keep {list(self.keep or ())}"
+        if self.shape == "fractions":
+            return "keep fractions " + " ".join(f"{f:.3f}" for f in self.fractions or ())
         return f"{self.shape} tilt rate {self.tilt_rate:g}"
 
     def to_dict(self) -> dict:
@@ -79,7 +95,20 @@ class Schedule:
             "tilt_rate": self.tilt_rate,
             "keep": list(self.keep) if self.keep is not None else None,
             "min_tokens": self.min_tokens,
+            "fractions": list(self.fractions) if self.fractions is not None else None,
         }
+
+    @classmethod
+    def from_dict(cls, num_layers: int, data: dict) -> Schedule:
+        """Inverse of `to_dict` (older records have no "fractions")."""
+        return cls(
+            num_layers,
+            float(data.get("tilt_rate") or 0.0),
+            data["shape"],
+            tuple(int(k) for k in data["keep"]) if data.get("keep") else None,
+            int(data.get("min_tokens", 1)),
+            tuple(float(f) for f in data["fractions"]) if data.get("fractions") else None,
+        )
 
 
 @lru_cache(maxsize=65536)
@@ -91,6 +120,8 @@ def _counts(schedule: Schedule, n0: int) -> tuple[int, ...]:
             target = math.ceil(n0 * (1.0 - schedule.tilt_rate) ** layer - _EPS)
         elif schedule.shape == "linear":
             target = math.ceil(n0 * (1.0 - schedule.tilt_rate * layer / L) - _EPS)
+        elif schedule.shape == "fractions":
+            target = math.ceil(n0 * (schedule.fractions or ())[layer - 1] - _EPS)
         else:
             target = (schedule.keep or ())[layer - 1]
         out.append(min(out[-1], max(schedule.min_tokens, target)))
@@ -133,21 +164,22 @@ def parse_schedule(
 
 
 def parse_grid(text: str) -> list[float]:
-    """Tilt-rate grid: "0:0.5:0.05" (start:stop:step, stop included) or "0,0.1,0.3"."""
+    """A knob grid: "0:0.5:0.05" (start:stop:step, stop included) or "0,0.1,0.3". Values must be finite and >= 0;
+    each method checks its own upper bound (a Tilt-Rate stays below 1)."""
     try:
         if ":" in text:
             start, stop, step = (float(x) for x in text.split(":"))
-            if step <= 0:
+            if not step > 0:
                 raise UserError(f"grid step must be positive, got {text!r}")
             count = int(math.floor((stop - start) / step + 1e-9)) + 1
             values = [round(start + i * step, 10) for i in range(max(count, 0))]
         else:
             values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise UserError(f"tilt-rate grid must look like 0:0.5:0.05 or 0,0.1,0.2, got {text!r}") from None
+        raise UserError(f"a grid must look like 0:0.5:0.05 or 0,0.1,0.2, got {text!r}") from None
     if not values:
-        raise UserError(f"tilt-rate grid {text!r} is empty")
+        raise UserError(f"grid {text!r} is empty")
     for value in values:
-        if not 0.0 <= value < 1.0:
-            raise UserError(f"tilt rate must be in [0, 1), got {value:g} in grid {text!r}")
+        if not 0.0 <= value < math.inf:
+            raise UserError(f"grid values must be finite and >= 0, got {value:g} in {text!r}")
     return values

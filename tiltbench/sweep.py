@@ -1,4 +1,7 @@
-"""sweep(cfg): checkpoints x tilt rates x batch sizes, one measured row each, into results/<run-name>/.
+"""sweep(cfg): checkpoints x knob values x batch sizes, one measured row each, into results/<run-name>/.
+
+Each checkpoint moves along its own method's knob (tilt rate for tilted, retention scale for power): one grid
+for all (`knobs`), or each method's default grid (`knobs=None`), or a grid per checkpoint (`grids`).
 
 The folder follows optimum-benchmark's layout: config.json, environment.json, report.json, report.csv,
 report.md, pareto.png, predicted_vs_measured.png. After every row the report files are rewritten atomically,
@@ -15,27 +18,29 @@ from pathlib import Path
 from tiltbench.errors import UserError
 from tiltbench.inference import Progress
 from tiltbench.measure import CheckpointBench, MeasureConfig, measure_data, measure_row, row_key
-from tiltbench.models import read_meta
+from tiltbench.models import method_from_meta, read_meta
 from tiltbench.report import check_writable, environment, foreign_entries, run_command, write_json_atomic
 from tiltbench.results import write_report as write_report_files
+from tiltbench.schedule import parse_grid
 
 
 @dataclass(frozen=True)
 class SweepConfig:
     checkpoints: tuple[str, ...]
-    tilt_rates: tuple[float, ...]
+    knobs: tuple[float, ...] | None = None  # one grid for every checkpoint; None: each method's default grid
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     run_name: str = "sweep"
     results_dir: str = "results"
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     force: bool = False
     command: str = "sweep"  # which command made the run ("measure" or "sweep"), recorded in config.json
+    grids: dict[str, tuple[float, ...]] = field(default_factory=dict)  # checkpoint -> its own grid (overrides)
 
     def __post_init__(self) -> None:
         if not self.checkpoints:
             raise UserError("pass at least one checkpoint")
-        if not self.tilt_rates:
-            raise UserError("the tilt-rate grid is empty")
+        if self.knobs is not None and not self.knobs:
+            raise UserError("the knob grid is empty")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserError(f"batch sizes must be at least 1, got {list(self.batch_sizes)}")
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
@@ -72,27 +77,25 @@ class SweepInterrupted(KeyboardInterrupt):
 def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     """Measure every (checkpoint, tilt rate, batch size) not yet in cfg.folder; returns the whole report."""
     check_writable(cfg.folder, "--results-dir")  # before any loading or timing
+    grids = {}
     for checkpoint in cfg.checkpoints:
-        measure_data(read_meta(checkpoint), cfg.measure)  # a bad checkpoint or data option fails before any work
+        meta = read_meta(checkpoint)
+        measure_data(meta, cfg.measure)  # a bad checkpoint or data option fails before any work
+        grids[checkpoint] = checkpoint_grid(cfg, checkpoint, meta)
     previous = _previous_run(cfg)
     rows = list(previous["rows"]) if previous else []
     done = {row_key(r) for r in rows}
-    todo = [
-        (c, t, b)
-        for c in cfg.checkpoints
-        for b in cfg.batch_sizes
-        for t in cfg.tilt_rates
-        if (str(Path(c)), round(t, 6), b, cfg.measure.pad_to_max) not in done
-    ]
-    skipped = len(cfg.checkpoints) * len(cfg.batch_sizes) * len(cfg.tilt_rates) - len(todo)
+    wanted = [(c, t, b) for c in cfg.checkpoints for b in cfg.batch_sizes for t in grids[c]]
+    todo = [(c, t, b) for c, t, b in wanted if (str(Path(c)), round(t, 6), b, cfg.measure.pad_to_max) not in done]
+    skipped = len(wanted) - len(todo)
     config = _merged_config(cfg, previous["config"] if previous else None)
     # A run with nothing left to measure keeps the environment its rows were measured in.
     env = previous["environment"] if previous and not todo else environment(seed=cfg.measure.seed)
-    for i, (checkpoint, tilt_rate, batch_size) in enumerate(todo):
-        label = f"row {i + 1}/{len(todo)}: {Path(checkpoint).name} tilt {tilt_rate:g} batch {batch_size}"
+    for i, (checkpoint, knob, batch_size) in enumerate(todo):
+        label = f"row {i + 1}/{len(todo)}: {Path(checkpoint).name} knob {knob:g} batch {batch_size}"
         try:
             bench = _bench(checkpoint, cfg.measure)
-            row = measure_row(bench, tilt_rate, batch_size, _row_progress(progress, label, i, len(todo)))
+            row = measure_row(bench, knob, batch_size, _row_progress(progress, label, i, len(todo)))
         except KeyboardInterrupt:
             raise SweepInterrupted(len(rows), cfg.folder) from None
         key = row_key(row)
@@ -104,6 +107,21 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     report = SweepReport(config, env, rows, skipped)
     write_report(cfg.folder, report.to_dict(), plots=True)
     return report
+
+
+def checkpoint_grid(cfg: SweepConfig, checkpoint: str, meta: dict) -> tuple[float, ...]:
+    """The knob values to measure for one checkpoint, each checked against its method's range now."""
+    method = method_from_meta(meta, _layers(meta))
+    grid = cfg.grids.get(checkpoint) or cfg.knobs or tuple(parse_grid(method.default_grid))
+    for knob in grid:
+        method.schedule(knob)
+    return grid
+
+
+def _layers(meta: dict) -> int:
+    schedule = meta["schedule"]
+    counts = schedule.get("keep") or schedule.get("fractions") or (meta.get("method_config") or {}).get("fractions")
+    return len(counts) if counts else 1
 
 
 def write_report(folder: Path, report: dict, plots: bool) -> None:
@@ -121,11 +139,12 @@ def _row_progress(progress: Progress | None, label: str, index: int, total: int)
 
 
 def _merged_config(cfg: SweepConfig, old: dict | None) -> dict:
-    """config.json of the run: extending a run keeps every checkpoint, tilt rate and batch size it ever had."""
+    """config.json of the run: extending a run keeps every checkpoint, knob value and batch size it ever had."""
     config = {"command": cfg.command, **asdict(cfg)}
     if old:
         config["checkpoints"] = list(dict.fromkeys([*old.get("checkpoints", []), *cfg.checkpoints]))
-        config["tilt_rates"] = sorted({*old.get("tilt_rates", []), *cfg.tilt_rates})
+        if cfg.knobs is not None or old.get("knobs") is not None:
+            config["knobs"] = sorted({*(old.get("knobs") or old.get("tilt_rates") or []), *(cfg.knobs or [])})
         config["batch_sizes"] = sorted({*old.get("batch_sizes", []), *cfg.batch_sizes})
     return config
 

@@ -15,6 +15,7 @@ from tiltbench.cli.common import (
     ForceOpt,
     FvcoreOpt,
     JsonOpt,
+    KnobGridOpt,
     LabelColOpt,
     LatencyExamplesOpt,
     MaxEvalOpt,
@@ -29,7 +30,6 @@ from tiltbench.cli.common import (
     SeedOpt,
     TextColOpt,
     ThreadsOpt,
-    TiltRatesOpt,
     WarmupOpt,
     app,
     emit_json,
@@ -44,7 +44,7 @@ from tiltbench.errors import UserError
 @handle_errors
 def measure(
     checkpoint: CheckpointArg,
-    tilt_rates: TiltRatesOpt = "0:0.5:0.1",
+    tilt_rates: KnobGridOpt = None,
     batch_sizes: BatchSizesOpt = "1,8,32",
     run_name: RunNameOpt = None,
     results_dir: ResultsDirOpt = "results",
@@ -78,8 +78,14 @@ def measure(
 @app.command()
 @handle_errors
 def sweep(
-    checkpoint: Annotated[list[str], typer.Option(help="A tiltbench checkpoint (repeatable, to compare methods).")],
-    tilt_rates: TiltRatesOpt = "0:0.6:0.05",
+    checkpoint: Annotated[
+        list[str],
+        typer.Option(
+            help="A tiltbench checkpoint (repeatable, to compare methods); CKPT@GRID gives it its own knob grid, "
+            "e.g. runs/power@0,0.5,1."
+        ),
+    ],
+    tilt_rates: KnobGridOpt = None,
     batch_sizes: BatchSizesOpt = "1,8,32",
     run_name: RunNameOpt = None,
     results_dir: ResultsDirOpt = "results",
@@ -102,7 +108,7 @@ def sweep(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Checkpoints x tilt rates x batch sizes, one measured row each; resumable (reruns skip finished rows)."""
+    """Checkpoints x knob values x batch sizes, one measured row each; resumable (reruns skip finished rows)."""
     settings = dict(locals())
     settings["checkpoints"] = settings.pop("checkpoint")
     settings["run_name"] = run_name or "sweep"
@@ -112,7 +118,7 @@ def sweep(
 def _run_sweep(
     command: str,
     checkpoints: list[str],
-    tilt_rates: str,
+    tilt_rates: str | None,
     batch_sizes: str,
     run_name: str,
     results_dir: str,
@@ -128,15 +134,21 @@ def _run_sweep(
     from tiltbench.sweep import SweepConfig, SweepInterrupted
     from tiltbench.sweep import sweep as run_sweep
 
+    grids = {}
+    for i, entry in enumerate(checkpoints):
+        path, at, grid = entry.rpartition("@") if "@" in entry else (entry, "", "")
+        if at:
+            checkpoints[i], grids[path] = path, tuple(parse_grid(grid))
     cfg = SweepConfig(
         tuple(checkpoints),
-        tuple(parse_grid(tilt_rates)),
+        tuple(parse_grid(tilt_rates)) if tilt_rates else None,
         _batch_sizes(batch_sizes),
         run_name,
         results_dir,
         MeasureConfig(**measure_settings),
         force,
         command,
+        grids,
     )
     try:
         with progress_bar(not json_out) as progress:
@@ -167,7 +179,8 @@ def _run_sweep(
                 f"{checkpoint} ({report.environment['threads']} threads) -> {cfg.folder}",
                 headers,
                 rows,
-                f"drop: metric points below tilt 0; ms/batch: tiltbench p50; speedup = {baseline} time / "
+                "knob: tilt rate (tilted) or retention scale (power); drop: metric points below the dense knob; "
+                f"ms/batch: tiltbench p50; speedup = {baseline} time / "
                 "tiltbench time (per-batch medians over rounds, summed; same inputs, interleaved) = padding "
                 "(skipping the batch's padding, net of the eliminating path's overhead: below 1 when there is "
                 "little padding) x removal (the removed tokens); FLOPs: the FLOP-ratio prediction. "

@@ -52,7 +52,21 @@ SeedOpt = Annotated[int, typer.Option(help="Seed for shuffling, initialisation a
 TiltRateOpt = Annotated[float, typer.Option(help="Tilt-Rate in [0, 1): layer l keeps ceil(n0*(1-rate)^l) tokens.")]
 ShapeOpt = Annotated[str, typer.Option(help="Schedule shape: geometric (default) or linear.")]
 MinTokensOpt = Annotated[int, typer.Option(help="Never keep fewer tokens than this ([CLS] included).")]
-ScorerOpt = Annotated[str, typer.Option(help="Importance score: acc, acc-nodiag or acc-norm.")]
+ScorerOpt = Annotated[
+    str | None, typer.Option(help="Importance score: acc, acc-nodiag or acc-norm (default: the method's own).")
+]
+KnobGridOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tilt-rates",
+        "--tilt-rate",
+        "--knobs",
+        "--knob",
+        help="Values of the method's knob (tilt rate for tilted, retention scale for power): start:stop:step "
+        "(stop included) or a comma list. Default: the method's grid (tilted 0:0.5:0.1, power 0:1.5:0.25).",
+    ),
+]
+MethodOpt = Annotated[str, typer.Option(help="Elimination method: tilted (TiltedBERT) or power (PoWER-BERT).")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch threads (default: torch's, all cores).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (no table, no progress).")]
 CheckpointArg = Annotated[str, typer.Argument(help="A folder written by `tiltbench finetune`.")]
@@ -97,12 +111,6 @@ def emit_json(obj: object) -> None:
 
 
 # measure / sweep options
-TiltRatesOpt = Annotated[
-    str,
-    typer.Option(
-        "--tilt-rates", "--tilt-rate", help="One rate, a grid start:stop:step (stop included) or a comma list."
-    ),
-]
 BatchSizesOpt = Annotated[str, typer.Option(help="Comma list of batch sizes.")]
 RunNameOpt = Annotated[str | None, typer.Option(help="Folder under --results-dir (default: from the command).")]
 ResultsDirOpt = Annotated[str, typer.Option(help="Where run folders go.")]

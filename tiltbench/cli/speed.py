@@ -165,6 +165,7 @@ def check(
     """Compare measured speedups with the prediction (and a baseline run); exit 1 when they disagree."""
     from tiltbench.check import CheckConfig
     from tiltbench.check import check as run_check
+    from tiltbench.results import KNOB_SHORT
 
     report = run_check(CheckConfig(results, profile, tolerance, baseline, metric_tolerance))
     if json_out:
@@ -173,7 +174,7 @@ def check(
         rows = [
             [
                 r["checkpoint"],
-                f"{r['tilt_rate']:g}",
+                f"{KNOB_SHORT.get(r['knob_name'], r['knob_name'])} {r['knob']:g}",
                 r["batch_size"],
                 f"{r['measured']:.3f}x",
                 f"{r['predicted']:.3f}x",
@@ -184,17 +185,18 @@ def check(
         out_console.print(
             table(
                 f"check {results} ({report.prediction} prediction)",
-                ["checkpoint", "tilt rate", "batch", "measured", "predicted", "error"],
+                ["checkpoint", "knob", "batch", "measured", "predicted", "error"],
                 rows,
-                "measured = speedup vs dense-dynamic; tilt rate 0 rows are 1 vs 1 by construction and not counted",
+                "measured = speedup vs dense-dynamic; rows at the dense knob (tilt 0, scale 0) are 1 vs 1 by "
+                "construction and not counted",
             )
         )
         if report.median_abs_error is None:
-            out_console.print("no row has a tilt rate above 0: the prediction was not checked")
+            out_console.print("no row removes tokens: the prediction was not checked")
         else:
             verdict = "ok" if report.prediction_ok else "FAILED"
             out_console.print(
-                f"median |error| over tilt rates > 0: {100 * report.median_abs_error:.1f}% "
+                f"median |error| over the rows that remove tokens: {100 * report.median_abs_error:.1f}% "
                 f"(tolerance {100 * report.tolerance:.0f}%): {verdict}"
             )
         if baseline:

@@ -13,10 +13,12 @@ from tiltbench.cli.common import (
     DataDirOpt,
     EvalFileOpt,
     JsonOpt,
+    KnobGridOpt,
     LabelColOpt,
     MaxEvalOpt,
     MaxLenOpt,
     MaxTrainOpt,
+    MethodOpt,
     MinTokensOpt,
     ModelOpt,
     OptMaxLenOpt,
@@ -54,11 +56,23 @@ def finetune(
     max_train_samples: MaxTrainOpt = None,
     max_eval_samples: MaxEvalOpt = None,
     max_seq_len: MaxLenOpt = 128,
+    method: MethodOpt = "tilted",
     tilt_rate: TiltRateOpt = 0.0,
     shape: ShapeOpt = "geometric",
     min_tokens: MinTokensOpt = 1,
-    scorer: ScorerOpt = "acc",
-    epochs: int = 1,
+    scorer: ScorerOpt = None,
+    epochs: Annotated[int, typer.Option(help="Epochs of the fine-tune stage (PoWER: stage 1, dense).")] = 1,
+    init: Annotated[
+        str | None, typer.Option(help="PoWER: start from this fine-tuned checkpoint and skip the dense stage.")
+    ] = None,
+    lambda_: Annotated[
+        float, typer.Option("--lambda", help="PoWER: λ, weight of Σ_l l·(retained share of layer l) in the search.")
+    ] = 0.0,
+    method_lr: Annotated[
+        float | None, typer.Option(help="PoWER: learning rate of the retention parameters (default 5e-3).")
+    ] = None,
+    search_epochs: Annotated[int, typer.Option(help="PoWER: epochs of the configuration search.")] = 1,
+    retrain_epochs: Annotated[int, typer.Option(help="PoWER: epochs of re-training at the learned counts.")] = 1,
     batch_size: int = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
     warmup_ratio: float = 0.1,
@@ -70,7 +84,8 @@ def finetune(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Fine-tune with word-vector elimination on at --tilt-rate; write an HF checkpoint + tiltbench.json."""
+    """Fine-tune with elimination on (tilted: at --tilt-rate; power: dense, search with --lambda, retrain);
+    write an HF checkpoint + tiltbench.json."""
     setup(threads)
     from tiltbench.data import DataConfig
     from tiltbench.finetune import TrainConfig
@@ -93,11 +108,17 @@ def finetune(
         output=output,
         data=data,
         model=model,
+        method=method,
         tilt_rate=tilt_rate,
         shape=shape,  # type: ignore[arg-type]
         min_tokens=min_tokens,
         scorer=scorer,
         epochs=epochs,
+        init=init,
+        regulariser_weight=lambda_,
+        method_lr=method_lr,
+        search_epochs=search_epochs,
+        retrain_epochs=retrain_epochs,
         batch_size=batch_size,
         learning_rate=lr,
         warmup_ratio=warmup_ratio,
@@ -107,27 +128,32 @@ def finetune(
     with progress_bar(not json_out) as progress:
         result = run_finetune(cfg, progress)
     summary = {**result.metrics, "train_seconds": round(result.train_seconds, 2), "output": str(result.output)}
+    fractions = result.method_config.get("fractions")
+    if fractions is not None:
+        summary["fractions"] = fractions
     if json_out:
         return emit_json(summary)
+    columns = [k for k in result.metrics if k not in ("stage", "epoch")]
     out_console.print(
         table(
             f"finetune -> {result.output}",
-            ["epoch", *[k for k in result.metrics if k != "epoch"]],
-            [[h["epoch"], *[h[k] for k in result.metrics if k != "epoch"]] for h in result.history],
+            ["stage", "epoch", *columns],
+            [[h["stage"], h["epoch"], *[h[k] for k in columns]] for h in result.history],
         )
     )
+    if fractions is not None:
+        shares = " ".join(f"{f:.3f}" for f in fractions)
+        out_console.print(f"learned kept share of each example's real length, layers 1..L: {shares}")
 
 
 @app.command("offline-tune")
 @handle_errors
 def offline_tune(
     checkpoint: CheckpointArg,
-    tilt_rates: Annotated[
-        str, typer.Option("--tilt-rates", "--tilt-rate", help="Grid start:stop:step (stop included) or a comma list.")
-    ] = "0:0.5:0.05",
-    max_drop: Annotated[float, typer.Option(help="Allowed metric drop vs tilt rate 0, in points.")] = 1.0,
+    tilt_rates: KnobGridOpt = None,
+    max_drop: Annotated[float, typer.Option(help="Allowed metric drop vs the dense knob value, in points.")] = 1.0,
     target_speedup: Annotated[
-        float | None, typer.Option(help="Choose the smallest rate predicted to reach this.")
+        float | None, typer.Option(help="Choose the smallest knob value predicted to reach this.")
     ] = None,
     task: OptTaskOpt = None,
     data_dir: DataDirOpt = None,
@@ -143,11 +169,11 @@ def offline_tune(
     output: Annotated[str | None, typer.Option(help="Also write config/environment/report files here.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier offline-tune run in --output.")] = False,
     record: Annotated[
-        bool, typer.Option(help="Record the chosen rate in the checkpoint's tiltbench.json (off: only a look).")
+        bool, typer.Option(help="Record the chosen value in the checkpoint's tiltbench.json (off: only a look).")
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Evaluate a checkpoint over a grid of tilt rates without training and choose one."""
+    """Evaluate a checkpoint over a grid of its method's knob (tilt rates for tilted) and choose one value."""
     setup(threads)
     from tiltbench.data import DataConfig
     from tiltbench.models import read_meta
@@ -168,7 +194,15 @@ def offline_tune(
         seed=seed,
     )
     cfg = OfflineConfig(
-        checkpoint, tuple(parse_grid(tilt_rates)), max_drop, target_speedup, data, batch_size, record, output, overwrite
+        checkpoint,
+        tuple(parse_grid(tilt_rates)) if tilt_rates else None,
+        max_drop,
+        target_speedup,
+        data,
+        batch_size,
+        record,
+        output,
+        overwrite,
     )
     with progress_bar(not json_out) as progress:
         report = run_offline(cfg, progress)
@@ -176,10 +210,12 @@ def offline_tune(
         return emit_json(
             {
                 "rows": [
-                    {"tilt_rate": r.tilt_rate, "metric": r.metric, "predicted_speedup": r.predicted_speedup}
+                    {report.knob_name: r.knob, "metric": r.metric, "predicted_speedup": r.predicted_speedup}
                     for r in report.rows
                 ],
-                "chosen_tilt_rate": report.chosen_tilt_rate,
+                "method": report.method,
+                "knob_name": report.knob_name,
+                "chosen_knob": report.chosen_knob,
                 "recorded": record,
             }
         )
@@ -188,7 +224,8 @@ def offline_tune(
     caption = "predicted speedup = dense encoder MACs / MACs with the schedule, each example at its real length"
     out_console.print(table(title, headers, rows, caption))
     recorded = "recorded in tiltbench.json" if record else "not recorded; --record writes it into tiltbench.json"
-    out_console.print(f"chosen tilt rate: [bold]{report.chosen_tilt_rate:g}[/] ({report.criterion}; {recorded})")
+    label = report.knob_name.replace("_", " ")
+    out_console.print(f"chosen {label}: [bold]{report.chosen_knob:g}[/] ({report.criterion}; {recorded})")
 
 
 @app.command()
@@ -199,30 +236,26 @@ def predict(
     input_file: Annotated[
         str | None, typer.Option("--input", help="JSONL with 'text' and optional 'text_pair'.")
     ] = None,
-    tilt_rate: Annotated[float | None, typer.Option(help="Default: the checkpoint's.")] = None,
+    tilt_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--tilt-rate", "--knob", help="The method's knob (tilt rate for tilted). Default: the checkpoint's."
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Classify texts at a tilt rate; print label, logits and the realised kept tokens per layer."""
+    """Classify texts at a knob value; print label, logits and the realised kept tokens per layer."""
     setup(threads)
     from tiltbench.inference import predict_texts
     from tiltbench.models import load_checkpoint, read_meta
-    from tiltbench.patch import set_schedule
-    from tiltbench.schedule import Schedule
+    from tiltbench.patch import set_knob
 
     meta = read_meta(checkpoint)
     texts, pairs = _inputs(text, input_file)
-    if tilt_rate is not None:
-        Schedule(1, tilt_rate)  # a bad rate fails before the model loads
     model, tokenizer, meta, info = load_checkpoint(checkpoint)
     if tilt_rate is not None:
-        base = model._tiltbench.schedule
-        set_schedule(
-            model,
-            tilt_rate,
-            shape="geometric" if base.shape == "list" else base.shape,
-            min_tokens=base.min_tokens,
-        )
+        set_knob(model, tilt_rate)
     results = predict_texts(model, tokenizer, info, texts, pairs, meta["max_seq_len"])
     if json_out:
         sys.stdout.write("".join(json.dumps(r) + "\n" for r in results))

@@ -1,0 +1,131 @@
+"""The method interface: what an elimination method decides, and nothing else.
+
+A method is a small `nn.Module`. `patch.py` owns the one layer loop and the shared core (attention with
+probabilities, gather); at each eliminating layer it asks the method four things:
+
+    schedule(knob)         the per-example counts as a function of n0 (a `Schedule`), or None when the counts
+                           depend on the data; the loop then asks `select` for them
+    score(probs, valid, values)
+                           importance of every token [B,n]. `probs` [B,H,n,n] (pre-dropout) is a reused buffer:
+                           it holds one chunk of rows and is valid only during this call (keep nothing from it)
+    select(view, scores)   a hard keep count per example [B] (default: the planned count)
+    soft_weights(layer, scores, valid)
+                           while `soft` is on (a training stage): weights [B,n] that multiply the attention
+                           output instead of removing tokens (no gather, nothing leaves)
+    regulariser()          a loss term finetune adds (None: nothing)
+
+and one knob: the single axis offline-tune, measure and sweep move (`knob_name`, a float, `dense_knob` =
+nothing removed, where the model runs HF's own forward). Trainable parameters live on the method, not on the HF
+model, so a checkpoint stays a plain HF folder that loads as a dense model; `finetune` saves them beside it
+(`method.safetensors`) and their derived settings (e.g. learned fractions) in `tiltbench.json`.
+
+A new method is one file in this folder with a `@register` class; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from tiltbench.eliminate import SCORERS, Scorer
+from tiltbench.errors import UserError
+from tiltbench.schedule import Schedule
+
+METHODS: dict[str, type[Method]] = {}
+
+
+@dataclass(frozen=True)
+class TrainStage:
+    """One stage of a method's training recipe; finetune runs them in order on one progress bar."""
+
+    name: str
+    epochs: int
+    knob: float | None = None  # hard elimination at this knob (None: the method's dense knob)
+    soft: bool = False  # the method's soft weights instead of removal
+    regulariser_weight: float = 0.0  # weight of method.regulariser() in the loss
+    method_lr: float | None = None  # learning rate of the method's own parameters (None: frozen)
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by `cls.name` to every command (`--method NAME`)."""
+    if not getattr(cls, "name", None) or not getattr(cls, "knob_name", None):
+        raise TypeError(f"{cls.__name__} needs class attributes `name` and `knob_name`")
+    METHODS[cls.name] = cls
+    return cls
+
+
+@dataclass
+class LayerView:
+    """What `select` sees at one eliminating layer (shapes: B rows, n tokens now, h hidden)."""
+
+    index: int  # 0-based layer
+    attended: Tensor  # [B,n,h] attention sub-layer output (after residual + LayerNorm), before the FFN
+    valid: Tensor  # [B,n] bool, right-padded: which slots are real tokens
+    planned: Tensor | None  # [B] the schedule's count for this layer's output, None when the method plans none
+
+
+class Method(nn.Module):
+    name: ClassVar[str]
+    knob_name: ClassVar[str]  # what the knob is called in tables and rows, e.g. "tilt_rate"
+    knob_help: ClassVar[str] = ""
+    dense_knob: ClassVar[float] = 0.0  # the knob value that removes nothing
+    default_grid: ClassVar[str] = "0:0.5:0.1"  # what offline-tune / measure / sweep try when not told
+    default_scorer: ClassVar[str] = "acc"
+
+    def __init__(self, num_layers: int, *, scorer: str | None = None, min_tokens: int = 1) -> None:
+        super().__init__()
+        self.num_layers = num_layers
+        self.min_tokens = min_tokens
+        self.scorer_name = scorer or self.default_scorer
+        if self.scorer_name not in SCORERS:
+            raise UserError(f"unknown scorer {self.scorer_name!r}; choose from {', '.join(SCORERS)}")
+        self.scorer: Scorer = SCORERS[self.scorer_name]
+        self.soft = False  # a soft training stage: weights instead of removal
+
+    # -- the knob -------------------------------------------------------------------------------------------
+    def schedule(self, knob: float) -> Schedule | None:
+        """Per-example counts at this knob value (UserError when the value is out of range)."""
+        raise NotImplementedError
+
+    # -- per layer ------------------------------------------------------------------------------------------
+    def score(self, probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
+        return self.scorer(probs, valid, values)
+
+    def select(self, view: LayerView, scores: Tensor) -> Tensor:
+        if view.planned is None:
+            raise NotImplementedError(f"method {self.name!r} plans no counts, so it must implement select()")
+        return view.planned
+
+    def soft_weights(self, layer: int, scores: Tensor, valid: Tensor) -> Tensor:
+        raise NotImplementedError(f"method {self.name!r} has no soft stage")
+
+    # -- training -------------------------------------------------------------------------------------------
+    def stages(self, cfg) -> list[TrainStage]:  # noqa: ANN001 (a finetune.TrainConfig)
+        """The training recipe. Default: one stage, elimination on at the requested knob (TiltedBERT's)."""
+        return [TrainStage("fine-tune", cfg.epochs, knob=cfg.knob)]
+
+    def end_stage(self, stage: TrainStage) -> None:
+        """Called after each stage (e.g. to read a configuration off the parameters it trained)."""
+
+    def regulariser(self) -> Tensor | None:
+        return None
+
+    def after_step(self) -> None:
+        """Called after every optimiser step (e.g. to clip parameters back into their range)."""
+
+    # -- records --------------------------------------------------------------------------------------------
+    def config(self) -> dict:
+        """The method's own settings for tiltbench.json (beyond scorer and schedule)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, num_layers: int, config: dict, *, scorer: str | None = None, min_tokens: int = 1) -> Method:
+        return cls(num_layers, scorer=scorer, min_tokens=min_tokens)
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
+    return METHODS[name]
