@@ -67,12 +67,18 @@ def run(task: str, console: Console, force: bool = False) -> None:
         metrics = _train(folder, cfg, console)
         stages[f"power λ={lam:g}"] = metrics["history"]
         grids[str(folder)] = spec["power_grids"][lam]
-    write_json_atomic(out / "stages.json", stages)
     cfg = SweepConfig(
-        tuple(grids), None, (1, 8, 32), out.name, str(RESULTS), spec["measure"], force, "sweep", grids=grids
+        checkpoints=tuple(grids),
+        batch_sizes=(1, 8, 32),
+        run_name=out.name,
+        results_dir=str(RESULTS),
+        measure=spec["measure"],
+        force=force,
+        grids=grids,
     )
     with progress_bar() as progress:
         report = sweep(cfg, progress)
+    write_json_atomic(out / "stages.json", stages)  # after the sweep: before it, the folder must hold only checkpoints
     for name, headers, rows in screen_tables(report.rows):
         console.print(table(f"{name} -> {out}", headers, rows))
 
