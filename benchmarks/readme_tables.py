@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tiltbench.rows import knob_of
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "results"
@@ -32,8 +34,8 @@ def _md(headers: list[str], rows: list[list[str]]) -> str:
 def demo() -> str:
     report = _load("demo/report.json")
     trained = _load("demo/finetune.json")["train_config"]["tilt_rate"]
-    shown = [r for r in report["rows"] if round(r["tilt_rate"], 4) in (0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)]
-    rate = [f"{r['tilt_rate']:g}" + (" (trained)" if r["tilt_rate"] == trained else "") for r in shown]
+    shown = [r for r in report["rows"] if round(knob_of(r), 4) in (0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)]
+    rate = [f"{knob_of(r):g}" + (" (trained)" if knob_of(r) == trained else "") for r in shown]
     return _md(
         ["Tilt-Rate at inference", *rate],
         [
@@ -45,11 +47,11 @@ def demo() -> str:
 
 def _grid(folder: str) -> tuple[list[dict], list[float], list[int]]:
     rows = _load(f"{folder}/report.json")["rows"]
-    return rows, sorted({r["tilt_rate"] for r in rows}), sorted({r["batch_size"] for r in rows})
+    return rows, sorted({knob_of(r) for r in rows}), sorted({r["batch_size"] for r in rows})
 
 
 def _cell(rows: list[dict], rate: float, batch: int) -> dict:
-    return next(r for r in rows if r["tilt_rate"] == rate and r["batch_size"] == batch)
+    return next(r for r in rows if knob_of(r) == rate and r["batch_size"] == batch)
 
 
 def measured(folder: str) -> str:
@@ -99,6 +101,41 @@ def calibration() -> str:
     return _md(["task", "batch", "FLOP-ratio prediction", "calibrated prediction"], body)
 
 
+def methods(folder: str) -> str:
+    """TiltedBERT against PoWER-BERT in one sweep: metric and speedup vs dense-dynamic per batch size."""
+    rows = _load(f"{folder}/report.json")["rows"]
+    batches = sorted({r["batch_size"] for r in rows})
+    places = sorted({(r["method"], r["checkpoint"], knob_of(r)) for r in rows}, key=lambda p: (p[0] != "tilted", p))
+    body = []
+    for method, checkpoint, knob in places:
+        cells = [next(r for r in rows if (r["checkpoint"], knob_of(r), r["batch_size"]) == (checkpoint, knob, b))
+                 for b in batches]  # fmt: skip
+        name = Path(checkpoint).name.replace("power-l", "λ = ") if method == "power" else "trained at τ = 0.1"
+        label = {"tilt_rate": "τ", "retention_scale": "s"}.get(cells[0]["knob_name"], cells[0]["knob_name"])
+        body.append(
+            [
+                f"{method} ({name})",
+                f"{label} = {knob:g}",
+                f"{cells[0]['metric']:.3f}",
+                " ".join(f"{k:.1f}" for k in cells[0]["mean_kept_tokens"]),
+                *(f"{c['speedup_vs_dense_dynamic']:.2f}×" for c in cells),
+            ]
+        )
+    headers = ["checkpoint", "knob", rows[0]["metric_name"], "mean tokens n0..nL (batch 1)"]
+    return _md(headers + [f"batch {b}" for b in batches], body)
+
+
+def stages(folder: str) -> str:
+    """Seconds and dev metric of every training stage behind the methods table."""
+    data = _load(f"{folder}/stages.json")
+    body = [
+        [name, entry.get("stage", "fine-tune"), f"{entry['epoch_seconds']:.0f} s", f"{entry['accuracy']:.3f}"]
+        for name, history in data.items()
+        for entry in history
+    ]
+    return _md(["checkpoint", "stage", "time (1 epoch)", "dev accuracy after it"], body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo,
     "measure-sst2": lambda: measured("measure-minilm-sst2"),
@@ -106,6 +143,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "attribution-sst2": lambda: attribution("measure-minilm-sst2"),
     "attribution-imdb": lambda: attribution("measure-minilm-imdb"),
     "calibration": calibration,
+    "methods-sst2": lambda: methods("methods-minilm-sst2"),
+    "stages-sst2": lambda: stages("methods-minilm-sst2"),
 }
 
 

@@ -377,7 +377,7 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "sweep --checkpoint {ckpt} --results-dir {tmp}/r --run-name ../x": "--run-name must be a plain folder name",
     "sweep --checkpoint {tmp}/missing --results-dir {tmp}/r": "does not exist",
     # speedup-predict, calibrate, check
-    "speedup-predict": "pass exactly one of --tilt-rate and --target-speedup",
+    "speedup-predict": "pass exactly one of --tilt-rate (--knob) and --target-speedup",
     "speedup-predict --tilt-rate 0.1 --target-speedup 2": "pass exactly one of",
     "speedup-predict --hidden 768 --tilt-rate 0.1": "pass all of --hidden, --ffn and --layers",
     "speedup-predict --target-speedup 999 --seq-len 8": "out of reach",

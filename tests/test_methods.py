@@ -263,3 +263,43 @@ def test_power_checkpoint_reloads_at_its_learned_counts(tiny_base, tmp_path):
         return counts
 
     assert realised_counts(model).tolist() == [by_hand(20), by_hand(10)]
+
+
+def test_an_explicit_keep_list_is_never_turned_into_a_rate():
+    model = patch(tiny_bert(), tilt_rate=[8, 6, 4, 2])
+    method = model._tiltbench.method
+    assert method.knob_name == "keep_list" and method.config() == {"shape": "list", "keep": [8, 6, 4, 2]}
+    assert set_knob(model, 1) == Schedule(4, 0.0, "list", (8, 6, 4, 2))
+    assert set_knob(model, 0).is_identity
+    with pytest.raises(UserError, match="its knob is 0 \\(dense\\) or 1 \\(the list\\), not 0.3"):
+        set_knob(model, 0.3)
+
+
+def test_models_take_per_example_counts():
+    from tiltbench.latency_model import batch_work
+    from tiltbench.speedup import ModelDims, predict_speedup, speedup_from_counts
+
+    dims, schedule, lengths = ModelDims(32, 64, 4), Schedule(4, 0.3), [20, 9, 5]
+    counts = [schedule.counts(n) for n in lengths]
+    assert speedup_from_counts(dims, counts) == pytest.approx(
+        predict_speedup(dims, schedule, lengths).predicted_speedup
+    )
+    assert batch_work(lengths, None, counts=counts) == batch_work(lengths, schedule)
+    uneven = [[20, 20, 10, 10, 5], [9, 9, 9, 9, 9], [5, 5, 3, 3, 1]]  # what a data-dependent method might keep
+    work = batch_work(lengths, None, counts=uneven)
+    assert work.widths == (20, 20, 10, 10, 9) and work.eliminating == (False, True, False, True)
+
+
+def test_speedup_predict_moves_a_power_checkpoints_knob(tiny_base, tmp_path):
+    from typer.testing import CliRunner
+
+    from tiltbench.cli import app
+
+    summary = _power(tiny_base, tmp_path / "p", "--lambda", "1")
+    runner = CliRunner()
+    base = ["speedup-predict", "--checkpoint", str(tmp_path / "p"), "--seq-len", "40", "--json"]
+    at = {k: json.loads(runner.invoke(app, [*base, "--knob", str(k)]).stdout) for k in (0, 1)}
+    assert at[0]["predicted_speedup"] == 1.0 and at[1]["method"] == "power"
+    assert at[1]["kept_tokens"] == [math.ceil(40 * f - 1e-9) for f in summary["fractions"]]
+    solved = json.loads(runner.invoke(app, [*base, "--target-speedup", "1.1"]).stdout)
+    assert solved["knob_name"] == "retention_scale" and solved["predicted_speedup"] >= 1.1

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tiltbench.errors import UserError
 from tiltbench.latency_model import LatencyProfile, calibrated_speedup
-from tiltbench.results import headline_baseline, headline_speedup, knob_label, knob_of, short_name
+from tiltbench.rows import headline_baseline, headline_speedup, knob_label, knob_of, short_name
 from tiltbench.schedule import Schedule
 from tiltbench.speedup import ModelDims
 
@@ -115,7 +115,8 @@ def predicted(row: dict, profile: LatencyProfile | None) -> float:
     if "lengths" not in row:
         raise UserError("this report predates calibrated checks (rows lack 'lengths'); measure it again")
     profile.check_dims(ModelDims(row["hidden"], row["ffn"], row["layers"]), row["heads"])
-    return calibrated_speedup(profile, row["lengths"], row["batch_size"], row_schedule(row))
+    # realised per-example counts where the row has them (a data-dependent method has no plan to re-run)
+    return calibrated_speedup(profile, row["lengths"], row["batch_size"], row_schedule(row), row.get("kept_counts"))
 
 
 def check(cfg: CheckConfig) -> CheckReport:

@@ -69,14 +69,21 @@ class BatchWork:
         return sum((stop - start) * m * m for start, stop, m in row_chunks(self.lengths[layer], heads))
 
 
-def batch_work(lengths: Sequence[int], schedule: Schedule | None, pad_to: int | None = None) -> BatchWork:
-    """The work of one batch of real `lengths`: dense when `schedule` is None (or keeps all), else tiltbench's.
+def batch_work(
+    lengths: Sequence[int],
+    schedule: Schedule | None,
+    pad_to: int | None = None,
+    counts: Sequence[Sequence[int]] | None = None,
+) -> BatchWork:
+    """The work of one batch of real `lengths`: dense when `schedule` and `counts` are None, else tiltbench's.
 
+    `counts` ([B][L+1], e.g. what a data-dependent method realised) takes the place of the schedule's plan.
     Mirrors patch.py: a layer that drops no token in the batch keeps the (padded) width; an eliminating layer
     outputs the longest kept row."""
     width = pad_to or max(lengths)
-    layers = schedule.num_layers if schedule else 0
-    counts = [schedule.counts(n) for n in lengths] if schedule else []
+    if counts is None:
+        counts = [schedule.counts(n) for n in lengths] if schedule else []
+    layers = len(counts[0]) - 1 if counts else 0
     widths, eliminating = [width], []
     for layer in range(1, layers + 1):
         drops = any(c[layer] != c[layer - 1] for c in counts)
@@ -219,18 +226,36 @@ def batches_of(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def predict_latency(
-    profile: LatencyProfile, lengths: Sequence[int], batch_size: int, schedule: Schedule, pad_to: int | None = None
+    profile: LatencyProfile,
+    lengths: Sequence[int],
+    batch_size: int,
+    schedule: Schedule | None,
+    pad_to: int | None = None,
+    counts: Sequence[Sequence[int]] | None = None,
 ) -> tuple[float, float]:
-    """(dense-dynamic ms, tiltbench ms) summed over the batches of `lengths` in dataset order."""
+    """(dense-dynamic ms, tiltbench ms) summed over the batches of `lengths` in dataset order; tiltbench's work
+    from per-example per-layer `counts` ([N][L+1], realised) when given, else from `schedule`'s plan."""
     dense = tilted = 0.0
-    for batch in batches_of(lengths, batch_size):
+    for start in range(0, len(lengths), batch_size):
+        batch = list(lengths[start : start + batch_size])
         dense += profile.batch_ms(batch_work(batch, None))
-        tilted += profile.batch_ms(batch_work(batch, None if schedule.is_identity else schedule, pad_to))
+        if counts is not None:
+            work = batch_work(batch, None, pad_to, counts[start : start + batch_size])
+        else:
+            work = batch_work(batch, None if schedule is None or schedule.is_identity else schedule, pad_to)
+        tilted += profile.batch_ms(work)
     return dense, tilted
 
 
-def calibrated_speedup(profile: LatencyProfile, lengths: Sequence[int], batch_size: int, schedule: Schedule) -> float:
-    dense, tilted = predict_latency(profile, lengths, batch_size, schedule)
+def calibrated_speedup(
+    profile: LatencyProfile,
+    lengths: Sequence[int],
+    batch_size: int,
+    schedule: Schedule | None,
+    counts: Sequence[Sequence[int]] | None = None,
+) -> float:
+    """Calibrated dense-dynamic / tiltbench latency; from realised per-example `counts` when given."""
+    dense, tilted = predict_latency(profile, lengths, batch_size, schedule, counts=counts)
     return dense / tilted
 
 

@@ -44,7 +44,7 @@ from tiltbench.inference import Progress, evaluate
 from tiltbench.latency import Variant, robust_total, time_interleaved
 from tiltbench.models import load_checkpoint, load_model, method_from_meta, read_meta
 from tiltbench.patch import method_of, patch, realised_counts, set_schedule, unpatch
-from tiltbench.results import knob_of
+from tiltbench.rows import knob_of
 from tiltbench.schedule import Schedule
 from tiltbench.speedup import ModelDims, encoder_macs
 
@@ -266,6 +266,7 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
         "layers": bench.dims.layers,
         "heads": bench.model.config.num_attention_heads,
         "lengths": [int(n) for n in counts[:, 0]],
+        "kept_counts": counts.tolist(),  # [N][L+1] realised per example: the models re-predict from these
         "latency": {name: lat.to_dict() for name, lat in latency.items()},
         "throughput": {
             name: {

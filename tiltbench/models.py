@@ -118,6 +118,8 @@ def method_from_meta(meta: dict, num_layers: int):
     config = dict(meta.get("method_config") or {})
     if meta["method"] == "tilted" and "shape" not in config:
         config["shape"] = meta["schedule"].get("shape", "geometric")
+        if config["shape"] == "list":
+            config["keep"] = meta["schedule"].get("keep")
     return get_method(meta["method"]).from_config(
         num_layers, config, scorer=meta["scorer"], min_tokens=int(meta["schedule"].get("min_tokens", 1))
     )

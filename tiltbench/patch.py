@@ -233,7 +233,15 @@ def patch(
         raise UserError(f"attention implementation {impl!r} is not supported; load with 'sdpa' or 'eager'")
     layers = len(encoder.layer)
     if isinstance(method, str):
-        options = {"shape": shape} if method == "tilted" else {}
+        options = {}
+        if method == "tilted":  # TiltedBERT's knob follows the schedule's shape (a keep list stays a list)
+            planned = (
+                parse_schedule(layers, tilt_rate, shape=shape, min_tokens=min_tokens) if tilt_rate is not None else None
+            )
+            if planned is not None and planned.shape in ("geometric", "linear", "list"):
+                options = {"shape": planned.shape, "keep": planned.keep}
+            else:  # no schedule yet, or one of another method's shapes: a Tilt-Rate knob of the given shape
+                options = {"shape": shape}
         method = get_method(method)(layers, scorer=scorer, min_tokens=min_tokens, **options)
     elif scorer is not None and scorer != method.scorer_name:
         raise UserError(f"scorer {scorer!r} conflicts with the method's own {method.scorer_name!r}")

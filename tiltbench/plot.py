@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tiltbench.report import write_bytes_atomic  # noqa: E402
-from tiltbench.results import knob_label, knob_of, short_name  # noqa: E402
+from tiltbench.rows import knob_label, knob_of, short_name  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -53,7 +53,7 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
     ax.set_ylabel(f"{rows[0]['metric_name']} (%)")
     ax.set_title("Metric vs measured speedup (labels: knob value)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: curves stay visible
     _save(fig, path)
 
 

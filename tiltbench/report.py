@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -132,8 +133,16 @@ def replace_dir(staged: Path, target: Path) -> None:
         os.replace(staged, target)  # a missing or empty target
 
 
+# A JSON array holding only numbers (no strings, objects or arrays inside), as json.dumps(indent=2) lays it out.
+_NUMBER_ARRAY = re.compile(r"\[\s*\n[-+0-9.eE,\s]*?\n\s*\]")
+
+
 def write_json_atomic(path: str | Path, obj: object) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Indented JSON, but every array of numbers on one line (latency samples, kept counts): readable, and a
+    tenth of the size of one number per line."""
+    text = json.dumps(obj, indent=2, sort_keys=False)
+    text = _NUMBER_ARRAY.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(0)[1:-1].split(",")) + "]", text)
+    write_text_atomic(path, text + "\n")
 
 
 def _version(package: str) -> str | None:

@@ -9,32 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tiltbench.report import write_json_atomic, write_text_atomic
+from tiltbench.rows import headline_baseline, headline_speedup, knob_label, knob_of, short_name
 
 Column = tuple[str, Callable[[dict], object]]
-
-
-def knob_of(row: dict) -> float:
-    """A row's knob value (rows measured before methods had knobs carry only `tilt_rate`)."""
-    return float(row["knob"] if "knob" in row else row["tilt_rate"])
-
-
-KNOB_SHORT = {"tilt_rate": "tilt", "retention_scale": "scale"}
-
-
-def knob_label(row: dict, short: bool = False) -> str:
-    """'tilt rate' / 'retention scale' (or 'tilt' / 'scale'): what the row's knob is called."""
-    name = row.get("knob_name", "tilt_rate")
-    return KNOB_SHORT.get(name, name) if short else name.replace("_", " ")
-
-
-def headline_baseline(row: dict) -> str:
-    """The baseline timed in tiltbench's own group: dense-dynamic, or dense-padded with --pad-to-max (rows from
-    before the field existed were all dense-dynamic)."""
-    return row.get("headline_baseline", "dense-dynamic")
-
-
-def headline_speedup(row: dict) -> float:
-    return row[f"speedup_vs_{headline_baseline(row).replace('-', '_')}"]
 
 
 def _attribution(row: dict, key: str, digits: int = 3) -> str:
@@ -110,11 +87,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def short_name(checkpoint: str) -> str:
-    """The last two parts of a checkpoint path: 'measure-minilm-sst2/checkpoint' says more than 'checkpoint'."""
-    return "/".join(Path(checkpoint).parts[-2:])
 
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list]]:

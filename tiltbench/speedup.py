@@ -67,6 +67,15 @@ class SpeedupPrediction:
         return asdict(self)
 
 
+def speedup_from_counts(dims: ModelDims, counts: Sequence[Sequence[int]]) -> float:
+    """FLOP-ratio speedup from per-example per-layer counts [N][L+1] (what a method planned or realised):
+    dense encoder MACs at each example's n0 / MACs at its counts."""
+    if not counts:
+        raise UserError("no examples to predict a speedup for")
+    dense = sum(encoder_macs([int(c[0])] * (dims.layers + 1), dims) for c in counts)
+    return dense / sum(encoder_macs([int(n) for n in c], dims) for c in counts)
+
+
 def predict_speedup(dims: ModelDims, schedule: Schedule, seq_lens: Sequence[int]) -> SpeedupPrediction:
     """FLOP-ratio speedup of `schedule` over the dense model on examples of real lengths `seq_lens`."""
     histogram = Counter(int(n) for n in seq_lens)

@@ -140,15 +140,15 @@ def _run_sweep(
         if at:
             checkpoints[i], grids[path] = path, tuple(parse_grid(grid))
     cfg = SweepConfig(
-        tuple(checkpoints),
-        tuple(parse_grid(tilt_rates)) if tilt_rates else None,
-        _batch_sizes(batch_sizes),
-        run_name,
-        results_dir,
-        MeasureConfig(**measure_settings),
-        force,
-        command,
-        grids,
+        checkpoints=tuple(checkpoints),
+        knobs=tuple(parse_grid(tilt_rates)) if tilt_rates else None,
+        batch_sizes=_batch_sizes(batch_sizes),
+        run_name=run_name,
+        results_dir=results_dir,
+        measure=MeasureConfig(**measure_settings),
+        force=force,
+        command=command,
+        grids=grids,
     )
     try:
         with progress_bar(not json_out) as progress:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -39,7 +40,14 @@ def speedup_predict(
     max_seq_len: Annotated[int, typer.Option(help="With --task: truncate to this many tokens.")] = 128,
     max_eval_samples: MaxEvalOpt = None,
     batch_size: Annotated[int, typer.Option(help="Examples per batch (matters with --profile).")] = 1,
-    tilt_rate: Annotated[float | None, typer.Option(help="Predict the speedup of this rate.")] = None,
+    tilt_rate: Annotated[
+        float | None,
+        typer.Option("--tilt-rate", "--knob", help="Predict the speedup of this rate (with --checkpoint: its knob)."),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="A tiltbench checkpoint: its model sizes, tokenizer and method (learned fractions too)."),
+    ] = None,
     target_speedup: Annotated[float | None, typer.Option(help="Solve for the smallest rate reaching this.")] = None,
     profile: Annotated[
         str | None, typer.Option(help="Machine profile from `tiltbench calibrate`: predict latency.")
@@ -51,7 +59,7 @@ def speedup_predict(
     """Predict the speedup of a tilt rate (FLOP ratio; with --profile, calibrated latency), or solve for the
     rate that reaches --target-speedup."""
     if (tilt_rate is None) == (target_speedup is None):
-        raise UserError("pass exactly one of --tilt-rate and --target-speedup")
+        raise UserError("pass exactly one of --tilt-rate (--knob) and --target-speedup")
     for name, value in (("--seq-len", seq_len), ("--batch-size", batch_size)):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
@@ -59,7 +67,18 @@ def speedup_predict(
     from tiltbench.forecast import forecast, task_lengths
     from tiltbench.latency_model import LatencyProfile
 
-    dims = _dims(model, hidden, ffn, layers)
+    method = None
+    if checkpoint:
+        from tiltbench.models import method_from_meta, read_meta
+        from tiltbench.speedup import ModelDims
+
+        meta = read_meta(checkpoint)
+        config = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
+        dims = ModelDims(config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"])
+        method = method_from_meta(meta, dims.layers)
+        model = checkpoint  # its tokenizer gives the task's lengths
+    else:
+        dims = _dims(model, hidden, ffn, layers)
     loaded = LatencyProfile.load(profile) if profile else None
     if task:
         setup()
@@ -76,6 +95,7 @@ def speedup_predict(
         shape=shape,
         min_tokens=min_tokens,
         profile=loaded,
+        method=method,
     )  # type: ignore[arg-type]
     if json_out:
         return emit_json(result)
@@ -85,7 +105,7 @@ def speedup_predict(
         ["inputs", f"{task} dev set, {len(lengths)} examples" if task else f"{seq_len} tokens"],
         ["mean real length (tokens)", result["seq_len"]],
         ["batch size", batch_size],
-        ["tilt rate", f"{result['tilt_rate']:g}"],
+        [f"{result['method']} {result['knob_name'].replace('_', ' ')}", f"{result['knob']:g}"],
         ["mean tokens kept by layers 1..L", " ".join(map(str, result["kept_tokens"]))],
         [
             "encoder GFLOPs per example (2 x MACs), dense -> eliminated",
@@ -165,7 +185,7 @@ def check(
     """Compare measured speedups with the prediction (and a baseline run); exit 1 when they disagree."""
     from tiltbench.check import CheckConfig
     from tiltbench.check import check as run_check
-    from tiltbench.results import KNOB_SHORT
+    from tiltbench.rows import KNOB_SHORT
 
     report = run_check(CheckConfig(results, profile, tolerance, baseline, metric_tolerance))
     if json_out:

@@ -194,15 +194,15 @@ def offline_tune(
         seed=seed,
     )
     cfg = OfflineConfig(
-        checkpoint,
-        tuple(parse_grid(tilt_rates)) if tilt_rates else None,
-        max_drop,
-        target_speedup,
-        data,
-        batch_size,
-        record,
-        output,
-        overwrite,
+        checkpoint=checkpoint,
+        knobs=tuple(parse_grid(tilt_rates)) if tilt_rates else None,
+        max_drop=max_drop,
+        target_speedup=target_speedup,
+        data=data,
+        batch_size=batch_size,
+        record=record,
+        output=output,
+        overwrite=overwrite,
     )
     with progress_bar(not json_out) as progress:
         report = run_offline(cfg, progress)

@@ -89,6 +89,10 @@ class Method(nn.Module):
         """Per-example counts at this knob value (UserError when the value is out of range)."""
         raise NotImplementedError
 
+    def knob_range(self) -> tuple[float, float]:
+        """The knob's usable interval, dense end first (speedup-predict solves a target speedup on it)."""
+        return (self.dense_knob, 0.9999)
+
     # -- per layer ------------------------------------------------------------------------------------------
     def score(self, probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
         return self.scorer(probs, valid, values)

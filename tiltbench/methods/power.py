@@ -63,6 +63,12 @@ class Power(Method):
         shares = [min(1.0, max(MIN_FRACTION, 1.0 - knob * (1.0 - f))) for f in self.fractions]
         return Schedule(self.num_layers, 0.0, "fractions", None, self.min_tokens, tuple(shares))
 
+    def knob_range(self) -> tuple[float, float]:
+        """0 (dense) up to the scale where the layer that keeps least would keep nothing."""
+        if not self.fractions:
+            return (0.0, 0.0)
+        return (0.0, round(1.0 / max(1e-6, 1.0 - min(self.fractions)), 4))
+
     # -- training recipe (methods.md §3.4) --------------------------------------------------------------------
     def stages(self, cfg) -> list[TrainStage]:  # noqa: ANN001
         stages = [] if cfg.init else [TrainStage("fine-tune", cfg.epochs)]  # 1: dense, unless --init reuses one
@@ -87,7 +93,8 @@ class Power(Method):
         rank = ranked.argsort(dim=1, descending=True).argsort(dim=1)  # [B,n] rank of each token
         n0 = valid.sum(1, keepdim=True).clamp(min=1)
         bins = torch.div(rank * self.bins, n0, rounding_mode="floor").clamp(max=self.bins - 1)
-        weights = self.retention[layer].to(scores.dtype)[bins] * valid
+        # .to() keeps the gradient path; the parameters stay wherever the optimiser holds them
+        weights = self.retention[layer].to(device=scores.device, dtype=scores.dtype)[bins] * valid
         return torch.cat([torch.ones_like(weights[:, :1]), weights[:, 1:]], 1)  # [CLS] is always kept
 
     def mass(self) -> Tensor:
