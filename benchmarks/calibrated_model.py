@@ -24,12 +24,10 @@ from tiltbench.check import CheckConfig, check, load_rows
 from tiltbench.cli.common import setup
 from tiltbench.console import progress_bar
 from tiltbench.data import DataConfig
-from tiltbench.forecast import forecast, task_lengths
-from tiltbench.latency_model import LatencyProfile
+from tiltbench.files import write_json_atomic, write_text_atomic
 from tiltbench.measure import MeasureConfig
-from tiltbench.report import write_json_atomic, write_text_atomic
 from tiltbench.results import markdown_table
-from tiltbench.speedup import ModelDims
+from tiltbench.speed_model import LatencyProfile, ModelDims, forecast, task_lengths
 from tiltbench.sweep import SweepConfig, sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -43,12 +41,12 @@ TARGETS = {
 
 def errors_by_group(results_dir: Path, profile: LatencyProfile | None, task: str) -> dict[int, float]:
     """Median |error| per batch size; the full `check` report is kept as check-<task>-<flop|calibrated>.json."""
-    report = check(CheckConfig(str(results_dir), str(OUT / "profile.json") if profile else None))
+    report = check(CheckConfig(str(results_dir), profile=str(OUT / "profile.json") if profile else None))
     write_json_atomic(OUT / f"check-{task}-{'calibrated' if profile else 'flop'}.json", report.to_dict())
     groups: dict[int, list[float]] = defaultdict(list)
     for row in report.rows:
-        if row["counted"]:  # tilt rate 0 is 1 vs 1 by construction: not evidence for either model
-            groups[row["batch_size"]].append(abs(row["error"]))
+        if row.counted:  # tilt rate 0 is 1 vs 1 by construction: not evidence for either model
+            groups[row.batch_size].append(abs(row.error))
     return {batch: statistics.median(errs) for batch, errs in sorted(groups.items())}
 
 
@@ -81,16 +79,16 @@ def main() -> None:
         for repeat in range(1, REPEATS + 1):
             cfg = SweepConfig(
                 (checkpoint,),
-                (solved["tilt_rate"],),
-                (32,),
-                f"run-{repeat}",
-                str(RESULTS / f"target-{task}"),
-                measure,
+                knobs=(solved["tilt_rate"],),
+                batch_sizes=(32,),
+                run_name=f"run-{repeat}",
+                results_dir=str(RESULTS / f"target-{task}"),
+                measure=measure,
                 force=True,
             )
             with progress_bar() as progress:
                 runs.append(sweep(cfg, progress).rows[0])
-        each = [run["speedup_vs_dense_dynamic"] for run in runs]
+        each = [run.speedup_vs_dense_dynamic for run in runs]
         measured = statistics.median(each)
         summary["targets"][task] = {
             "target": target,
@@ -99,7 +97,7 @@ def main() -> None:
             "measured_each": each,
             "measured": measured,
             "error_vs_target": measured / target - 1,
-            "metric": runs[0]["metric"],
+            "metric": runs[0].metric,
         }
         targets.append(
             [
@@ -110,7 +108,7 @@ def main() -> None:
                 ", ".join(f"{x:.3f}x" for x in each),
                 f"{measured:.3f}x",
                 f"{100 * (measured / target - 1):+.1f}%",
-                f"{runs[0]['metric']:.4f}",
+                f"{runs[0].metric:.4f}",
             ]
         )
     write_json_atomic(OUT / "errors.json", summary)

@@ -50,7 +50,13 @@ def run(task: str, console: Console, force: bool = False) -> None:
             result = finetune(TrainConfig(str(checkpoint), spec["data"], tilt_rate=0.1), progress)
         console.print(f"fine-tuned {checkpoint}: {result.metrics}")
     cfg = SweepConfig(
-        (str(checkpoint),), TILT_RATES, (1, 8, 32), folder.name, str(RESULTS), spec["measure"], force, "sweep"
+        (str(checkpoint),),
+        knobs=TILT_RATES,
+        batch_sizes=(1, 8, 32),
+        run_name=folder.name,
+        results_dir=str(RESULTS),
+        measure=spec["measure"],
+        force=force,
     )
     with progress_bar() as progress:
         report = sweep(cfg, progress)

@@ -11,14 +11,21 @@ checkpoint at batch 1, 8 and 32 against dense-dynamic: tilted over tilt rates 0-
 into results/methods-minilm-<task>/ (report files, pareto.png with both methods, stages.json: the time of every stage).
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/methods_minilm.py [--only sst2]
+    TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/methods_minilm.py --seeds sst2
 
-Resumable like `sweep` (finished rows are kept).
+Resumable like `sweep` (finished rows are kept). `--seeds TASK` (after the sweep) trains the same three recipes
+(tilted, dense, PoWER at the task's first λ) at seeds 1 and 2 and evaluates every checkpoint over the sweep's
+knob values without timing (offline-tune): seeds.json holds each seed's accuracy and predicted FLOP speedup,
+seed 0 being the sweep's own rows, with mean and sample standard deviation over the three. A small dev set
+(SST-2: 872 sentences, one point = 8.7 sentences) needs them to say whether a difference is real.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -26,10 +33,14 @@ from rich.console import Console
 from tiltbench.cli.common import setup
 from tiltbench.console import progress_bar, table
 from tiltbench.data import DataConfig
+from tiltbench.environment import environment
+from tiltbench.files import write_json_atomic
 from tiltbench.finetune import TrainConfig, finetune
 from tiltbench.measure import MeasureConfig
-from tiltbench.report import write_json_atomic
+from tiltbench.models import read_meta
+from tiltbench.offline import OfflineConfig, offline_tune
 from tiltbench.results import screen_tables
+from tiltbench.rows import MeasureRow, short_name
 from tiltbench.sweep import SweepConfig, sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -91,13 +102,81 @@ def run(task: str, console: Console, force: bool = False) -> None:
         console.print(table(f"{name} -> {out}", headers, rows))
 
 
+SEEDS = (1, 2)  # seed 0: the sweep's own checkpoints
+
+
+def seeds(task: str, console: Console) -> None:
+    """Accuracy over three training seeds at the sweep's knob values (timing needs only one: speed does not
+    depend on the seed at fixed counts; PoWER's learned counts do, so its learned fractions are kept per seed)."""
+    spec = RUNS[task]
+    out = RESULTS / f"methods-minilm-{task}"
+    report = json.loads((out / "report.json").read_text())
+    sweep_rows = [MeasureRow.from_dict(r) for r in report["rows"]]
+    lam = spec["lambdas"][0]
+    recipes = {  # name -> (sweep checkpoint, knob grid, config at a seed)
+        "tilted": (
+            RESULTS / f"measure-minilm-{task}" / "checkpoint",
+            spec["tilted_grid"],
+            lambda folder, data, _: TrainConfig(str(folder), data, tilt_rate=0.1),
+        ),
+        f"power λ={lam:g}": (
+            out / f"power-l{lam:g}",
+            spec["power_grids"][lam],
+            lambda folder, data, dense: TrainConfig(
+                str(folder), data, method="power", init=str(dense), regulariser_weight=lam
+            ),
+        ),
+    }
+    stage_one = json.loads((out / "stages.json").read_text())["dense (PoWER stage 1)"][-1]
+    results: dict = {"task": task, "seeds": [0, *SEEDS], "dense_fine_tune": [stage_one["accuracy"]], "recipes": {}}
+    for name, (checkpoint, grid, _) in recipes.items():
+        own = [r for r in sweep_rows if short_name(r.checkpoint) == short_name(str(checkpoint)) and r.batch_size == 1]
+        entry: dict = {"knobs": {f"{k:g}": {"accuracy": [r.metric for r in own if r.knob == k][:1]} for k in grid}}
+        at_one = [r.schedule.get("fractions") for r in own if r.knob == 1.0]
+        if at_one and at_one[0]:
+            entry["learned_fractions"] = [[round(f, 3) for f in at_one[0]]]
+        results["recipes"][name] = entry
+    for seed in SEEDS:
+        data = replace(spec["data"], seed=seed)
+        folder = out / f"seed{seed}"
+        dense = folder / "dense"
+        results["dense_fine_tune"].append(_train(dense, TrainConfig(str(dense), data), console)["accuracy"])
+        for name, (_, grid, make) in recipes.items():
+            checkpoint = folder / ("tilted" if name == "tilted" else f"power-l{lam:g}")
+            _train(checkpoint, make(checkpoint, data, dense), console)
+            # the sweep's evaluation set: the same examples as seed 0's rows
+            evaluation = DataConfig.for_checkpoint(
+                read_meta(checkpoint), max_eval_samples=spec["measure"].max_eval_samples
+            )
+            with progress_bar() as progress:
+                offline = offline_tune(OfflineConfig(str(checkpoint), knobs=tuple(grid), data=evaluation), progress)
+            entry = results["recipes"][name]
+            for row in offline.rows:
+                if f"{row.knob:g}" in entry["knobs"]:
+                    entry["knobs"][f"{row.knob:g}"]["accuracy"].append(row.metric)
+            fractions = json.loads((checkpoint / "tiltbench.json").read_text())["method_config"].get("fractions")
+            if "learned_fractions" in entry and fractions:
+                entry["learned_fractions"].append([round(f, 3) for f in fractions])
+    for name, entry in results["recipes"].items():
+        for knob, cell in entry["knobs"].items():
+            values = cell["accuracy"]
+            cell["mean"], cell["sd"] = statistics.mean(values), statistics.stdev(values)
+            shown = " ".join(f"{v:.3f}" for v in values)
+            console.print(f"{name} {knob}: {shown} -> {cell['mean']:.3f} ± {cell['sd']:.3f}")
+    results["environment"] = environment(seed=None)
+    write_json_atomic(out / "seeds.json", results)
+
+
 def main() -> None:
     setup()  # the CLI's quiet: no HF logging or "Loading weights" bars under our one progress bar
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(RUNS))
+    parser.add_argument("--seeds", choices=sorted(RUNS), help="after the sweep: accuracy at seeds 1 and 2 too")
     parser.add_argument("--force", action="store_true", help="measure every row again (after a change of the timer)")
     args = parser.parse_args()
     console = Console(width=200)
+    if args.seeds:
+        return seeds(args.seeds, console)
     for task in [args.only] if args.only else list(RUNS):
         run(task, console, args.force)
 

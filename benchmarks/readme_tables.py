@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tiltbench.rows import knob_of
+from tiltbench.rows import MeasureRow
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -34,8 +34,8 @@ def _md(headers: list[str], rows: list[list[str]]) -> str:
 def demo() -> str:
     report = _load("demo/report.json")
     trained = _load("demo/finetune.json")["train_config"]["tilt_rate"]
-    shown = [r for r in report["rows"] if round(knob_of(r), 4) in (0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)]
-    rate = [f"{knob_of(r):g}" + (" (trained)" if knob_of(r) == trained else "") for r in shown]
+    shown = [r for r in report["rows"] if round(r["knob"], 4) in (0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)]
+    rate = [f"{r['knob']:g}" + (" (trained)" if r["knob"] == trained else "") for r in shown]
     return _md(
         ["Tilt-Rate at inference", *rate],
         [
@@ -45,13 +45,17 @@ def demo() -> str:
     )
 
 
-def _grid(folder: str) -> tuple[list[dict], list[float], list[int]]:
-    rows = _load(f"{folder}/report.json")["rows"]
-    return rows, sorted({knob_of(r) for r in rows}), sorted({r["batch_size"] for r in rows})
+def _rows(folder: str) -> list[MeasureRow]:
+    return [MeasureRow.from_dict(r) for r in _load(f"{folder}/report.json")["rows"]]
 
 
-def _cell(rows: list[dict], rate: float, batch: int) -> dict:
-    return next(r for r in rows if knob_of(r) == rate and r["batch_size"] == batch)
+def _grid(folder: str) -> tuple[list[MeasureRow], list[float], list[int]]:
+    rows = _rows(folder)
+    return rows, sorted({r.knob for r in rows}), sorted({r.batch_size for r in rows})
+
+
+def _cell(rows: list[MeasureRow], knob: float, batch: int, checkpoint: str | None = None) -> MeasureRow:
+    return next(r for r in rows if (r.knob, r.batch_size) == (knob, batch) and checkpoint in (None, r.checkpoint))
 
 
 def measured(folder: str) -> str:
@@ -63,11 +67,11 @@ def measured(folder: str) -> str:
         body.append(
             [
                 f"{rate:g}",
-                *(f"{c['speedup_vs_dense_dynamic']:.2f}× / {c['predicted_speedup']:.2f}×" for c in cells),
-                f"{cells[0]['metric']:.3f}",
+                *(f"{c.speedup_vs_dense_dynamic:.2f}× / {c.predicted_speedup:.2f}×" for c in cells),
+                f"{cells[0].metric:.3f}",
             ]
         )
-    headers = ["tilt rate", *(f"batch {b}: measured / FLOP-predicted" for b in batches), rows[0]["metric_name"]]
+    headers = ["tilt rate", *(f"batch {b}: measured / FLOP-predicted" for b in batches), rows[0].metric_name]
     return _md(headers, body)
 
 
@@ -81,8 +85,8 @@ def attribution(folder: str) -> str:
             [
                 f"{rate:g}",
                 *(
-                    f"{c['speedup_vs_dense_dynamic']:.2f}× = {c['speedup_from_padding']:.2f} × "
-                    f"{c['speedup_from_elimination']:.2f}"
+                    f"{c.speedup_vs_dense_dynamic:.2f}× = {c.speedup_from_padding:.2f} × "
+                    f"{c.speedup_from_elimination:.2f}"
                     for c in cells
                 ),
             ]
@@ -103,25 +107,24 @@ def calibration() -> str:
 
 def methods(folder: str) -> str:
     """TiltedBERT against PoWER-BERT in one sweep: metric and speedup vs dense-dynamic per batch size."""
-    rows = _load(f"{folder}/report.json")["rows"]
-    batches = sorted({r["batch_size"] for r in rows})
-    places = sorted({(r["method"], r["checkpoint"], knob_of(r)) for r in rows}, key=lambda p: (p[0] != "tilted", p))
+    rows = _rows(folder)
+    batches = sorted({r.batch_size for r in rows})
+    places = sorted({(r.method, r.checkpoint, r.knob) for r in rows}, key=lambda p: (p[0] != "tilted", p))
     body = []
     for method, checkpoint, knob in places:
-        cells = [next(r for r in rows if (r["checkpoint"], knob_of(r), r["batch_size"]) == (checkpoint, knob, b))
-                 for b in batches]  # fmt: skip
+        cells = [_cell(rows, knob, b, checkpoint) for b in batches]
         name = Path(checkpoint).name.replace("power-l", "λ = ") if method == "power" else "trained at τ = 0.1"
-        label = {"tilt_rate": "τ", "retention_scale": "s"}.get(cells[0]["knob_name"], cells[0]["knob_name"])
+        label = {"tilt_rate": "τ", "retention_scale": "s"}.get(cells[0].knob_name, cells[0].knob_name)
         body.append(
             [
                 f"{method} ({name})",
                 f"{label} = {knob:g}",
-                f"{cells[0]['metric']:.3f}",
-                " ".join(f"{k:.1f}" for k in cells[0]["mean_kept_tokens"]),
-                *(f"{c['speedup_vs_dense_dynamic']:.2f}×" for c in cells),
+                f"{cells[0].metric:.3f}",
+                " ".join(f"{k:.1f}" for k in cells[0].mean_kept_tokens),
+                *(f"{c.speedup_vs_dense_dynamic:.2f}×" for c in cells),
             ]
         )
-    headers = ["checkpoint", "knob", rows[0]["metric_name"], "mean tokens n0..nL (batch 1)"]
+    headers = ["checkpoint", "knob", rows[0].metric_name, "mean tokens n0..nL (batch 1)"]
     return _md(headers + [f"batch {b}" for b in batches], body)
 
 

@@ -78,6 +78,6 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     BertForSequenceClassification(config).save_pretrained(base)
     AutoTokenizer.from_pretrained(resolve_model("minilm")).save_pretrained(base)
     out = base.parent / "ckpt"
-    data = DataConfig("sst2", str(DATA_DIR), max_train_samples=32, max_eval_samples=16, max_seq_len=32)
+    data = DataConfig("sst2", data_dir=str(DATA_DIR), max_train_samples=32, max_eval_samples=16, max_seq_len=32)
     finetune(TrainConfig(str(out), data, model=str(base), tilt_rate=0.3, batch_size=16))
     return str(out)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tiltbench.calibrate import CalibrateConfig, calibrate
 from tiltbench.cli import app
-from tiltbench.latency_model import FEATURES, LatencyProfile
+from tiltbench.speed_model import FEATURES, LatencyProfile
 from tiltbench.sweep import sweep
 
 

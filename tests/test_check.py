@@ -66,12 +66,13 @@ def test_prediction_check_fails_when_speedups_are_30_percent_off_either_way(
     run_folder, tmp_path, factor, calibrated, profile_file
 ):
     from tiltbench.check import predicted
-    from tiltbench.latency_model import LatencyProfile
+    from tiltbench.rows import MeasureRow
+    from tiltbench.speed_model import LatencyProfile
 
     profile = LatencyProfile.load(profile_file) if calibrated else None
     options = ["--profile", profile_file, "--tolerance", "0.15"] if calibrated else ["--tolerance", "0.15"]
-    exact = _doctor(run_folder, tmp_path, "exact", _scaled(1.0, lambda r: predicted(r, profile)))
-    off = _doctor(run_folder, tmp_path, "off", _scaled(factor, lambda r: predicted(r, profile)))
+    exact = _doctor(run_folder, tmp_path, "exact", _scaled(1.0, lambda r: predicted(MeasureRow.from_dict(r), profile)))
+    off = _doctor(run_folder, tmp_path, "off", _scaled(factor, lambda r: predicted(MeasureRow.from_dict(r), profile)))
     config = dict(profile=profile_file if calibrated else None, tolerance=0.15)
     assert check(CheckConfig(exact, **config)).passed
     report = check(CheckConfig(off, **config))
@@ -91,7 +92,7 @@ def test_tilt_rate_zero_rows_are_left_out_of_the_median(run_folder, tmp_path):
     # counted rows: tilt 0.3 (20 % off) and 0.6 (exact) at two batch sizes -> median 10 %; were the exact
     # tilt-0 rows counted too, the median of [0, 0, .2, .2, 0, 0] would be 0
     report = check(CheckConfig(_doctor(run_folder, tmp_path, "off", change)))
-    assert [r["counted"] for r in report.rows if r["knob"] == 0] == [False, False]
+    assert [r.counted for r in report.rows if r.knob == 0] == [False, False]
     assert report.median_abs_error == pytest.approx(0.1)
     only_zero = _doctor(run_folder, tmp_path, "zero", _exact)
     data = json.loads((tmp_path / "zero" / "report.json").read_text())
@@ -132,8 +133,8 @@ def test_offline_tune_folder_is_a_clear_error(tiny_checkpoint, tmp_path):
     from tiltbench.data import DataConfig
     from tiltbench.offline import OfflineConfig, offline_tune
 
-    data = DataConfig("sst2", str(DATA_DIR), max_eval_samples=8, max_seq_len=32)
-    offline_tune(OfflineConfig(tiny_checkpoint, (0.0, 0.3), data=data, output=str(tmp_path / "offline")))
+    data = DataConfig("sst2", data_dir=str(DATA_DIR), max_eval_samples=8, max_seq_len=32)
+    offline_tune(OfflineConfig(tiny_checkpoint, knobs=(0.0, 0.3), data=data, output=str(tmp_path / "offline")))
     with pytest.raises(UserError, match="is an offline-tune run"):
         check(CheckConfig(str(tmp_path / "offline")))
 
@@ -159,17 +160,19 @@ def test_regressions_against_a_baseline(run_folder, tmp_path):
 
 
 def test_speedup_allowance_comes_from_per_round_speedups():
+    from types import SimpleNamespace
+
     # 2 batches x 4 rounds; dense totals 20 per round, tiltbench totals 10, 10, 10 and 12.5 -> speedups 2, 2, 2, 1.6
-    row = {
-        "headline_baseline": "dense-dynamic",
-        "n_batches": 2,
-        "latency": {
+    row = SimpleNamespace(  # the fields of a MeasureRow that the standard error reads
+        headline_baseline="dense-dynamic",
+        n_batches=2,
+        latency={
             "dense-dynamic": {"count": 8, "samples": [10.0] * 8},
             "tiltbench": {"count": 8, "samples": [5.0] * 6 + [6.0, 6.5]},
         },
-    }
+    )
     assert speedup_standard_error(row) == pytest.approx(0.0)  # the median round is untouched by one outlier
-    row["latency"]["tiltbench"]["samples"] = [5.0, 5.0, 5.5, 5.5, 5.0, 5.0, 5.5, 5.5]  # speedups 2, 1.82, 2, 1.82
+    row.latency["tiltbench"]["samples"] = [5.0, 5.0, 5.5, 5.5, 5.0, 5.0, 5.5, 5.5]  # speedups 2, 1.82, 2, 1.82
     median, mad = (2 + 20 / 11) / 2, (2 - 20 / 11) / 2
     assert speedup_standard_error(row) == pytest.approx(1.4826 * mad / median / 4**0.5, rel=1e-6)
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tiltbench.cli import app, main
 from tiltbench.schedule import Schedule
-from tiltbench.speedup import ModelDims, predict_speedup
+from tiltbench.speed_model import ModelDims, predict_speedup
 
 runner = CliRunner()
 
@@ -65,7 +65,7 @@ def read_json(path: Path) -> dict:
 
 
 def test_finetune_files_have_normal_modes(checkpoint):
-    from tiltbench.report import current_umask
+    from tiltbench.files import current_umask
 
     expected = 0o666 & ~current_umask()
     modes = {p.name: p.stat().st_mode & 0o777 for p in checkpoint.iterdir() if p.is_file()}

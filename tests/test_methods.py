@@ -276,8 +276,7 @@ def test_an_explicit_keep_list_is_never_turned_into_a_rate():
 
 
 def test_models_take_per_example_counts():
-    from tiltbench.latency_model import batch_work
-    from tiltbench.speedup import ModelDims, predict_speedup, speedup_from_counts
+    from tiltbench.speed_model import ModelDims, batch_work, predict_speedup, speedup_from_counts
 
     dims, schedule, lengths = ModelDims(32, 64, 4), Schedule(4, 0.3), [20, 9, 5]
     counts = [schedule.counts(n) for n in lengths]

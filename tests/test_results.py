@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tiltbench.report import write_json_atomic, write_text_atomic
+from tiltbench.files import write_json_atomic, write_text_atomic
 from tiltbench.results import flatten, to_csv
 
 
@@ -31,7 +31,7 @@ def test_flatten_and_csv_round_trip():
 
 
 def test_atomic_writes_keep_normal_modes(tmp_path):
-    from tiltbench.report import current_umask
+    from tiltbench.files import current_umask
 
     new = tmp_path / "new.json"
     write_json_atomic(new, {"a": 1})
@@ -46,7 +46,7 @@ def test_atomic_writes_keep_normal_modes(tmp_path):
 def test_git_commit_is_dirty_for_code_changes_but_not_for_rewritten_results(tmp_path):
     import subprocess
 
-    from tiltbench.report import git_commit
+    from tiltbench.environment import git_commit
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

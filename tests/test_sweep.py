@@ -25,7 +25,9 @@ def _config(checkpoint: str, tmp_path, rates=(0.0, 0.3), batches=(1, 4), **overr
         min_seconds=0.0,
         **overrides,
     )
-    return SweepConfig((checkpoint,), rates, batches, "run", str(tmp_path), measure)
+    return SweepConfig(
+        (checkpoint,), knobs=rates, batch_sizes=batches, run_name="run", results_dir=str(tmp_path), measure=measure
+    )
 
 
 def test_sweep_writes_the_run_folder(tiny_checkpoint, tmp_path):
@@ -90,11 +92,11 @@ def test_rerun_skips_finished_rows_and_extends_the_grid(tiny_checkpoint, tmp_pat
     sweep(
         SweepConfig(
             forced.checkpoints,
-            forced.knobs,
-            forced.batch_sizes,
-            forced.run_name,
-            forced.results_dir,
-            forced.measure,
+            knobs=forced.knobs,
+            batch_sizes=forced.batch_sizes,
+            run_name=forced.run_name,
+            results_dir=forced.results_dir,
+            measure=forced.measure,
             force=True,
         )
     )
@@ -154,7 +156,7 @@ _FAST += ["--max-eval-samples", "8", "--no-fvcore"]
 
 def test_pad_to_max_names_its_headline_baseline_dense_padded(tiny_checkpoint, tmp_path):
     report = sweep(_config(tiny_checkpoint, tmp_path, rates=(0.3,), batches=(4,), pad_to_max=True))
-    row = report.rows[0]
+    row = report.rows[0].to_dict()
     assert row["headline_baseline"] == "dense-padded"
     assert set(row["latency"]) == {"tiltbench", "keep-all", "dense-padded", "dense-dynamic", "dense-eager"}
     totals = {name: robust_total(Latency.from_values(lat["samples"]), row["n_batches"])

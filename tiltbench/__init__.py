@@ -10,7 +10,7 @@ from tiltbench.errors import UserError
 from tiltbench.methods import METHODS, Method, get_method, register
 from tiltbench.patch import method_of, patch, realised_counts, set_knob, set_schedule, unpatch
 from tiltbench.schedule import Schedule, parse_grid, parse_schedule
-from tiltbench.speedup import ModelDims, predict_speedup, tilt_rate_for_speedup
+from tiltbench.speed_model import ModelDims, predict_speedup, tilt_rate_for_speedup
 
 __version__ = "0.1.0"
 

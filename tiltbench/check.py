@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 
 from tiltbench.errors import UserError
-from tiltbench.latency_model import LatencyProfile, calibrated_speedup
-from tiltbench.rows import headline_baseline, headline_speedup, knob_label, knob_of, short_name
-from tiltbench.schedule import Schedule
-from tiltbench.speedup import ModelDims
+from tiltbench.rows import MeasureRow, short_name
+from tiltbench.speed_model import LatencyProfile, ModelDims, calibrated_speedup
 
-# What must be equal for two rows at the same grid place to be compared (a missing field differs from any value).
+# What must be equal for two rows at the same grid place to be compared.
 IDENTITY = (
     "model",
     "task",
@@ -47,6 +45,7 @@ IDENTITY = (
 @dataclass(frozen=True)
 class CheckConfig:
     results_dir: str
+    _: KW_ONLY  # the rest by name: a dozen positional settings are unreadable and easy to shift
     profile: str | None = None
     tolerance: float = 0.10
     baseline: str | None = None
@@ -57,10 +56,26 @@ class CheckConfig:
             raise UserError("--tolerance must be positive and --metric-tolerance >= 0")
 
 
+@dataclass(frozen=True)
+class CheckRow:
+    """One measured row against its prediction."""
+
+    checkpoint: str  # short name
+    task: str
+    method: str
+    knob_name: str
+    knob: float
+    batch_size: int
+    measured: float  # speedup vs dense-dynamic
+    predicted: float
+    error: float  # measured / predicted - 1
+    counted: bool  # False at the dense knob (HF's own forward: 1 vs 1 by construction, not evidence)
+
+
 @dataclass
 class CheckReport:
     prediction: str  # "calibrated" or "FLOP"
-    rows: list[dict]
+    rows: list[CheckRow]
     median_abs_error: float | None  # over rows that remove tokens; None when there are none (baseline check only)
     tolerance: float
     regressions: list[str] = field(default_factory=list)
@@ -77,7 +92,7 @@ class CheckReport:
         return {**asdict(self), "passed": self.passed}
 
 
-def load_rows(results_dir: str | Path) -> list[dict]:
+def load_rows(results_dir: str | Path) -> list[MeasureRow]:
     """The measured rows of a measure/sweep folder; anything else is one clear UserError."""
     folder = Path(results_dir)
     report = folder / "report.json"
@@ -96,27 +111,18 @@ def load_rows(results_dir: str | Path) -> list[dict]:
         )
     if not rows:
         raise UserError(f"{report} has no rows")
-    for row in rows:  # rows measured before methods had knobs: TiltedBERT's tilt rate
-        row.setdefault("knob_name", "tilt_rate")
-        row.setdefault("knob", row.get("tilt_rate"))
-    return rows
+    try:
+        return [MeasureRow.from_dict(row) for row in rows]
+    except (TypeError, ValueError):
+        raise UserError(f"{report} is not a tiltbench report") from None
 
 
-def row_schedule(row: dict) -> Schedule:
-    """The counts a row was measured with (older rows record the tilted schedule's parts, not the schedule)."""
-    if "schedule" in row:
-        return Schedule.from_dict(row["layers"], row["schedule"])
-    return Schedule(row["layers"], row["tilt_rate"], row["shape"], None, row["min_tokens"])
-
-
-def predicted(row: dict, profile: LatencyProfile | None) -> float:
+def predicted(row: MeasureRow, profile: LatencyProfile | None) -> float:
     if profile is None:
-        return float(row["predicted_speedup"])
-    if "lengths" not in row:
-        raise UserError("this report predates calibrated checks (rows lack 'lengths'); measure it again")
-    profile.check_dims(ModelDims(row["hidden"], row["ffn"], row["layers"]), row["heads"])
-    # realised per-example counts where the row has them (a data-dependent method has no plan to re-run)
-    return calibrated_speedup(profile, row["lengths"], row["batch_size"], row_schedule(row), row.get("kept_counts"))
+        return float(row.predicted_speedup)
+    profile.check_dims(ModelDims(row.hidden, row.ffn, row.layers), row.heads)
+    # the realised per-example counts: a data-dependent method has no plan to re-run
+    return calibrated_speedup(profile, row.lengths, row.batch_size, row.counts_schedule(), row.kept_counts)
 
 
 def check(cfg: CheckConfig) -> CheckReport:
@@ -124,25 +130,24 @@ def check(cfg: CheckConfig) -> CheckReport:
     baseline = load_rows(cfg.baseline) if cfg.baseline else None
     profile = LatencyProfile.load(cfg.profile) if cfg.profile else None
     table = []
-    for row in sorted(rows, key=lambda r: (r["checkpoint"], r["batch_size"], knob_of(r))):
+    for row in sorted(rows, key=lambda r: (r.checkpoint, r.batch_size, r.knob)):
         expected = predicted(row, profile)
-        measured = row["speedup_vs_dense_dynamic"]
+        measured = row.speedup_vs_dense_dynamic
         table.append(
-            {
-                "checkpoint": short_name(row["checkpoint"]),
-                "task": row["task"],
-                "method": row.get("method", "tilted"),
-                "knob_name": row["knob_name"],
-                "knob": knob_of(row),
-                "batch_size": row["batch_size"],
-                "measured": measured,
-                "predicted": expected,
-                "error": measured / expected - 1,
-                # the dense knob (tilt rate 0): HF's own forward, 1 vs 1 by construction, not evidence
-                "counted": not row_schedule(row).is_identity,
-            }
+            CheckRow(
+                checkpoint=short_name(row.checkpoint),
+                task=row.task,
+                method=row.method,
+                knob_name=row.knob_name,
+                knob=row.knob,
+                batch_size=row.batch_size,
+                measured=measured,
+                predicted=expected,
+                error=measured / expected - 1,
+                counted=not row.counts_schedule().is_identity,
+            )
         )
-    counted = [abs(r["error"]) for r in table if r["counted"]]
+    counted = [abs(r.error) for r in table if r.counted]
     if not counted and baseline is None:
         raise UserError(
             f"{cfg.results_dir} has no row that removes tokens (all at the dense knob value): nothing to hold "
@@ -155,31 +160,18 @@ def check(cfg: CheckConfig) -> CheckReport:
     return report
 
 
-def _place(row: dict) -> tuple:
-    """Where a row sits in a run's grid."""
-    return (short_name(row["checkpoint"]), round(knob_of(row), 6), int(row["batch_size"]))
-
-
-_MISSING = object()
-
-
-def _match(old: dict, candidates: list[dict]) -> dict:
+def _match(old: MeasureRow, candidates: list[MeasureRow]) -> MeasureRow:
     """The candidate with the same identity as `old`; UserError naming the first differing field otherwise."""
     for row in candidates:
-        if all(row.get(k, _MISSING) == old.get(k, _MISSING) for k in IDENTITY):
+        if all(getattr(row, k) == getattr(old, k) for k in IDENTITY):
             return row
     row = candidates[0]
-    name = next(k for k in IDENTITY if row.get(k, _MISSING) != old.get(k, _MISSING))
-
-    def shown(r: dict) -> str:
-        return repr(r[name]) if name in r else "(not recorded)"
-
-    checkpoint, knob, batch = _place(old)
+    name = next(k for k in IDENTITY if getattr(row, k) != getattr(old, k))
+    checkpoint, knob, batch = old.place
     raise UserError(
-        f"the baseline's row {checkpoint} {knob_label(old, short=True)} {knob:g} batch {batch} differs from this "
-        f"run in {name!r}: "
-        f"{shown(old)} there, {shown(row)} here; compare runs made with the same settings, or refresh the "
-        "baseline (make regress-baseline)"
+        f"the baseline's row {checkpoint} {old.knob_label(short=True)} {knob:g} batch {batch} differs from this "
+        f"run in {name!r}: {getattr(old, name)!r} there, {getattr(row, name)!r} here; compare runs made with the "
+        "same settings, or refresh the baseline (make regress-baseline)"
     )
 
 
@@ -190,14 +182,14 @@ def _match(old: dict, candidates: list[dict]) -> dict:
 MIN_SPEEDUP_ALLOWANCE = 0.05
 
 
-def speedup_standard_error(row: dict) -> float:
+def speedup_standard_error(row: MeasureRow) -> float:
     """Relative standard error of a row's speedup vs its headline baseline, from the run itself.
 
     Each timing round passes once over all batches, so each round gives one speedup (baseline total / tiltbench
     total); the robust spread of those (1.4826 x MAD / median) over sqrt(rounds). Per-batch sample noise
     overstates it several-fold: the reported speedup sums many batches' medians."""
-    n = row["n_batches"]
-    dense, tilted = row["latency"][headline_baseline(row)], row["latency"]["tiltbench"]
+    n = row.n_batches
+    dense, tilted = row.latency[row.headline_baseline], row.latency["tiltbench"]
     rounds = min(dense["count"], tilted["count"]) // n
     if rounds < 2:
         return 0.0
@@ -208,31 +200,31 @@ def speedup_standard_error(row: dict) -> float:
     return 1.4826 * statistics.median(abs(x - middle) for x in speedups) / middle / rounds**0.5
 
 
-def regressions(baseline: list[dict], rows: list[dict], metric_tolerance: float) -> list[str]:
+def regressions(baseline: list[MeasureRow], rows: list[MeasureRow], metric_tolerance: float) -> list[str]:
     """One line per regressed, suspiciously improved or missing row; UserError when rows are not comparable."""
     found = []
     for old in baseline:
-        checkpoint, knob, batch = _place(old)
-        label = f"{checkpoint} {knob_label(old, short=True)} {knob:g} batch {batch}"
-        candidates = [r for r in rows if _place(r) == _place(old)]
+        checkpoint, knob, batch = old.place
+        label = f"{checkpoint} {old.knob_label(short=True)} {knob:g} batch {batch}"
+        candidates = [r for r in rows if r.place == old.place]
         if not candidates:
             found.append(f"{label}: missing from the new run")
             continue
         now = _match(old, candidates)
-        drop = 100 * (old["metric"] - now["metric"])
+        drop = 100 * (old.metric - now.metric)
         if drop > metric_tolerance:
             found.append(
-                f"{label}: {now['metric_name']} fell {drop:.2f} points ({old['metric']:.4f} -> "
-                f"{now['metric']:.4f}; allowed {metric_tolerance:g})"
+                f"{label}: {now.metric_name} fell {drop:.2f} points ({old.metric:.4f} -> "
+                f"{now.metric:.4f}; allowed {metric_tolerance:g})"
             )
         noise = (speedup_standard_error(old) ** 2 + speedup_standard_error(now) ** 2) ** 0.5
         allowed = max(3 * noise, MIN_SPEEDUP_ALLOWANCE)
-        before, after = headline_speedup(old), headline_speedup(now)
+        before, after = old.headline_speedup, now.headline_speedup
         change = after / before - 1
         if abs(change) > allowed:
             verb = "fell" if change < 0 else "rose (as suspicious as a fall: a changed baseline or timer?)"
             found.append(
-                f"{label}: speedup vs {headline_baseline(now)} {verb} {100 * abs(change):.1f}% "
+                f"{label}: speedup vs {now.headline_baseline} {verb} {100 * abs(change):.1f}% "
                 f"({before:.3f}x -> {after:.3f}x; noise allows {100 * allowed:.1f}%)"
             )
     return found

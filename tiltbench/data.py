@@ -15,7 +15,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -101,6 +101,7 @@ class DataConfig:
     """Where a task's examples come from and how many of them to use."""
 
     task: str = "sst2"
+    _: KW_ONLY  # the rest by name: a dozen positional settings are unreadable and easy to shift
     data_dir: str | None = None
     train_file: str | None = None
     eval_file: str | None = None

@@ -81,7 +81,7 @@ CHUNK_BYTES = 16 * 2**20
 def row_chunks(lengths: Sequence[int], heads: int, element_size: int = 4) -> list[tuple[int, int, int]]:
     """Consecutive rows grouped into (start, stop, width) chunks whose [rows*H, width, width] block stays within
     CHUNK_BYTES (at least one row per chunk); width is the chunk's longest real row, so padding beyond it is
-    never computed. latency_model.py mirrors this to count the attention work."""
+    never computed. speed_model.py mirrors this to count the attention work."""
     chunks: list[tuple[int, int, int]] = []
     start, width = 0, 0
     for i, n in enumerate(lengths):

@@ -12,25 +12,19 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tiltbench.data import DataConfig, batches, encode, load_split
+from tiltbench.data import DataConfig, TaskInfo, batches, encode, load_split
+from tiltbench.environment import environment
 from tiltbench.errors import UserError
+from tiltbench.files import check_output_dir, is_checkpoint, normal_modes, replace_dir, write_json_atomic
 from tiltbench.inference import Progress, evaluate
 from tiltbench.models import DEFAULT_MODEL, load_model, write_meta
 from tiltbench.patch import patch, set_knob
-from tiltbench.report import (
-    check_output_dir,
-    environment,
-    is_checkpoint,
-    normal_modes,
-    replace_dir,
-    write_json_atomic,
-)
 from tiltbench.schedule import Schedule, Shape
 
 METHOD_WEIGHTS = "method.safetensors"  # a method's trainable parameters (PoWER's retention), beside the HF weights
@@ -40,6 +34,7 @@ METHOD_WEIGHTS = "method.safetensors"  # a method's trainable parameters (PoWER'
 class TrainConfig:
     output: str
     data: DataConfig = field(default_factory=DataConfig)
+    _: KW_ONLY  # the rest by name: a dozen positional settings are unreadable and easy to shift
     model: str = DEFAULT_MODEL
     method: str = "tilted"  # a name in tiltbench.methods.METHODS
     tilt_rate: float = 0.0  # TiltedBERT's knob while training
@@ -101,6 +96,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class _Run:
+    """What every stage and epoch of one fine-tune shares, and what they accumulate."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module
+    tokenizer: object
+    method: torch.nn.Module  # a tiltbench.methods.Method
+    info: TaskInfo
+    train: list[dict]
+    evaluation: list[dict]
+    pad_id: int
+    generator: torch.Generator
+    total_epochs: int
+    progress: Progress | None
+    done_epochs: int = 0
+    train_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)  # one entry per epoch
+    stages: list[dict] = field(default_factory=list)  # one entry per stage
+
+
 def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResult:
     """Train cfg.model on cfg.data's task with cfg.method's recipe and save a tiltbench checkpoint to cfg.output.
 
@@ -118,82 +134,75 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     method = get_method(cfg.method)(layers, scorer=cfg.scorer, min_tokens=cfg.min_tokens, **options)
     patch(model, method=method)
     pad_id = tokenizer.pad_token_id or 0
-    train = encode(train_set, tokenizer, cfg.data.max_seq_len)
-    evaluation = encode(eval_set, tokenizer, cfg.data.max_seq_len)
-
     stages = method.stages(cfg)
-    total_epochs = sum(stage.epochs for stage in stages)
-    generator = torch.Generator().manual_seed(cfg.data.seed)
-    history: list[dict] = []
-    stage_records: list[dict] = []
-    train_seconds, done_epochs = 0.0, 0
+    run = _Run(
+        cfg=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        method=method,
+        info=info,
+        train=encode(train_set, tokenizer, cfg.data.max_seq_len),
+        evaluation=encode(eval_set, tokenizer, cfg.data.max_seq_len),
+        pad_id=pad_id,
+        generator=torch.Generator().manual_seed(cfg.data.seed),
+        total_epochs=sum(stage.epochs for stage in stages),
+        progress=progress,
+    )
     for stage in stages:
-        method.soft = stage.soft
-        set_knob(model, method.dense_knob if stage.knob is None else stage.knob)
-        steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size * stage.epochs
-        optimizer, scheduler = _optimizer(model, method, stage, cfg, steps)
-        stage_seconds = 0.0
-        for epoch in range(1, stage.epochs + 1):
-            label = f"{stage.name} epoch {epoch}/{stage.epochs}" if len(stages) > 1 else f"epoch {epoch}/{stage.epochs}"
-            started = time.perf_counter()
-            loss = _train_epoch(
-                model,
-                method,
-                stage,
-                train,
-                pad_id,
-                cfg,
-                optimizer,
-                scheduler,
-                generator,
-                label,
-                done_epochs,
-                total_epochs,
-                progress,
-            )
-            stage_seconds += (epoch_seconds := time.perf_counter() - started)
-            done_epochs += 1
-            metrics, _ = evaluate(model, evaluation, info, pad_id, cfg.eval_batch_size)
-            history.append(
-                {
-                    "stage": stage.name,
-                    "epoch": epoch,
-                    "train_loss": loss,
-                    "epoch_seconds": round(epoch_seconds, 2),
-                    **metrics,
-                }
-            )
-            if progress:
-                progress(f"{label} {info.primary_metric} {metrics[info.primary_metric]:.4f}", done_epochs, total_epochs)
-        method.soft = False
-        method.end_stage(stage)
-        train_seconds += stage_seconds
-        stage_records.append(
-            {"name": stage.name, "epochs": stage.epochs, "seconds": round(stage_seconds, 2), **history[-1]}
-        )
+        _train_stage(run, stage, several=len(stages) > 1)
     final_knob = stages[-1].knob if stages[-1].knob is not None else method.dense_knob
     set_knob(model, final_knob)
     # Written next to the target and moved into place whole: an interrupted save leaves the old folder as it was.
     staged = output.parent / f".{output.name}.partial-{os.getpid()}"
     try:
-        _save(
-            staged,
-            model,
-            tokenizer,
-            cfg,
-            info,
-            history,
-            stage_records,
-            final_knob,
-            train_seconds,
-            len(train),
-            len(evaluation),
-        )
+        _save(staged, run, final_knob)
         normal_modes(staged)
         replace_dir(staged, output)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    return FinetuneResult(output, history[-1], history, train_seconds, stage_records, method.config())
+    return FinetuneResult(
+        output=output,
+        metrics=run.history[-1],
+        history=run.history,
+        train_seconds=run.train_seconds,
+        stages=run.stages,
+        method_config=method.config(),
+    )
+
+
+def _train_stage(run: _Run, stage, several: bool) -> None:
+    """One stage of the method's recipe (its own optimiser and warm-up), evaluated after every epoch."""
+    cfg, model, method = run.cfg, run.model, run.method
+    method.soft = stage.soft
+    set_knob(model, method.dense_knob if stage.knob is None else stage.knob)
+    steps = (len(run.train) + cfg.batch_size - 1) // cfg.batch_size * stage.epochs
+    optimizer, scheduler = _optimizer(model, method, stage, cfg, steps)
+    stage_seconds = 0.0
+    for epoch in range(1, stage.epochs + 1):
+        label = f"{stage.name} epoch {epoch}/{stage.epochs}" if several else f"epoch {epoch}/{stage.epochs}"
+        started = time.perf_counter()
+        loss = _train_epoch(run, stage, optimizer, scheduler, label)
+        stage_seconds += (epoch_seconds := time.perf_counter() - started)
+        run.done_epochs += 1
+        metrics, _ = evaluate(model, run.evaluation, run.info, run.pad_id, cfg.eval_batch_size)
+        run.history.append(
+            {
+                "stage": stage.name,
+                "epoch": epoch,
+                "train_loss": loss,
+                "epoch_seconds": round(epoch_seconds, 2),
+                **metrics,
+            }
+        )
+        if run.progress:
+            primary = run.info.primary_metric
+            run.progress(f"{label} {primary} {metrics[primary]:.4f}", run.done_epochs, run.total_epochs)
+    method.soft = False
+    method.end_stage(stage)
+    run.train_seconds += stage_seconds
+    run.stages.append(
+        {"name": stage.name, "epochs": stage.epochs, "seconds": round(stage_seconds, 2), **run.history[-1]}
+    )
 
 
 def _optimizer(model, method, stage, cfg: TrainConfig, total_steps: int):
@@ -212,25 +221,12 @@ def _optimizer(model, method, stage, cfg: TrainConfig, total_steps: int):
     return optimizer, scheduler
 
 
-def _train_epoch(
-    model,
-    method,
-    stage,
-    train,
-    pad_id,
-    cfg,
-    optimizer,
-    scheduler,
-    generator,
-    label,
-    done_epochs,
-    total_epochs,
-    progress,
-) -> float:
+def _train_epoch(run: _Run, stage, optimizer, scheduler, label: str) -> float:
+    model, method, cfg = run.model, run.method, run.cfg
     model.train()
-    order = torch.randperm(len(train), generator=generator).tolist()
-    total, running, seen = len(train), 0.0, 0
-    for step, batch in enumerate(batches(train, cfg.batch_size, pad_id, order=order)):
+    order = torch.randperm(len(run.train), generator=run.generator).tolist()
+    total, running, seen = len(run.train), 0.0, 0
+    for step, batch in enumerate(batches(run.train, cfg.batch_size, run.pad_id, order=order)):
         loss = model(**batch).loss
         if stage.regulariser_weight:
             loss = loss + stage.regulariser_weight * method.regulariser()
@@ -242,17 +238,16 @@ def _train_epoch(
         method.after_step()
         running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
         seen = min(seen + cfg.batch_size, total)
-        if progress:  # one bar over every stage and epoch
-            progress(f"{label} loss {running:.4f}", done_epochs + seen / total, total_epochs)
+        if run.progress:  # one bar over every stage and epoch
+            run.progress(f"{label} loss {running:.4f}", run.done_epochs + seen / total, run.total_epochs)
     model.eval()
     return round(running, 5)
 
 
-def _save(
-    out: Path, model, tokenizer, cfg: TrainConfig, info, history, stages, knob, train_seconds, n_train, n_eval
-) -> None:
+def _save(out: Path, run: _Run, knob: float) -> None:
+    model, cfg = run.model, run.cfg
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    run.tokenizer.save_pretrained(out)
     state = model._tiltbench
     method = state.method
     if list(method.parameters()):  # beside the HF weights, so the HF folder itself stays plain
@@ -269,15 +264,20 @@ def _save(
             "scorer": method.scorer_name,
             "schedule": state.schedule.to_dict(),
             "train_schedule": state.schedule.to_dict(),
-            "task": info.to_dict(),
+            "task": run.info.to_dict(),
             "max_seq_len": cfg.data.max_seq_len,
             "seed": cfg.data.seed,
-            "stages": stages,
-            "train_config": {**asdict(cfg), "n_train": n_train, "n_eval": n_eval},
+            "stages": run.stages,
+            "train_config": {**asdict(cfg), "n_train": len(run.train), "n_eval": len(run.evaluation)},
             "environment": environment(model.config._attn_implementation, cfg.data.seed),
         },
     )
     write_json_atomic(
         out / "metrics.json",
-        {**history[-1], "train_seconds": round(train_seconds, 2), "history": history, "stages": stages},
+        {
+            **run.history[-1],
+            "train_seconds": round(run.train_seconds, 2),
+            "history": run.history,
+            "stages": run.stages,
+        },
     )

@@ -1,4 +1,4 @@
-"""FLOPs two ways, units labelled: the analytic encoder count (speedup.py) and fvcore's traced count.
+"""FLOPs two ways, units labelled: the analytic encoder count (speed_model.py) and fvcore's traced count.
 
 fvcore counts one multiply-add as one flop, so its "flops" are MACs. It traces one forward with eager
 attention (sdpa is one opaque op to it). Beyond the analytic encoder MACs it also counts the pooler and

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import resource
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,14 +43,14 @@ from tiltbench.inference import Progress, evaluate
 from tiltbench.latency import Variant, robust_total, time_interleaved
 from tiltbench.models import load_checkpoint, load_model, method_from_meta, read_meta
 from tiltbench.patch import method_of, patch, realised_counts, set_schedule, unpatch
-from tiltbench.rows import knob_of
+from tiltbench.rows import MeasureRow
 from tiltbench.schedule import Schedule
-from tiltbench.speedup import ModelDims, encoder_macs
+from tiltbench.speed_model import ModelDims, encoder_macs
 
 BASELINES = ("dense-dynamic", "dense-padded", "dense-eager")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MeasureConfig:
     """How to time one checkpoint; data fields left None come from the checkpoint."""
 
@@ -170,7 +169,7 @@ class CheckpointBench:
         return out
 
 
-def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: Progress | None = None) -> dict:
+def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: Progress | None = None) -> MeasureRow:
     """One report row: latency of tiltbench, keep-all and each baseline, speedups and their attribution, FLOPs,
     metric. `progress(description, done, total)` sees the evaluation and then the timing."""
     cfg = bench.cfg
@@ -221,65 +220,65 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
     dense_macs = [encoder_macs([int(row[0])] * (bench.dims.layers + 1), bench.dims) for row in counts]
     n_examples, real_tokens = len(counts), int(counts[:, 0].sum())
     primary = bench.info.primary_metric
-    row = {
-        "checkpoint": bench.checkpoint,
-        "model": bench.base_model,
-        "method": bench.method.name,
-        "scorer": bench.method.scorer_name,
-        "task": bench.info.name,
-        "knob_name": bench.method.knob_name,
-        "knob": knob,
-        "batch_size": batch_size,
-        "pad_to_max": cfg.pad_to_max,
-        "headline_baseline": headline_name,
-        "threads": torch.get_num_threads(),
-        "n_examples": n_examples,
-        "latency_examples": cfg.latency_examples,
-        "n_batches": len(inputs),
-        "real_tokens": real_tokens,
-        "max_seq_len": bench.data.max_seq_len,
-        "metric_name": primary,
-        "metric": metrics[primary],
-        "metric_drop_points": round(100 * (reference[primary] - metrics[primary]), 4),
-        "metrics": metrics,
-        "metric_examples": len(bench.examples),
-        **{f"speedup_vs_{b.replace('-', '_')}": totals[b] / totals["tiltbench"] for b in BASELINES},
+    return MeasureRow(
+        checkpoint=bench.checkpoint,
+        model=bench.base_model,
+        method=bench.method.name,
+        scorer=bench.method.scorer_name,
+        task=bench.info.name,
+        knob_name=bench.method.knob_name,
+        knob=knob,
+        batch_size=batch_size,
+        pad_to_max=cfg.pad_to_max,
+        headline_baseline=headline_name,
+        threads=torch.get_num_threads(),
+        n_examples=n_examples,
+        latency_examples=cfg.latency_examples,
+        n_batches=len(inputs),
+        real_tokens=real_tokens,
+        max_seq_len=bench.data.max_seq_len,
+        metric_name=primary,
+        metric=metrics[primary],
+        metric_drop_points=round(100 * (reference[primary] - metrics[primary]), 4),
+        metrics=metrics,
+        metric_examples=len(bench.examples),
+        speedup_vs_dense_dynamic=totals["dense-dynamic"] / totals["tiltbench"],
+        speedup_vs_dense_padded=totals["dense-padded"] / totals["tiltbench"],
+        speedup_vs_dense_eager=totals["dense-eager"] / totals["tiltbench"],
         # at tilt rate 0 (HF's forward: no padding skipped, no token removed) the split is 1 x the speedup
-        "speedup_from_padding": totals[headline_name] / totals.get("keep-all", totals[headline_name]),
-        "speedup_from_elimination": totals.get("keep-all", totals[headline_name]) / totals["tiltbench"],
-        "speedup_estimator": "sum over batches of the median over rounds, baseline / tiltbench; baselines outside "
+        speedup_from_padding=totals[headline_name] / totals.get("keep-all", totals[headline_name]),
+        speedup_from_elimination=totals.get("keep-all", totals[headline_name]) / totals["tiltbench"],
+        speedup_estimator="sum over batches of the median over rounds, baseline / tiltbench; baselines outside "
         "the headline group timed against an anchor and chained through it; speedup vs the headline baseline = "
         "speedup_from_padding (headline / keep-all) x speedup_from_elimination (keep-all / tiltbench)",
-        "anchor_latency": anchor.to_dict(),
-        "predicted_speedup": sum(dense_macs) / sum(macs),
-        "macs_per_example": sum(macs) / n_examples,
-        "flops_per_example": 2 * sum(macs) / n_examples,
-        "dense_macs_per_example": sum(dense_macs) / n_examples,
-        "flop_unit": "encoder MACs from the realised kept counts; FLOPs = 2 x MACs",
-        "mean_kept_tokens": [round(float(x), 3) for x in counts.mean(0)],
+        anchor_latency=anchor.to_dict(),
+        predicted_speedup=sum(dense_macs) / sum(macs),
+        macs_per_example=sum(macs) / n_examples,
+        flops_per_example=2 * sum(macs) / n_examples,
+        dense_macs_per_example=sum(dense_macs) / n_examples,
+        flop_unit="encoder MACs from the realised kept counts; FLOPs = 2 x MACs",
+        mean_kept_tokens=[round(float(x), 3) for x in counts.mean(0)],
         # what a latency model needs to re-predict this row: the schedule, the model's sizes, the inputs' lengths
-        "schedule": schedule.to_dict(),
-        "shape": schedule.shape,
-        "min_tokens": schedule.min_tokens,
-        "hidden": bench.dims.hidden,
-        "ffn": bench.dims.ffn,
-        "layers": bench.dims.layers,
-        "heads": bench.model.config.num_attention_heads,
-        "lengths": [int(n) for n in counts[:, 0]],
-        "kept_counts": counts.tolist(),  # [N][L+1] realised per example: the models re-predict from these
-        "latency": {name: lat.to_dict() for name, lat in latency.items()},
-        "throughput": {
+        schedule=schedule.to_dict(),
+        shape=schedule.shape,
+        min_tokens=schedule.min_tokens,
+        hidden=bench.dims.hidden,
+        ffn=bench.dims.ffn,
+        layers=bench.dims.layers,
+        heads=bench.model.config.num_attention_heads,
+        lengths=[int(n) for n in counts[:, 0]],
+        latency={name: lat.to_dict() for name, lat in latency.items()},
+        throughput={
             name: {
                 "examples_per_s": n_examples * lat.count / len(inputs) / (lat.total / 1000),
                 "real_tokens_per_s": real_tokens * lat.count / len(inputs) / (lat.total / 1000),
             }
             for name, lat in latency.items()
         },
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-    if cfg.fvcore:
-        row["fvcore"] = bench.fvcore(knob)
-    return row
+        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        kept_counts=counts.tolist(),  # [N][L+1] realised per example: the models re-predict from these
+        fvcore=bench.fvcore(knob) if cfg.fvcore else None,
+    )
 
 
 def _part(progress: Progress | None, label: str, start: float, stop: float) -> Progress | None:
@@ -287,8 +286,3 @@ def _part(progress: Progress | None, label: str, start: float, stop: float) -> P
     if progress is None:
         return None
     return lambda _, done, total: progress(label, start + (stop - start) * done / max(total, 1), 1)
-
-
-def row_key(row: dict) -> tuple:
-    """What makes a row unique within a run (for resuming)."""
-    return (str(Path(row["checkpoint"])), round(knob_of(row), 6), int(row["batch_size"]), bool(row["pad_to_max"]))

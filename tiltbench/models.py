@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tiltbench.data import TaskInfo
 from tiltbench.errors import UserError
-from tiltbench.report import CHECKPOINT_META, write_json_atomic
+from tiltbench.files import CHECKPOINT_META, write_json_atomic
 from tiltbench.schedule import Schedule
 
 DEFAULT_MODEL = "minilm"

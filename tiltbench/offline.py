@@ -12,22 +12,24 @@ References: arXiv 2201.03327 v6/v9 abstracts (offline-tuning); methods.md §2.4 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 
 from tiltbench.data import DataConfig, encode, load_split
+from tiltbench.environment import environment
 from tiltbench.errors import UserError
+from tiltbench.files import check_output_dir, run_command, write_json_atomic, write_text_atomic
 from tiltbench.inference import Progress, evaluate
 from tiltbench.models import load_checkpoint, read_meta, write_meta
 from tiltbench.patch import method_of, set_knob
-from tiltbench.report import check_output_dir, environment, run_command, write_json_atomic, write_text_atomic
 from tiltbench.schedule import parse_grid
-from tiltbench.speedup import ModelDims, predict_speedup
+from tiltbench.speed_model import ModelDims, predict_speedup
 
 
 @dataclass(frozen=True)
 class OfflineConfig:
     checkpoint: str
+    _: KW_ONLY  # the rest by name: a dozen positional settings are unreadable and easy to shift
     knobs: tuple[float, ...] | None = None  # values of the method's knob; None: the method's default grid
     max_drop: float = 1.0
     target_speedup: float | None = None
@@ -105,12 +107,12 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
         reference = rows[0].metric if rows else metric
         rows.append(
             OfflineRow(
-                knob,
-                metric,
-                round(100 * (reference - metric), 4),
-                predicted[knob],
-                metrics,
-                [round(float(x), 3) for x in outputs.kept.mean(0)],
+                knob=knob,
+                metric=metric,
+                drop=round(100 * (reference - metric), 4),
+                predicted_speedup=predicted[knob],
+                metrics=metrics,
+                mean_kept_tokens=[round(float(x), 3) for x in outputs.kept.mean(0)],
             )
         )
         if progress:
@@ -118,16 +120,16 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
 
     chosen, criterion = _choose(rows, cfg, label)
     report = OfflineReport(
-        str(cfg.checkpoint),
-        info.name,
-        method.name,
-        method.knob_name,
-        info.primary_metric,
-        len(examples),
-        rows,
-        chosen,
-        criterion,
-        environment(model.config._attn_implementation, data.seed),
+        checkpoint=str(cfg.checkpoint),
+        task=info.name,
+        method=method.name,
+        knob_name=method.knob_name,
+        metric_name=info.primary_metric,
+        n_examples=len(examples),
+        rows=rows,
+        chosen_knob=chosen,
+        criterion=criterion,
+        environment=environment(model.config._attn_implementation, data.seed),
     )
     if cfg.record:
         meta["schedule"] = schedules[chosen].to_dict()

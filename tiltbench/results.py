@@ -8,53 +8,49 @@ import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tiltbench.report import write_json_atomic, write_text_atomic
-from tiltbench.rows import headline_baseline, headline_speedup, knob_label, knob_of, short_name
+from tiltbench.files import write_json_atomic, write_text_atomic
+from tiltbench.rows import MeasureRow, short_name
 
-Column = tuple[str, Callable[[dict], object]]
-
-
-def _attribution(row: dict, key: str, digits: int = 3) -> str:
-    return f"{row[key]:.{digits}f}x" if key in row else "-"  # rows measured before keep-all existed
+Column = tuple[str, Callable[[MeasureRow], object]]
 
 
 # (header, how to read it from a row): the Markdown table (report.md) holds everything a reader compares
 TABLE_COLUMNS: list[Column] = [
-    ("checkpoint", lambda r: short_name(r["checkpoint"])),
-    ("method", lambda r: r.get("method", "tilted")),
-    ("knob", lambda r: f"{knob_label(r, short=True)} {knob_of(r):g}"),
-    ("batch", lambda r: r["batch_size"]),
-    ("metric", lambda r: f"{r['metric_name']} {r['metric']:.4f}"),
-    ("drop (pts)", lambda r: f"{r['metric_drop_points']:.2f}"),
-    ("tiltbench p50 ms", lambda r: f"{r['latency']['tiltbench']['p50']:.2f}"),
-    ("dense-dynamic p50 ms", lambda r: f"{r['latency']['dense-dynamic']['p50']:.2f}"),
-    ("headline baseline", lambda r: headline_baseline(r)),
-    ("speedup vs headline", lambda r: f"{headline_speedup(r):.3f}x"),
-    ("of which padding", lambda r: _attribution(r, "speedup_from_padding")),
-    ("of which elimination", lambda r: _attribution(r, "speedup_from_elimination")),
-    ("vs dense-dynamic", lambda r: f"{r['speedup_vs_dense_dynamic']:.3f}x"),
-    ("vs dense-padded", lambda r: f"{r['speedup_vs_dense_padded']:.3f}x"),
-    ("vs dense-eager", lambda r: f"{r['speedup_vs_dense_eager']:.3f}x"),
-    ("predicted (FLOPs)", lambda r: f"{r['predicted_speedup']:.3f}x"),
-    ("measured / predicted", lambda r: f"{r['speedup_vs_dense_dynamic'] / r['predicted_speedup']:.3f}"),
-    ("GFLOPs / example", lambda r: f"{r['flops_per_example'] / 1e9:.3f}"),
-    ("tiltbench CV", lambda r: f"{r['latency']['tiltbench']['cv']:.3f}"),
+    ("checkpoint", lambda r: short_name(r.checkpoint)),
+    ("method", lambda r: r.method),
+    ("knob", lambda r: f"{r.knob_label(short=True)} {r.knob:g}"),
+    ("batch", lambda r: r.batch_size),
+    ("metric", lambda r: f"{r.metric_name} {r.metric:.4f}"),
+    ("drop (pts)", lambda r: f"{r.metric_drop_points:.2f}"),
+    ("tiltbench p50 ms", lambda r: f"{r.latency['tiltbench']['p50']:.2f}"),
+    ("dense-dynamic p50 ms", lambda r: f"{r.latency['dense-dynamic']['p50']:.2f}"),
+    ("headline baseline", lambda r: r.headline_baseline),
+    ("speedup vs headline", lambda r: f"{r.headline_speedup:.3f}x"),
+    ("of which padding", lambda r: f"{r.speedup_from_padding:.3f}x"),
+    ("of which elimination", lambda r: f"{r.speedup_from_elimination:.3f}x"),
+    ("vs dense-dynamic", lambda r: f"{r.speedup_vs_dense_dynamic:.3f}x"),
+    ("vs dense-padded", lambda r: f"{r.speedup_vs_dense_padded:.3f}x"),
+    ("vs dense-eager", lambda r: f"{r.speedup_vs_dense_eager:.3f}x"),
+    ("predicted (FLOPs)", lambda r: f"{r.predicted_speedup:.3f}x"),
+    ("measured / predicted", lambda r: f"{r.speedup_vs_dense_dynamic / r.predicted_speedup:.3f}"),
+    ("GFLOPs / example", lambda r: f"{r.flops_per_example / 1e9:.3f}"),
+    ("tiltbench CV", lambda r: f"{r.latency['tiltbench']['cv']:.3f}"),
 ]
 
 SHORT_METRIC = {"accuracy": "acc", "matthews_correlation": "mcc"}
 
 
-def screen_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
+def screen_tables(rows: list[MeasureRow]) -> list[tuple[str, list[str], list[list]]]:
     """(checkpoint, headers, rows) per checkpoint for the terminal: few columns, readable at 100 columns (the
     files hold everything). Speedup is against the row's headline baseline and splits into padding x elimination."""
     out = []
-    for checkpoint in dict.fromkeys(r["checkpoint"] for r in rows):
+    for checkpoint in dict.fromkeys(r.checkpoint for r in rows):
         own = sorted(  # one checkpoint, so one method and one knob
-            (r for r in rows if r["checkpoint"] == checkpoint), key=lambda r: (r["batch_size"], knob_of(r))
+            (r for r in rows if r.checkpoint == checkpoint), key=lambda r: (r.batch_size, r.knob)
         )
-        metric = SHORT_METRIC.get(own[0]["metric_name"], own[0]["metric_name"])
+        metric = SHORT_METRIC.get(own[0].metric_name, own[0].metric_name)
         headers = [
-            knob_label(own[0], short=True),
+            own[0].knob_label(short=True),
             "batch",
             metric,
             "drop",
@@ -66,15 +62,15 @@ def screen_tables(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
         ]
         body = [
             [
-                f"{knob_of(r):g}",
-                r["batch_size"],
-                f"{r['metric']:.4f}",
-                f"{r['metric_drop_points']:.2f}",
-                f"{r['latency']['tiltbench']['p50']:.2f}",
-                f"{headline_speedup(r):.2f}x",
-                _attribution(r, "speedup_from_padding", 2),
-                _attribution(r, "speedup_from_elimination", 2),
-                f"{r['predicted_speedup']:.2f}x",
+                f"{r.knob:g}",
+                r.batch_size,
+                f"{r.metric:.4f}",
+                f"{r.metric_drop_points:.2f}",
+                f"{r.latency['tiltbench']['p50']:.2f}",
+                f"{r.headline_speedup:.2f}x",
+                f"{r.speedup_from_padding:.2f}x",
+                f"{r.speedup_from_elimination:.2f}x",
+                f"{r.predicted_speedup:.2f}x",
             ]
             for r in own
         ]
@@ -89,8 +85,8 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines) + "\n"
 
 
-def table_rows(rows: list[dict]) -> tuple[list[str], list[list]]:
-    ordered = sorted(rows, key=lambda r: (r["checkpoint"], r["batch_size"], knob_of(r)))
+def table_rows(rows: list[MeasureRow]) -> tuple[list[str], list[list]]:
+    ordered = sorted(rows, key=lambda r: (r.checkpoint, r.batch_size, r.knob))
     return [h for h, _ in TABLE_COLUMNS], [[get(r) for _, get in TABLE_COLUMNS] for r in ordered]
 
 
@@ -111,6 +107,7 @@ def flatten(row: dict, prefix: str = "") -> dict:
 
 
 def to_csv(rows: list[dict]) -> str:
+    """One flat line per row (report.json's dicts), the union of their keys as columns."""
     flat = [flatten(r) for r in rows]
     fields = list(dict.fromkeys(k for r in flat for k in r))
     buffer = io.StringIO()
@@ -120,12 +117,11 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def to_markdown(report: dict) -> str:
-    env = report["environment"]
-    headers, body = table_rows(report["rows"])
+def to_markdown(config: dict, env: dict, rows: list[MeasureRow]) -> str:
+    headers, body = table_rows(rows)
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     return (
-        f"# {report['config'].get('run_name', 'run')}\n\n"
+        f"# {config.get('run_name', 'run')}\n\n"
         f"{env['cpu']}, {env['threads']} threads, {env['ram_gib']} GiB; {versions}; "
         f"attention {env.get('attn_implementation')}; git {env.get('git_commit')}; seed {env.get('seed')}.\n\n"
         "Latency is per batch (ms) on the task's real dev-set inputs in dataset order. Speedups divide each "
@@ -143,13 +139,14 @@ def to_markdown(report: dict) -> str:
     )
 
 
-def write_report(folder: Path, report: dict, plots: bool = True) -> None:
-    write_json_atomic(folder / "environment.json", report["environment"])
-    write_json_atomic(folder / "report.json", report)
-    write_text_atomic(folder / "report.csv", to_csv(report["rows"]))
-    write_text_atomic(folder / "report.md", to_markdown(report))
-    if plots and report["rows"]:
+def write_report(folder: Path, config: dict, env: dict, rows: list[MeasureRow], plots: bool = True) -> None:
+    as_dicts = [row.to_dict() for row in rows]
+    write_json_atomic(folder / "environment.json", env)
+    write_json_atomic(folder / "report.json", {"config": config, "environment": env, "rows": as_dicts})
+    write_text_atomic(folder / "report.csv", to_csv(as_dicts))
+    write_text_atomic(folder / "report.md", to_markdown(config, env, rows))
+    if plots and rows:
         from tiltbench.plot import plot_pareto, plot_predicted_vs_measured
 
-        plot_pareto(report["rows"], folder / "pareto.png")
-        plot_predicted_vs_measured(report["rows"], folder / "predicted_vs_measured.png")
+        plot_pareto(rows, folder / "pareto.png")
+        plot_predicted_vs_measured(rows, folder / "predicted_vs_measured.png")

@@ -1,36 +1,133 @@
-"""Reading a measured row (a dict in report.json): its knob, its headline baseline, its checkpoint's short name.
+"""MeasureRow: one measured row of a measure/sweep run (one checkpoint at one knob value and batch size).
 
-Shared by results.py (report files), plot.py (figures) and check.py, so none of them imports another. Rows from
-before a field existed read as what they were then (TiltedBERT's tilt rate, dense-dynamic).
+`measure` builds them, `sweep` keeps them (report.json holds `to_dict()` of each), and results.py (report
+files), plot.py (figures) and check.py read them; keeping the type here means none of those imports another.
+`from_dict` reads report.json rows back, including rows measured before methods had knobs (TiltedBERT's
+`tilt_rate` alone, no per-example counts). A row missing anything else predates the report format and is refused
+with one line.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-
-def knob_of(row: dict) -> float:
-    """A row's knob value (rows measured before methods had knobs carry only `tilt_rate`)."""
-    return float(row["knob"] if "knob" in row else row["tilt_rate"])
-
+from tiltbench.errors import UserError
+from tiltbench.schedule import Schedule
 
 KNOB_SHORT = {"tilt_rate": "tilt", "retention_scale": "scale", "keep_list": "list"}
 
 
-def knob_label(row: dict, short: bool = False) -> str:
-    """'tilt rate' / 'retention scale' (or 'tilt' / 'scale'): what the row's knob is called."""
-    name = row.get("knob_name", "tilt_rate")
-    return KNOB_SHORT.get(name, name) if short else name.replace("_", " ")
+@dataclass
+class MeasureRow:
+    # what was measured
+    checkpoint: str
+    model: str  # the model the checkpoint was fine-tuned from
+    method: str
+    scorer: str
+    task: str
+    knob_name: str
+    knob: float
+    batch_size: int
+    pad_to_max: bool
+    headline_baseline: str  # timed in tiltbench's own group: dense-dynamic, or dense-padded with --pad-to-max
+    threads: int
+    # the inputs
+    n_examples: int  # timed examples
+    latency_examples: int
+    n_batches: int
+    real_tokens: int
+    max_seq_len: int
+    # the task metric, on `metric_examples` evaluation examples
+    metric_name: str
+    metric: float
+    metric_drop_points: float  # against the same checkpoint at the method's dense knob
+    metrics: dict[str, float]
+    metric_examples: int
+    # speedups: baseline total / tiltbench total (see speedup_estimator)
+    speedup_vs_dense_dynamic: float
+    speedup_vs_dense_padded: float
+    speedup_vs_dense_eager: float
+    speedup_from_padding: float  # headline / keep-all
+    speedup_from_elimination: float  # keep-all / tiltbench
+    speedup_estimator: str
+    anchor_latency: dict
+    # FLOPs of the realised counts
+    predicted_speedup: float  # dense / eliminated encoder MACs
+    macs_per_example: float
+    flops_per_example: float
+    dense_macs_per_example: float
+    flop_unit: str
+    mean_kept_tokens: list[float]
+    # what a latency model needs to re-predict the row: the schedule, the model's sizes, the inputs' lengths
+    schedule: dict
+    shape: str
+    min_tokens: int
+    hidden: int
+    ffn: int
+    layers: int
+    heads: int
+    lengths: list[int]
+    # raw timings (samples included) and throughput per variant
+    latency: dict[str, dict]
+    throughput: dict[str, dict]
+    peak_rss_mib: float
+    # [N][L+1] realised per example (None in rows measured before it was recorded: their plan re-predicts them)
+    kept_counts: list[list[int]] | None = None
+    fvcore: dict | None = None  # fvcore vs analytic MACs on one example (None with fvcore off)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MeasureRow:
+        """A row of report.json; rows from before methods had knobs read as TiltedBERT at their tilt rate."""
+        data = dict(data)
+        if "knob" not in data and "tilt_rate" in data:
+            rate = data.pop("tilt_rate")
+            data.update(knob_name="tilt_rate", knob=rate)
+            if {"layers", "shape", "min_tokens"} <= data.keys():
+                data["schedule"] = Schedule(data["layers"], rate, data["shape"], None, data["min_tokens"]).to_dict()
+        known = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.name not in data and f.name not in ("kept_counts", "fvcore")]
+        if missing:
+            raise UserError(
+                f"a report row lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: it predates "
+                "this version of tiltbench; measure it again"
+            )
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self, samples: bool = True) -> dict:
+        """The report.json form; `samples=False` drops the raw latency samples (the CLI's --json output)."""
+        out = asdict(self)
+        if not samples:
+            out["latency"] = {
+                name: {k: v for k, v in lat.items() if k != "samples"} for name, lat in self.latency.items()
+            }
+        return out
+
+    @property
+    def headline_speedup(self) -> float:
+        return getattr(self, f"speedup_vs_{self.headline_baseline.replace('-', '_')}")
+
+    @property
+    def key(self) -> tuple:
+        """What makes a row unique within a run (for resuming)."""
+        return (str(Path(self.checkpoint)), round(self.knob, 6), int(self.batch_size), bool(self.pad_to_max))
+
+    @property
+    def place(self) -> tuple:
+        """Where a row sits in a run's grid, wherever the run's folder lies (baseline comparisons)."""
+        return (short_name(self.checkpoint), round(self.knob, 6), int(self.batch_size))
+
+    def knob_label(self, short: bool = False) -> str:
+        return knob_label(self.knob_name, short)
+
+    def counts_schedule(self) -> Schedule:
+        """The schedule the row was measured with."""
+        return Schedule.from_dict(self.layers, self.schedule)
 
 
-def headline_baseline(row: dict) -> str:
-    """The baseline timed in tiltbench's own group: dense-dynamic, or dense-padded with --pad-to-max (rows from
-    before the field existed were all dense-dynamic)."""
-    return row.get("headline_baseline", "dense-dynamic")
-
-
-def headline_speedup(row: dict) -> float:
-    return row[f"speedup_vs_{headline_baseline(row).replace('-', '_')}"]
+def knob_label(knob_name: str, short: bool = False) -> str:
+    """'tilt rate' / 'retention scale' (or 'tilt' / 'scale'): what a knob is called."""
+    return KNOB_SHORT.get(knob_name, knob_name) if short else knob_name.replace("_", " ")
 
 
 def short_name(checkpoint: str) -> str:

@@ -12,21 +12,24 @@ so an interrupted sweep loses at most the row in flight; rerunning the same comm
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 
+from tiltbench.environment import environment
 from tiltbench.errors import UserError
+from tiltbench.files import check_writable, foreign_entries, run_command, write_json_atomic
 from tiltbench.inference import Progress
-from tiltbench.measure import CheckpointBench, MeasureConfig, measure_data, measure_row, row_key
+from tiltbench.measure import CheckpointBench, MeasureConfig, measure_data, measure_row
 from tiltbench.models import method_from_meta, read_meta
-from tiltbench.report import check_writable, environment, foreign_entries, run_command, write_json_atomic
 from tiltbench.results import write_report as write_report_files
+from tiltbench.rows import MeasureRow
 from tiltbench.schedule import parse_grid
 
 
 @dataclass(frozen=True)
 class SweepConfig:
     checkpoints: tuple[str, ...]
+    _: KW_ONLY  # the rest by name: a dozen positional settings are unreadable and easy to shift
     knobs: tuple[float, ...] | None = None  # one grid for every checkpoint; None: each method's default grid
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     run_name: str = "sweep"
@@ -59,11 +62,15 @@ class SweepConfig:
 class SweepReport:
     config: dict
     environment: dict
-    rows: list[dict]
+    rows: list[MeasureRow]
     skipped: int = 0  # rows already in the folder from an earlier run, not measured again
 
-    def to_dict(self) -> dict:
-        return {"config": self.config, "environment": self.environment, "rows": self.rows}
+    def to_dict(self, samples: bool = True) -> dict:
+        return {
+            "config": self.config,
+            "environment": self.environment,
+            "rows": [row.to_dict(samples) for row in self.rows],
+        }
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -84,7 +91,7 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
         grids[checkpoint] = checkpoint_grid(cfg, checkpoint, meta)
     previous = _previous_run(cfg)
     rows = list(previous["rows"]) if previous else []
-    done = {row_key(r) for r in rows}
+    done = {r.key for r in rows}
     wanted = [(c, t, b) for c in cfg.checkpoints for b in cfg.batch_sizes for t in grids[c]]
     todo = [(c, t, b) for c, t, b in wanted if (str(Path(c)), round(t, 6), b, cfg.measure.pad_to_max) not in done]
     skipped = len(wanted) - len(todo)
@@ -98,14 +105,13 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
             row = measure_row(bench, knob, batch_size, _row_progress(progress, label, i, len(todo)))
         except KeyboardInterrupt:
             raise SweepInterrupted(len(rows), cfg.folder) from None
-        key = row_key(row)
-        rows = [r for r in rows if row_key(r) != key] + [row]
+        rows = [r for r in rows if r.key != row.key] + [row]
         env["attn_implementation"] = bench.dense.config._attn_implementation
-        write_report(cfg.folder, SweepReport(config, env, rows).to_dict(), plots=False)
+        write_report(cfg.folder, SweepReport(config, env, rows), plots=False)
     if progress and todo:
         progress("rows: done", len(todo), len(todo))
     report = SweepReport(config, env, rows, skipped)
-    write_report(cfg.folder, report.to_dict(), plots=True)
+    write_report(cfg.folder, report, plots=True)
     return report
 
 
@@ -124,11 +130,11 @@ def _layers(meta: dict) -> int:
     return len(counts) if counts else 1
 
 
-def write_report(folder: Path, report: dict, plots: bool) -> None:
+def write_report(folder: Path, report: SweepReport, plots: bool) -> None:
     """config.json with the report files: nothing is written before the first row is measured, so a run that
     fails on its inputs leaves no folder behind."""
-    write_json_atomic(folder / "config.json", report["config"])
-    write_report_files(folder, report, plots)
+    write_json_atomic(folder / "config.json", report.config)
+    write_report_files(folder, report.config, report.environment, report.rows, plots)
 
 
 def _row_progress(progress: Progress | None, label: str, index: int, total: int) -> Progress | None:
@@ -175,9 +181,11 @@ def _previous_run(cfg: SweepConfig) -> dict | None:
     try:
         previous = json.loads(report_file.read_text())
         old_settings = {"measure": previous["config"]["measure"]}
-        list(previous["rows"])
-    except (json.JSONDecodeError, KeyError, TypeError):
+        previous["rows"] = [MeasureRow.from_dict(r) for r in previous["rows"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise UserError(f"{report_file} is not a tiltbench report; use another --run-name or --force") from None
+    except UserError as old_format:  # rows from an older report format: they cannot be extended, only redone
+        raise UserError(f"{report_file}: {old_format} (--force, or another --run-name)") from None
     if old_settings != cfg.settings():
         now = asdict(cfg.measure)
         changed = sorted(k for k in now if old_settings["measure"].get(k) != now[k])

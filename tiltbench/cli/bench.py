@@ -169,7 +169,7 @@ def _run_sweep(
             {
                 "folder": str(cfg.folder),
                 "skipped": report.skipped,
-                "rows": [_without_samples(r) for r in report.rows],
+                "rows": [row.to_dict(samples=False) for row in report.rows],
             }
         )
     baseline = cfg.measure.headline_baseline
@@ -197,8 +197,3 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     if not sizes or min(sizes) < 1:
         raise UserError(f"batch sizes must be at least 1, got {text!r}")
     return sizes
-
-
-def _without_samples(row: dict) -> dict:
-    latency = {name: {k: v for k, v in lat.items() if k != "samples"} for name, lat in row["latency"].items()}
-    return {**row, "latency": latency}

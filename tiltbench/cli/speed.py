@@ -64,13 +64,12 @@ def speedup_predict(
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     from tiltbench.data import DataConfig
-    from tiltbench.forecast import forecast, task_lengths
-    from tiltbench.latency_model import LatencyProfile
+    from tiltbench.speed_model import LatencyProfile, forecast, task_lengths
 
     method = None
     if checkpoint:
         from tiltbench.models import method_from_meta, read_meta
-        from tiltbench.speedup import ModelDims
+        from tiltbench.speed_model import ModelDims
 
         meta = read_meta(checkpoint)
         config = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
@@ -82,7 +81,7 @@ def speedup_predict(
     loaded = LatencyProfile.load(profile) if profile else None
     if task:
         setup()
-        data = DataConfig(task, data_dir, max_eval_samples=max_eval_samples, max_seq_len=max_seq_len)
+        data = DataConfig(task, data_dir=data_dir, max_eval_samples=max_eval_samples, max_seq_len=max_seq_len)
         lengths = task_lengths(data, model)
     else:
         lengths = [seq_len] * batch_size
@@ -143,11 +142,11 @@ def calibrate(
     setup(threads)
     from tiltbench.calibrate import CalibrateConfig, check_profile_path, default_profile_path
     from tiltbench.calibrate import calibrate as run_calibrate
-    from tiltbench.latency_model import FEATURES, UNITS
+    from tiltbench.speed_model import FEATURES, UNITS
 
     path = check_profile_path(Path(profile) if profile else default_profile_path(model))
     with progress_bar(not json_out) as progress:
-        result = run_calibrate(CalibrateConfig(model, reps, max_tokens_per_batch), progress)
+        result = run_calibrate(CalibrateConfig(model, reps=reps, max_tokens_per_batch=max_tokens_per_batch), progress)
     result.save(path)
     if json_out:
         return emit_json(
@@ -185,20 +184,22 @@ def check(
     """Compare measured speedups with the prediction (and a baseline run); exit 1 when they disagree."""
     from tiltbench.check import CheckConfig
     from tiltbench.check import check as run_check
-    from tiltbench.rows import KNOB_SHORT
+    from tiltbench.rows import knob_label
 
-    report = run_check(CheckConfig(results, profile, tolerance, baseline, metric_tolerance))
+    report = run_check(
+        CheckConfig(results, profile=profile, tolerance=tolerance, baseline=baseline, metric_tolerance=metric_tolerance)
+    )
     if json_out:
         emit_json(report.to_dict())
     else:
         rows = [
             [
-                r["checkpoint"],
-                f"{KNOB_SHORT.get(r['knob_name'], r['knob_name'])} {r['knob']:g}",
-                r["batch_size"],
-                f"{r['measured']:.3f}x",
-                f"{r['predicted']:.3f}x",
-                f"{100 * r['error']:+.1f}%" if r["counted"] else "(reference)",
+                r.checkpoint,
+                f"{knob_label(r.knob_name, short=True)} {r.knob:g}",
+                r.batch_size,
+                f"{r.measured:.3f}x",
+                f"{r.predicted:.3f}x",
+                f"{100 * r.error:+.1f}%" if r.counted else "(reference)",
             ]
             for r in report.rows
         ]
@@ -231,7 +232,7 @@ def check(
 
 
 def _dims(model: str, hidden: int | None, ffn: int | None, layers: int | None):
-    from tiltbench.speedup import ModelDims
+    from tiltbench.speed_model import ModelDims
 
     given = [x is not None for x in (hidden, ffn, layers)]
     if all(given):

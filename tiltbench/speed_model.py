@@ -1,4 +1,29 @@
-"""Calibrated latency model: predicts what `measure` will time, not only the FLOP ratio.
+"""Speed models: what a knob value buys before anything is timed, and what `measure` should then time.
+
+Three parts, one idea (predicted speedup against the dense model):
+1. The analytic FLOP model: encoder MACs of per-example counts; the ratio papers quote.
+2. The calibrated latency model: a linear model of one batch's time, fitted on this machine (calibrate.py).
+3. `forecast`: the speedup of a knob value before anyone trains, or the knob value for a target speedup,
+   from either model (speedup-predict).
+
+## 1. Analytic FLOP model
+
+Layer l runs attention on m = n_{l-1} tokens and its FFN on n_l tokens (our placement, see patch.py):
+
+    MACs_l = 4*m*h^2 (Q, K, V, output projections) + 2*m^2*h (QK^T and AV) + 2*n_l*h*f (two FFN Linears)
+
+FLOPs = 2 x MACs (fvcore counts one multiply-add as one flop, i.e. it reports MACs). Embeddings, pooler,
+classifier, softmax, LayerNorm and the scoring/gather overhead are left out. For a dataset, each example is
+counted at its own real length, and speedup = sum of dense MACs / sum of MACs with the schedule. This is the
+per-example ratio papers quote. At batch > 1 the dense-dynamic baseline also computes its batch's padding
+while tiltbench's eliminating layers compute none in attention (eliminate.row_chunks), so measured speedups
+there can exceed this ratio; the calibrated model (below) counts the padding.
+
+References: ../shared/methods.md §9.1 (derivation, reference implementation), nanoGPT `estimate_mfu`.
+
+## 2. Calibrated latency model
+
+It predicts what `measure` will time, not only the FLOP ratio.
 
 A FLOP ratio ignores what dominates short inputs and small batches: per-layer fixed costs (each Linear streams
 its weights from memory whatever the token count), memory-bound softmax, and the scoring/gather work of
@@ -24,21 +49,136 @@ threshold T is machine-specific, so `calibrate` picks it from a grid by the fit'
 measurements it is checked against, and stores it in the profile.
 Coefficients come from non-negative least squares on relative error, fitted from a short calibration run of
 the real model on this machine (`tiltbench calibrate`), and are stored as a machine profile with its environment.
+
+## 3. forecast
+
+The speedup of a knob value before anyone trains, or the knob value for a target speedup. Without a machine
+profile: the FLOP ratio (part 1), each example at its real length. With a profile (calibrate.py): the
+calibrated latency model (part 2) over the batches the user will run, so batch size, padding and per-layer
+overheads count. Lengths come from one `seq_len` or a task's real dev set.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tiltbench.eliminate import row_chunks
 from tiltbench.errors import UserError
-from tiltbench.schedule import Schedule
-from tiltbench.speedup import ModelDims
+from tiltbench.schedule import Schedule, Shape
+
+if TYPE_CHECKING:  # the methods import torch and the data module imports datasets; sizes alone need neither
+    from tiltbench.data import DataConfig
+    from tiltbench.methods import Method
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    hidden: int
+    ffn: int
+    layers: int
+
+    def __post_init__(self) -> None:
+        if min(self.hidden, self.ffn, self.layers) < 1:
+            raise UserError(f"hidden, ffn and layers must be positive, got {self.hidden}, {self.ffn}, {self.layers}")
+
+    @classmethod
+    def from_config(cls, config) -> ModelDims:
+        return cls(config.hidden_size, config.intermediate_size, config.num_hidden_layers)
+
+
+def layer_macs(n_in: int, n_out: int, dims: ModelDims) -> int:
+    """MACs of one layer: attention on n_in tokens, FFN on n_out tokens."""
+    h, f = dims.hidden, dims.ffn
+    return 4 * n_in * h * h + 2 * n_in * n_in * h + 2 * n_out * h * f
+
+
+def encoder_macs(counts: Sequence[int], dims: ModelDims) -> int:
+    """MACs of the encoder for one example with per-layer counts [n0, n1, ..., nL]."""
+    return sum(layer_macs(counts[i], counts[i + 1], dims) for i in range(len(counts) - 1))
+
+
+@dataclass(frozen=True)
+class SpeedupPrediction:
+    hidden: int
+    ffn: int
+    layers: int
+    seq_len: float  # the length, or the mean real length over a dataset
+    tilt_rate: float
+    kept_tokens: list[float]  # [n1..nL], mean over examples
+    macs_dense: int  # encoder MACs, summed over examples (FLOPs = 2 x MACs)
+    macs: int
+    predicted_speedup: float
+    unit: str = "MAC"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def speedup_from_counts(dims: ModelDims, counts: Sequence[Sequence[int]]) -> float:
+    """FLOP-ratio speedup from per-example per-layer counts [N][L+1] (what a method planned or realised):
+    dense encoder MACs at each example's n0 / MACs at its counts."""
+    if not counts:
+        raise UserError("no examples to predict a speedup for")
+    dense = sum(encoder_macs([int(c[0])] * (dims.layers + 1), dims) for c in counts)
+    return dense / sum(encoder_macs([int(n) for n in c], dims) for c in counts)
+
+
+def predict_speedup(dims: ModelDims, schedule: Schedule, seq_lens: Sequence[int]) -> SpeedupPrediction:
+    """FLOP-ratio speedup of `schedule` over the dense model on examples of real lengths `seq_lens`."""
+    histogram = Counter(int(n) for n in seq_lens)
+    if not histogram or min(histogram) < 1:
+        raise UserError("sequence lengths must be positive integers")
+    total = sum(histogram.values())
+    dense = macs = 0
+    kept = [0.0] * dims.layers
+    for n0, count in histogram.items():
+        counts = schedule.counts(n0)
+        dense += count * encoder_macs([n0] * (dims.layers + 1), dims)
+        macs += count * encoder_macs(counts, dims)
+        for i, n in enumerate(counts[1:]):
+            kept[i] += count * n / total
+    mean_len = sum(n * c for n, c in histogram.items()) / total
+    mean_len = int(mean_len) if len(histogram) == 1 else round(mean_len, 3)
+    kept_out: list[float] = [int(k) if len(histogram) == 1 else round(k, 3) for k in kept]
+    return SpeedupPrediction(
+        dims.hidden, dims.ffn, dims.layers, mean_len, schedule.tilt_rate, kept_out, dense, macs, dense / macs
+    )
+
+
+def tilt_rate_for_speedup(
+    dims: ModelDims, target: float, seq_lens: Sequence[int], *, shape: Shape = "geometric", min_tokens: int = 1
+) -> float:
+    """Smallest tilt rate (to 1e-4) whose predicted speedup reaches `target`; UserError if none does."""
+    if target <= 0:
+        raise UserError(f"target speedup must be positive, got {target}")
+
+    def speedup(step: int) -> float:
+        schedule = Schedule(dims.layers, step / 10_000, shape, None, min_tokens)
+        return predict_speedup(dims, schedule, seq_lens).predicted_speedup
+
+    lo, hi = 0, 9_999  # speedup is non-decreasing in the rate: bisect on the 1e-4 grid
+    if speedup(lo) >= target:
+        return 0.0
+    best = speedup(hi)
+    if best < target:
+        raise UserError(
+            f"target speedup {target:g}x is out of reach: at most {best:.2f}x with this model, "
+            f"length and --min-tokens {min_tokens}"
+        )
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if speedup(mid) >= target else (mid, hi)
+    return hi / 10_000
+
+
+# ------------------------------ 2. Calibrated latency model -----------------------------------------------------
 
 FEATURES = (
     "linear_macs",
@@ -141,7 +281,7 @@ class LatencyProfile:
         return float(x @ np.array([self.coefficients[f] for f in FEATURES]))
 
     def save(self, path: str | Path) -> None:
-        from tiltbench.report import write_json_atomic
+        from tiltbench.files import write_json_atomic
 
         write_json_atomic(path, {**asdict(self), "units": dict(zip(FEATURES, UNITS, strict=True))})
 
@@ -285,3 +425,106 @@ def tilt_rate_for_calibrated_speedup(
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if speedup(mid) >= target else (mid, hi)
     return round(hi, 3)
+
+
+# ------------------------------ 3. forecast ---------------------------------------------------------------------
+
+
+def task_lengths(data: DataConfig, model: str) -> list[int]:
+    """Real token lengths (after truncation) of a task's evaluation examples, in dataset order."""
+    from transformers import AutoTokenizer
+
+    from tiltbench.data import encode, load_split
+    from tiltbench.models import resolve_model
+
+    dataset, _ = load_split(data, "eval")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+    return [len(e["input_ids"]) for e in encode(dataset, tokenizer, data.max_seq_len)]
+
+
+def forecast(
+    dims: ModelDims,
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    tilt_rate: float | None = None,
+    target_speedup: float | None = None,
+    shape: Shape = "geometric",
+    min_tokens: int = 1,
+    profile: LatencyProfile | None = None,
+    method: Method | None = None,
+) -> dict:
+    """Prediction as a dict: FLOP fields always; latency (ms per batch) and calibrated speedup with a profile.
+
+    With `method` (e.g. a checkpoint's, learned fractions included) `tilt_rate` is that method's knob value, and
+    `target_speedup` is solved along its knob; without, the knob is TiltedBERT's Tilt-Rate of `shape`."""
+    if profile is not None:
+        profile.check_dims(dims, profile.heads)
+    if method is not None:
+        knob = _solve_knob(method, dims, lengths, batch_size, target_speedup, profile) if target_speedup else tilt_rate
+        schedule = method.schedule(float(knob or 0.0))
+        tilt_rate = knob
+    else:
+        if target_speedup is not None:
+            tilt_rate = (
+                tilt_rate_for_calibrated_speedup(profile, target_speedup, lengths, batch_size, shape, min_tokens)
+                if profile
+                else tilt_rate_for_speedup(dims, target_speedup, lengths, shape=shape, min_tokens=min_tokens)
+            )
+        schedule = Schedule(dims.layers, float(tilt_rate or 0.0), shape, None, min_tokens)
+    flop = predict_speedup(dims, schedule, lengths)
+    out = {
+        **flop.to_dict(),
+        "method": method.name if method else "tilted",
+        "knob_name": method.knob_name if method else "tilt_rate",
+        "knob": float(tilt_rate or 0.0),
+        "batch_size": batch_size,
+        "n_examples": len(lengths),
+        "prediction": "FLOP",
+        "flop_speedup": flop.predicted_speedup,
+    }
+    if profile is not None:
+        dense_ms, tilted_ms = predict_latency(profile, lengths, batch_size, schedule)
+        n_batches = len(batches_of(lengths, batch_size))
+        out.update(
+            prediction="calibrated",
+            predicted_speedup=dense_ms / tilted_ms,
+            latency_ms_dense_dynamic=dense_ms / n_batches,
+            latency_ms=tilted_ms / n_batches,
+            latency_unit="ms per batch",
+            profile_threads=profile.threads,
+        )
+    return out
+
+
+def _solve_knob(
+    method: Method,
+    dims: ModelDims,
+    lengths: Sequence[int],
+    batch_size: int,
+    target: float,
+    profile: LatencyProfile | None,
+) -> float:
+    """Smallest knob value (to 1e-3 of its range) whose predicted speedup reaches `target`, by bisection: every
+    method's knob removes more tokens as it grows."""
+    if target <= 0:
+        raise UserError(f"target speedup must be positive, got {target}")
+
+    def speedup(knob: float) -> float:
+        schedule = method.schedule(knob)
+        if profile is not None:
+            return calibrated_speedup(profile, lengths, batch_size, schedule)
+        return predict_speedup(dims, schedule, lengths).predicted_speedup
+
+    lo, hi = method.knob_range()
+    if speedup(lo) >= target:
+        return lo
+    if speedup(hi) < target:
+        raise UserError(
+            f"target speedup {target:g}x is out of reach along {method.name}'s {method.knob_name.replace('_', ' ')} "
+            f"(at most {speedup(hi):.2f}x at {hi:g})"
+        )
+    while hi - lo > 1e-3 * max(1.0, hi):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if speedup(mid) >= target else (mid, hi)
+    return round(hi, 4)
