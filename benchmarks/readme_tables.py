@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -139,6 +140,20 @@ def stages(folder: str) -> str:
     return _md(["checkpoint", "stage", "time (1 epoch)", "dev accuracy after it"], body)
 
 
+def seeds(folder: str) -> str:
+    """Accuracy at every training seed (0 = the sweep's checkpoints) with mean and sample standard deviation."""
+    data = _load(f"{folder}/seeds.json")
+
+    def spread(values: list[float]) -> list[str]:
+        return [*(f"{a:.3f}" for a in values), f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"]
+
+    body = [["dense fine-tune", "-", *spread(data["dense_fine_tune"])]]
+    for name, entry in data["recipes"].items():
+        label = "τ" if name == "tilted" else "s"
+        body += [[name, f"{label} = {knob}", *spread(cell["accuracy"])] for knob, cell in entry["knobs"].items()]
+    return _md(["recipe", "knob", *(f"seed {s}" for s in data["seeds"]), "mean ± sd"], body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "demo": demo,
     "measure-sst2": lambda: measured("measure-minilm-sst2"),
@@ -148,6 +163,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "calibration": calibration,
     "methods-sst2": lambda: methods("methods-minilm-sst2"),
     "stages-sst2": lambda: stages("methods-minilm-sst2"),
+    "seeds-sst2": lambda: seeds("methods-minilm-sst2"),
 }
 
 
