@@ -47,8 +47,6 @@ from tiltbench.rows import MeasureRow
 from tiltbench.schedule import Schedule
 from tiltbench.speed_model import ModelDims, encoder_macs
 
-BASELINES = ("dense-dynamic", "dense-padded", "dense-eager")
-
 
 @dataclass(frozen=True, kw_only=True)
 class MeasureConfig:
