@@ -164,6 +164,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "methods-sst2": lambda: methods("methods-minilm-sst2"),
     "stages-sst2": lambda: stages("methods-minilm-sst2"),
     "seeds-sst2": lambda: seeds("methods-minilm-sst2"),
+    "methods-imdb": lambda: methods("methods-minilm-imdb"),
+    "stages-imdb": lambda: stages("methods-minilm-imdb"),
 }
 
 
