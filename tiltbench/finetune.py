@@ -23,11 +23,9 @@ from tiltbench.environment import environment
 from tiltbench.errors import UserError
 from tiltbench.files import check_output_dir, is_checkpoint, normal_modes, replace_dir, write_json_atomic
 from tiltbench.inference import Progress, evaluate
-from tiltbench.models import DEFAULT_MODEL, load_model, write_meta
+from tiltbench.models import DEFAULT_MODEL, METHOD_WEIGHTS, load_model, write_meta
 from tiltbench.patch import patch, set_knob
 from tiltbench.schedule import Schedule, Shape
-
-METHOD_WEIGHTS = "method.safetensors"  # a method's trainable parameters (PoWER's retention), beside the HF weights
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,9 @@ class TrainConfig:
     method_lr: float | None = None  # learning rate of the method's own parameters (None: the method's default)
     search_epochs: int = 1
     retrain_epochs: int = 1
+    bimodal_weight: float = 0.0  # gates: λ_bimodal, weight of mean g (1 − g) (λ_sparse is regulariser_weight)
+    final_threshold: float | None = None  # ltp: θ of the last layer before learning (None: 1 / max_seq_len)
+    temperature: float | None = None  # ltp: T of the soft mask σ((s − θ) / T) (None: θ_final / 10)
 
     def __post_init__(self) -> None:
         from tiltbench.methods import get_method
@@ -73,6 +74,17 @@ class TrainConfig:
             raise UserError("--lr must be positive and --warmup-ratio in [0, 1)")
         if self.regulariser_weight < 0 or (self.method_lr is not None and self.method_lr <= 0):
             raise UserError("--lambda must be >= 0 and --method-lr positive")
+        if not self.bimodal_weight >= 0:
+            raise UserError(f"--bimodal must be >= 0, got {self.bimodal_weight}")
+        if any(v is not None and not v > 0 for v in (self.temperature, self.final_threshold)):
+            raise UserError("--temperature and --final-threshold must be positive")
+        own = {"gates": ("bimodal_weight",), "ltp": ("final_threshold", "temperature")}
+        defaults = {"bimodal_weight": 0.0, "final_threshold": None, "temperature": None}
+        for method, names in own.items():
+            for name in names:
+                if self.method != method and getattr(self, name) != defaults[name]:
+                    flag = {"bimodal_weight": "--bimodal"}.get(name, "--" + name.replace("_", "-"))
+                    raise UserError(f"{flag} goes with --method {method}, not {self.method!r}")
 
     @property
     def knob(self) -> float:
@@ -130,8 +142,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     eval_set, info = load_split(cfg.data, "eval", info)
     model, tokenizer = load_model(cfg.init or cfg.model, info)
     layers = model.config.num_hidden_layers
-    options = {"shape": cfg.shape} if cfg.method == "tilted" else {}
-    method = get_method(cfg.method)(layers, scorer=cfg.scorer, min_tokens=cfg.min_tokens, **options)
+    method = get_method(cfg.method).for_training(layers, cfg, model.config)
     patch(model, method=method)
     pad_id = tokenizer.pad_token_id or 0
     stages = method.stages(cfg)
@@ -151,6 +162,9 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     for stage in stages:
         _train_stage(run, stage, several=len(stages) > 1)
     final_knob = stages[-1].knob if stages[-1].knob is not None else method.dense_knob
+    if stages[-1].soft:  # the saved model removes tokens for real: its recorded metrics must be the hard ones
+        final_knob = method.trained_knob
+        _evaluate_hard(run, final_knob)
     set_knob(model, final_knob)
     # Written next to the target and moved into place whole: an interrupted save leaves the old folder as it was.
     staged = output.parent / f".{output.name}.partial-{os.getpid()}"
@@ -168,6 +182,20 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         stages=run.stages,
         method_config=method.config(),
     )
+
+
+def _evaluate_hard(run: _Run, knob: float) -> None:
+    """After a last soft stage (gates): evaluate once with tokens removed at `knob`, and record the method's own
+    figures (e.g. the gates' bi-modality share) from that evaluation."""
+    set_knob(run.model, knob)
+    method = run.method
+    method.reset_metrics()
+    method.collect_metrics = True
+    try:
+        metrics, _ = evaluate(run.model, run.evaluation, run.info, run.pad_id, run.cfg.eval_batch_size)
+    finally:
+        method.collect_metrics = False
+    run.history.append({"stage": "hard evaluation", "knob": knob, **metrics, **method.metrics()})
 
 
 def _train_stage(run: _Run, stage, several: bool) -> None:
@@ -228,8 +256,9 @@ def _train_epoch(run: _Run, stage, optimizer, scheduler, label: str) -> float:
     total, running, seen = len(run.train), 0.0, 0
     for step, batch in enumerate(batches(run.train, cfg.batch_size, run.pad_id, order=order)):
         loss = model(**batch).loss
-        if stage.regulariser_weight:
-            loss = loss + stage.regulariser_weight * method.regulariser()
+        penalty = method.regulariser() if stage.regulariser_weight else None
+        if penalty is not None:
+            loss = loss + stage.regulariser_weight * penalty
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

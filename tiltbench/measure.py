@@ -141,12 +141,13 @@ class CheckpointBench:
         if knob not in self.fvcore_rows:
             example = collate(self.timing_examples[:1], self.pad_id)
             schedule = self.schedule(knob)
-            patch(self.eager, schedule, method=method_from_meta(self.meta, self.dims.layers))
+            patch(self.eager, schedule, method=method_from_meta(self.meta, self.dims.layers, self.checkpoint))
             try:
                 total, by_op = fvcore_macs(self.eager, example["input_ids"], example["attention_mask"])
+                counts = realised_counts(self.eager)[0].tolist()  # an adaptive method's own; a plan's otherwise
             finally:
                 unpatch(self.eager)
-            analytic = encoder_macs(schedule.counts(int(example["attention_mask"].sum())), self.dims)
+            analytic = encoder_macs(counts, self.dims)
             self.fvcore_rows[knob] = {
                 "tokens": int(example["attention_mask"].sum()),
                 "fvcore_macs": total,
@@ -256,6 +257,11 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
         dense_macs_per_example=sum(dense_macs) / n_examples,
         flop_unit="encoder MACs from the realised kept counts; FLOPs = 2 x MACs",
         mean_kept_tokens=[round(float(x), 3) for x in counts.mean(0)],
+        kept_tokens_spread={
+            "std": [round(float(x), 3) for x in counts.std(0)],
+            "min": [int(x) for x in counts.min(0)],
+            "max": [int(x) for x in counts.max(0)],
+        },
         # what a latency model needs to re-predict this row: the schedule, the model's sizes, the inputs' lengths
         schedule=schedule.to_dict(),
         shape=schedule.shape,
@@ -274,6 +280,7 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
             for name, lat in latency.items()
         },
         peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        explicit_attention=not bench.method.decides_before_attention,
         kept_counts=counts.tolist(),  # [N][L+1] realised per example: the models re-predict from these
         fvcore=bench.fvcore(knob) if cfg.fvcore else None,
     )

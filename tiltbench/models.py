@@ -110,9 +110,12 @@ def schedule_from_meta(meta: dict, num_layers: int) -> Schedule:
     return Schedule.from_dict(num_layers, meta["schedule"])
 
 
-def method_from_meta(meta: dict, num_layers: int):
+def method_from_meta(meta: dict, num_layers: int, checkpoint: str | Path | None = None):
     """The checkpoint's method (name, scorer, its own settings such as learned fractions), not yet patched in.
-    Checkpoints written before methods had settings record none: TiltedBERT with the schedule's shape."""
+    Checkpoints written before methods had settings record none: TiltedBERT with the schedule's shape.
+
+    With `checkpoint`, the method's trained parameters (`method.safetensors`: the gates' probes, LTP's offsets)
+    are loaded too; a method that has parameters needs them (an untrained gate keeps every token)."""
     from tiltbench.methods import get_method
 
     config = dict(meta.get("method_config") or {})
@@ -120,9 +123,23 @@ def method_from_meta(meta: dict, num_layers: int):
         config["shape"] = meta["schedule"].get("shape", "geometric")
         if config["shape"] == "list":
             config["keep"] = meta["schedule"].get("keep")
-    return get_method(meta["method"]).from_config(
+    method = get_method(meta["method"]).from_config(
         num_layers, config, scorer=meta["scorer"], min_tokens=int(meta["schedule"].get("min_tokens", 1))
     )
+    if checkpoint is not None and method.needs_weights:
+        weights = Path(checkpoint) / METHOD_WEIGHTS
+        if not weights.is_file():
+            raise UserError(f"{str(checkpoint)!r} lacks {METHOD_WEIGHTS}, the trained parameters of {meta['method']}")
+        from safetensors.torch import load_file
+
+        try:
+            method.load_state_dict(load_file(str(weights)))
+        except (RuntimeError, OSError, ValueError) as err:
+            raise UserError(f"{weights} does not fit method {meta['method']!r} ({str(err).splitlines()[0]})") from None
+    return method
+
+
+METHOD_WEIGHTS = "method.safetensors"  # a method's trainable parameters, beside the HF weights
 
 
 def write_meta(checkpoint: str | Path, meta: dict) -> None:
@@ -136,5 +153,5 @@ def load_checkpoint(checkpoint: str | Path, attn_implementation: str | None = No
     meta = read_meta(checkpoint)
     model, tokenizer = load_model(str(checkpoint), None, attn_implementation)
     layers = model.config.num_hidden_layers
-    patch(model, schedule_from_meta(meta, layers), method=method_from_meta(meta, layers))
+    patch(model, schedule_from_meta(meta, layers), method=method_from_meta(meta, layers, checkpoint))
     return model, tokenizer, meta, TaskInfo.from_dict(meta["task"])

@@ -23,7 +23,7 @@ from tiltbench.inference import Progress, evaluate
 from tiltbench.models import load_checkpoint, read_meta, write_meta
 from tiltbench.patch import method_of, set_knob
 from tiltbench.schedule import parse_grid
-from tiltbench.speed_model import ModelDims, predict_speedup
+from tiltbench.speed_model import ModelDims, predict_speedup, speedup_from_counts
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,13 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
     knobs = sorted({method.dense_knob, *(cfg.knobs or parse_grid(method.default_grid))})
     schedules = {knob: method.schedule(knob) for knob in knobs}  # an out-of-range value fails before any work
     lengths = [len(e["input_ids"]) for e in examples]
-    predicted = {knob: predict_speedup(dims, s, lengths).predicted_speedup for knob, s in schedules.items()}
-    if cfg.target_speedup is not None and max(predicted.values()) < cfg.target_speedup:
+    # A planned method is predicted before any work; an adaptive one (gates, ltp) from the counts it realises.
+    predicted = (
+        {}
+        if method.adaptive
+        else {knob: predict_speedup(dims, s, lengths).predicted_speedup for knob, s in schedules.items()}
+    )
+    if predicted and cfg.target_speedup is not None and max(predicted.values()) < cfg.target_speedup:
         raise UserError(
             f"no {label} in the grid reaches a predicted {cfg.target_speedup:g}x "
             f"(the most is {max(predicted.values()):.2f}x); widen the grid"
@@ -105,6 +110,8 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
         metrics, outputs = evaluate(model, examples, info, tokenizer.pad_token_id or 0, cfg.batch_size)
         metric = metrics[info.primary_metric]
         reference = rows[0].metric if rows else metric
+        if method.adaptive:
+            predicted[knob] = speedup_from_counts(dims, outputs.kept.tolist())
         rows.append(
             OfflineRow(
                 knob=knob,
@@ -189,7 +196,8 @@ def _write_run(folder: Path, cfg: OfflineConfig, report: OfflineReport) -> None:
         folder / "report.md",
         f"# offline-tune: {report.checkpoint} on {report.task}\n\n"
         f"{report.n_examples} evaluation examples; predicted speedup = dense encoder MACs / "
-        f"MACs with the schedule, each example at its real length (FLOPs = 2 x MACs).\n\n"
+        f"MACs with the counts kept (planned, or realised by an adaptive method), each example at its real "
+        f"length (FLOPs = 2 x MACs).\n\n"
         + markdown_table(headers, rows)
         + f"\nChosen {report.knob_name.replace('_', ' ')}: **{report.chosen_knob:g}** ({report.criterion}).\n",
     )
@@ -199,6 +207,12 @@ def _choose(rows: list[OfflineRow], cfg: OfflineConfig, label: str) -> tuple[flo
     dense = rows[0].knob
     if cfg.target_speedup is not None:
         reaching = [r.knob for r in rows if r.predicted_speedup >= cfg.target_speedup]
+        if not reaching:  # an adaptive method's prediction is known only after the evaluation
+            best = max(r.predicted_speedup for r in rows)
+            raise UserError(
+                f"no {label} in the grid reaches a predicted {cfg.target_speedup:g}x (the most is {best:.2f}x); "
+                "widen the grid"
+            )
         return min(reaching), f"smallest {label} predicted to reach {cfg.target_speedup:g}x"
     within = [r.knob for r in rows if r.drop <= cfg.max_drop + 1e-9]
     return max(within), f"largest {label} within {cfg.max_drop:g} points of {label} {dense:g}"

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from tiltbench.eliminate import (
+    additive_mask,
     attention_with_scores,
     gather_tokens,
     hf_mask,
@@ -114,38 +115,88 @@ def _refuse_per_layer_outputs(encoder: nn.Module, kwargs: dict) -> None:
 
 def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None) -> Tensor:
     """The one layer loop, for every method: attention on n_{l-1} tokens, the method's scores, its counts (or, in a
-    soft stage, its weights), gather, FFN on n_l tokens (methods.md §3.2 placement)."""
+    soft stage, its weights), gather, FFN on n_l tokens (methods.md §3.2 placement).
+
+    Counts are per example. A planned schedule gives them up front (one sync per forward says which layers drop);
+    an adaptive one (gates, ltp) has the method's `select` decide them from the content at every layer. Either
+    way a batch is as wide as its longest kept row, and the filler slots of shorter rows are masked."""
     state: TiltState = encoder._tiltbench
     method = state.method
     impl = encoder.config._attn_implementation
     valid = _right_padded_validity(mask, hidden)  # [B,n]
     n0 = valid.sum(1)
     layers = len(encoder.layer)
-    if state.keep_all or method.soft:
+    adaptive = state.schedule.adaptive and not (state.keep_all or method.soft)
+    counts: Tensor | None = None
+    if state.keep_all:
         counts, drops = n0[:, None].expand(-1, layers + 1), [True] * layers
+    elif method.soft:  # every layer that may prune takes the soft path (LTP's layer 0 never prunes)
+        counts, drops = n0[:, None].expand(-1, layers + 1), [method.prunes(i) for i in range(layers)]
+    elif adaptive:
+        drops = [method.prunes(i) for i in range(layers)]  # decided per layer, from the content
     else:
         counts = state.counts_for(n0)  # planned [B,L+1]
         drops = (counts[:, 1:] != counts[:, :-1]).any(0).tolist()  # one sync per forward, not one per layer
+    if method.soft and method.decides_before_attention:
+        hidden = _soft_input_gated(encoder, hidden, valid)
+        state.valids, state.dense_input, state.kept = [valid] * (layers + 1), None, None
+        return hidden
     valids = [valid]
     for i, layer in enumerate(encoder.layer):
         if not drops[i]:  # nothing leaves here: HF's own layer, its attention
             hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype))
-        elif method.soft:  # weights, not removal: every token stays (PoWER's Soft-Extract)
+        elif method.soft:  # weights, not removal: every token stays (PoWER's Soft-Extract, LTP's soft mask)
             attended, scores = attention_with_scores(layer, hidden, valid, method.score)
-            attended = attended * method.soft_weights(i, scores, valid)[:, :, None]
-            hidden = layer.output(layer.intermediate(attended), attended)
+            weights = method.soft_weights(i, scores, valid)[:, :, None]
+            if method.soft_after_ffn:
+                hidden = layer.output(layer.intermediate(attended), attended) * weights
+            else:
+                attended = attended * weights
+                hidden = layer.output(layer.intermediate(attended), attended)
+        elif adaptive and method.decides_before_attention:
+            # Scored from the layer's input, so the decision comes before the layer: HF's own attention (no
+            # probabilities needed), and HF's own layer where the whole batch keeps everything.
+            scores = method.input_scores(i, hidden, valid)
+            n_out = method.select(LayerView(i, hidden, valid, None, state.schedule.knob), scores)
+            if bool((n_out >= valid.sum(1)).all()):
+                hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype))
+            else:
+                attended = layer.attention(hidden, hf_mask(valid, impl, hidden.dtype))[0]
+                idx, valid = keep_indices(scores, valid, n_out)
+                attended = gather_tokens(attended, idx)  # [B,n_l,h]
+                hidden = layer.output(layer.intermediate(attended), attended)
         else:
             attended, scores = attention_with_scores(layer, hidden, valid, method.score)
-            n_out = (
-                counts[:, i + 1]
-                if state.keep_all
-                else method.select(LayerView(i, attended, valid, counts[:, i + 1]), scores)
-            )
-            idx, valid = keep_indices(scores, valid, n_out)
-            attended = gather_tokens(attended, idx)  # [B,n_l,h]
+            if state.keep_all:
+                n_out = counts[:, i + 1]
+            else:
+                planned = None if counts is None else counts[:, i + 1]
+                n_out = method.select(LayerView(i, attended, valid, planned, state.schedule.knob), scores)
+            if not adaptive or bool((n_out < valid.sum(1)).any()):  # adaptive: no gather when every row keeps all
+                idx, valid = keep_indices(scores, valid, n_out)
+                attended = gather_tokens(attended, idx)  # [B,n_l,h]
             hidden = layer.output(layer.intermediate(attended), attended)
         valids.append(valid)  # what the gather kept: realised counts come from these, not from the plan
     state.valids, state.dense_input, state.kept = valids, None, None
+    return hidden
+
+
+def _soft_input_gated(encoder: nn.Module, hidden: Tensor, valid: Tensor) -> Tensor:
+    """Soft stage of a method that decides before attention (gates): every token stays, and each layer's keep
+    probabilities g enter the attention of every *later* layer as log g added to the keys' logits.
+
+    Why this relaxation: hard removal after layer l's attention means a token is absent, as a key, from layer
+    l+1 on. exp(log g) multiplies its unnormalised attention weight by g, so g = 1 is exactly keeping it and g -> 0
+    exactly removing it; in between it is weighted by g. Probabilities multiply across layers, as removal
+    cascades (a token removed once never returns)."""
+    method = encoder._tiltbench.method
+    log_keep = torch.zeros_like(valid, dtype=hidden.dtype)  # [B,n] log of the probability a token is still here
+    pad_bias = additive_mask(valid, hidden.dtype)[:, 0, 0, :]  # [B,n] 0 real, dtype min for padding
+    for i, layer in enumerate(encoder.layer):
+        bias = (pad_bias + log_keep)[:, None, None, :]  # a float mask: HF's eager and sdpa attention add it
+        keep = method.soft_weights(i, method.input_scores(i, hidden, valid), valid)  # [B,n] in (0,1]
+        hidden = layer(hidden, bias)
+        log_keep = log_keep + torch.log(keep.clamp_min(1e-6))
     return hidden
 
 
@@ -261,10 +312,7 @@ def patch(
 def set_knob(model: nn.Module, knob: float, *, keep_all: bool = False) -> Schedule:
     """Move a patched model along its method's knob (tilt rate for tilted, retention scale for power)."""
     state = _state(model)
-    schedule = state.method.schedule(float(knob))
-    if schedule is None:
-        raise UserError(f"method {state.method.name!r} plans no counts; its knob is applied inside select()")
-    return set_schedule(model, schedule, keep_all=keep_all)
+    return set_schedule(model, state.method.schedule(float(knob)), keep_all=keep_all)
 
 
 def method_of(model: nn.Module) -> Method:
@@ -290,8 +338,15 @@ def set_schedule(
     schedule = parse_schedule(len(find_encoder(model).layer), tilt_rate, shape=shape, min_tokens=min_tokens)
     if keep_all and not schedule.is_identity:
         raise UserError(f"keep-all keeps every token; it goes with tilt rate 0, not {schedule.describe()}")
+    if not schedule.is_identity and schedule.adaptive != state.method.adaptive:
+        kind = "decides each input's counts itself" if state.method.adaptive else "plans its counts"
+        raise UserError(
+            f"method {state.method.name!r} {kind}: {schedule.describe()} does not fit it; "
+            f"move its {state.method.knob_name.replace('_', ' ')} with set_knob"
+        )
     if schedule != state.schedule:
         state.schedule = schedule
+    if not schedule.adaptive:
         # Build the table now, so the next (perhaps timed) forward does not.
         device = next(model.parameters()).device
         state.counts_for(torch.ones(1, dtype=torch.long, device=device))

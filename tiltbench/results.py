@@ -34,6 +34,7 @@ TABLE_COLUMNS: list[Column] = [
     ("predicted (FLOPs)", lambda r: f"{r.predicted_speedup:.3f}x"),
     ("measured / predicted", lambda r: f"{r.speedup_vs_dense_dynamic / r.predicted_speedup:.3f}"),
     ("GFLOPs / example", lambda r: f"{r.flops_per_example / 1e9:.3f}"),
+    ("kept after layers 1..L (mean±std)", lambda r: r.kept_summary()),
     ("tiltbench CV", lambda r: f"{r.latency['tiltbench']['cv']:.3f}"),
 ]
 

@@ -15,7 +15,16 @@ from pathlib import Path
 from tiltbench.errors import UserError
 from tiltbench.schedule import Schedule
 
-KNOB_SHORT = {"tilt_rate": "tilt", "retention_scale": "scale", "keep_list": "list"}
+KNOB_SHORT = {
+    "tilt_rate": "tilt",
+    "retention_scale": "scale",
+    "keep_list": "list",
+    "gate_threshold": "gate",
+    "threshold_scale": "θ×",
+}
+
+
+OPTIONAL = ("kept_counts", "fvcore", "kept_tokens_spread", "explicit_attention")  # absent from older rows
 
 
 @dataclass
@@ -75,6 +84,10 @@ class MeasureRow:
     # [N][L+1] realised per example (None in rows measured before it was recorded: their plan re-predicts them)
     kept_counts: list[list[int]] | None = None
     fvcore: dict | None = None  # fvcore vs analytic MACs on one example (None with fvcore off)
+    # spread of the realised counts over the timed examples, per layer [n0..nL]: std, min, max (None: older rows)
+    kept_tokens_spread: dict[str, list[float]] | None = None
+    # eliminating layers ran tiltbench's own attention (False: HF's, a method that decides before attention)
+    explicit_attention: bool = True
 
     @classmethod
     def from_dict(cls, data: dict) -> MeasureRow:
@@ -86,7 +99,7 @@ class MeasureRow:
             if {"layers", "shape", "min_tokens"} <= data.keys():
                 data["schedule"] = Schedule(data["layers"], rate, data["shape"], None, data["min_tokens"]).to_dict()
         known = {f.name for f in fields(cls)}
-        missing = [f.name for f in fields(cls) if f.name not in data and f.name not in ("kept_counts", "fvcore")]
+        missing = [f.name for f in fields(cls) if f.name not in data and f.name not in OPTIONAL]
         if missing:
             raise UserError(
                 f"a report row lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: it predates "
@@ -119,6 +132,14 @@ class MeasureRow:
 
     def knob_label(self, short: bool = False) -> str:
         return knob_label(self.knob_name, short)
+
+    def kept_summary(self) -> str:
+        """Mean ± std of the tokens after layers 1..L, e.g. '20.1±3.2 12.0±4.1 ...' (std only when recorded)."""
+        std = (self.kept_tokens_spread or {}).get("std")
+        means = self.mean_kept_tokens[1:]
+        if not std:
+            return " ".join(f"{m:.1f}" for m in means)
+        return " ".join(f"{m:.1f}±{s:.1f}" for m, s in zip(means, std[1:], strict=True))
 
     def counts_schedule(self) -> Schedule:
         """The schedule the row was measured with."""

@@ -8,6 +8,8 @@ and §2.4): for an example with n0 real tokens ([CLS] and [SEP] included), layer
     explicit list:        n_l = max(m, k_l), k_1 >= ... >= k_L given by the user
     fractions:            n_l = max(m, ceil(n0 * f_l)), 1 >= f_1 >= ... >= f_L > 0 (PoWER-BERT's learned
                           retention, as shares of each example's real length: methods/power.py)
+    adaptive:             no plan: the method decides each example's count from its content, layer by layer
+                          (gates, ltp); `counts` returns the cap n_l = n0 and `knob` records the method's knob
 
 always capped at the example's own previous count (n_l <= n_{l-1} <= n0), so padding is never "kept".
 m is `min_tokens` (default 1: [CLS] alone). Counts are per example, from its real length.
@@ -26,8 +28,8 @@ from typing import Literal
 
 from tiltbench.errors import UserError
 
-Shape = Literal["geometric", "linear", "list", "fractions"]
-SHAPES: tuple[str, ...] = ("geometric", "linear", "list", "fractions")
+Shape = Literal["geometric", "linear", "list", "fractions", "adaptive"]
+SHAPES: tuple[str, ...] = ("geometric", "linear", "list", "fractions", "adaptive")
 RATE_SHAPES: tuple[str, ...] = ("geometric", "linear")  # the shapes a Tilt-Rate drives
 
 # ceil(x - EPS): 100 * (1 - 0.1) is 90.00000000000001 in floating point and must give 90, not 91.
@@ -44,6 +46,7 @@ class Schedule:
     keep: tuple[int, ...] | None = None  # only for shape == "list": tokens output by layers 1..L
     min_tokens: int = 1
     fractions: tuple[float, ...] | None = None  # only for shape == "fractions": kept share of n0 after layers 1..L
+    knob: float | None = None  # only for shape == "adaptive": the data-dependent method's knob (its threshold)
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:
@@ -70,16 +73,29 @@ class Schedule:
                 raise UserError(f"kept fractions must be in (0, 1] and non-increasing, got {list(shares)}")
         elif self.fractions is not None:
             raise UserError("kept fractions go with shape 'fractions' only")
+        if self.shape == "adaptive":
+            if self.knob is None or not math.isfinite(self.knob):
+                raise UserError(f"an adaptive schedule needs a finite knob value, got {self.knob}")
+        elif self.knob is not None:
+            raise UserError("a knob value goes with shape 'adaptive' only")
+
+    @property
+    def adaptive(self) -> bool:
+        """True when the counts depend on the content: the method's `select` decides them inside the forward."""
+        return self.shape == "adaptive"
 
     @property
     def is_identity(self) -> bool:
         """True when no layer ever drops a token (tau = 0): the model then runs HF's own forward."""
         if self.shape == "fractions":
             return all(f >= 1.0 for f in self.fractions or ())
+        if self.shape == "adaptive":
+            return False  # the method's dense knob returns a plain identity schedule instead
         return self.shape != "list" and self.tilt_rate == 0.0
 
     def counts(self, n0: int) -> list[int]:
-        """[n0, n1, ..., nL] for an example with n0 real tokens."""
+        """[n0, n1, ..., nL] for an example with n0 real tokens (adaptive: the cap [n0] * (L+1); the realised
+        counts come from the forward, `tiltbench.realised_counts`)."""
         return list(_counts(self, n0))
 
     def describe(self) -> str:
@@ -87,6 +103,8 @@ class Schedule:
             return f"keep {list(self.keep or ())}"
         if self.shape == "fractions":
             return "keep fractions " + " ".join(f"{f:.3f}" for f in self.fractions or ())
+        if self.shape == "adaptive":
+            return f"adaptive, knob {self.knob:g}"
         return f"{self.shape} tilt rate {self.tilt_rate:g}"
 
     def to_dict(self) -> dict:
@@ -96,6 +114,7 @@ class Schedule:
             "keep": list(self.keep) if self.keep is not None else None,
             "min_tokens": self.min_tokens,
             "fractions": list(self.fractions) if self.fractions is not None else None,
+            **({"knob": self.knob} if self.knob is not None else {}),
         }
 
     @classmethod
@@ -108,6 +127,7 @@ class Schedule:
             tuple(int(k) for k in data["keep"]) if data.get("keep") else None,
             int(data.get("min_tokens", 1)),
             tuple(float(f) for f in data["fractions"]) if data.get("fractions") else None,
+            float(data["knob"]) if data.get("knob") is not None else None,
         )
 
 
@@ -122,6 +142,8 @@ def _counts(schedule: Schedule, n0: int) -> tuple[int, ...]:
             target = math.ceil(n0 * (1.0 - schedule.tilt_rate * layer / L) - _EPS)
         elif schedule.shape == "fractions":
             target = math.ceil(n0 * (schedule.fractions or ())[layer - 1] - _EPS)
+        elif schedule.shape == "adaptive":
+            target = n0
         else:
             target = (schedule.keep or ())[layer - 1]
         out.append(min(out[-1], max(schedule.min_tokens, target)))

@@ -40,7 +40,9 @@ eliminating layers. The model is linear in six features of one batch's work, sum
 with m_in, m_out the batch's tensor widths (tokens, padding included) into and out of layer l, and A_l the
 attention area per head: B * m_in^2 in a dense layer (HF's sdpa computes the padding), and in an eliminating
 layer the sum over `eliminate.row_chunks` of rows * width^2 (it computes no padding beyond each chunk's
-longest real row). With one model
+longest real row). A method that decides before attention (gates) runs HF's attention in its eliminating
+layers too: its area is B * m_in^2 and it materialises no probabilities (e = 0 there), but it pays g. With one
+model
 L is fixed, so the per-layer constant d and the per-batch constant k are fitted as one constant (k' = L*d + k).
 The large-batch term is measured, not derived: on the 2-core VM HF's dense layers cost more per token once a
 layer's batch holds more than about 10,000 tokens (dense MiniLM at 512 tokens: 47-53 ms per row at batch 16,
@@ -200,10 +202,15 @@ class BatchWork:
     widths: tuple[int, ...]
     eliminating: tuple[bool, ...]
     lengths: tuple[tuple[int, ...], ...] = ()  # real tokens of each row entering each layer (empty: dense)
+    explicit_attention: bool = True  # eliminating layers materialise probabilities (False: HF's attention, gates)
+
+    def explicit(self, layer: int) -> bool:
+        """True when `layer` runs tiltbench's own attention (probabilities materialised, no padding computed)."""
+        return bool(self.eliminating) and self.eliminating[layer] and self.explicit_attention
 
     def attention_area(self, layer: int, heads: int) -> int:
         """Query x key positions per head that layer computes (see the module docstring)."""
-        if not self.eliminating or not self.eliminating[layer]:
+        if not self.explicit(layer):
             width = self.widths[layer] if len(self.widths) > 1 else self.widths[0]
             return self.rows * width * width
         return sum((stop - start) * m * m for start, stop, m in row_chunks(self.lengths[layer], heads))
@@ -214,12 +221,14 @@ def batch_work(
     schedule: Schedule | None,
     pad_to: int | None = None,
     counts: Sequence[Sequence[int]] | None = None,
+    explicit_attention: bool = True,
 ) -> BatchWork:
     """The work of one batch of real `lengths`: dense when `schedule` and `counts` are None, else tiltbench's.
 
     `counts` ([B][L+1], e.g. what a data-dependent method realised) takes the place of the schedule's plan.
     Mirrors patch.py: a layer that drops no token in the batch keeps the (padded) width; an eliminating layer
-    outputs the longest kept row."""
+    outputs the longest kept row. `explicit_attention=False` (a method that decides before attention, gates):
+    its eliminating layers run HF's attention over the padded width and materialise no probabilities."""
     width = pad_to or max(lengths)
     if counts is None:
         counts = [schedule.counts(n) for n in lengths] if schedule else []
@@ -230,7 +239,7 @@ def batch_work(
         eliminating.append(drops)
         widths.append(max(c[layer] for c in counts) if drops else widths[-1])
     entering = tuple(tuple(c[layer] for c in counts) for layer in range(layers))
-    return BatchWork(len(lengths), tuple(widths), tuple(eliminating), entering)
+    return BatchWork(len(lengths), tuple(widths), tuple(eliminating), entering, explicit_attention)
 
 
 def features(work: BatchWork, dims: ModelDims, heads: int, large_batch: int | None = None) -> np.ndarray:
@@ -248,7 +257,7 @@ def features(work: BatchWork, dims: ModelDims, heads: int, large_batch: int | No
         if large_batch is not None:
             out[5] += max(0, B * m_in - large_batch)
         if eliminating[layer]:
-            out[3] += heads * area
+            out[3] += heads * area if work.explicit(layer) else 0
             out[4] += 1
     out[6] = 1.0
     return out
@@ -372,6 +381,7 @@ def predict_latency(
     schedule: Schedule | None,
     pad_to: int | None = None,
     counts: Sequence[Sequence[int]] | None = None,
+    explicit_attention: bool = True,
 ) -> tuple[float, float]:
     """(dense-dynamic ms, tiltbench ms) summed over the batches of `lengths` in dataset order; tiltbench's work
     from per-example per-layer `counts` ([N][L+1], realised) when given, else from `schedule`'s plan."""
@@ -380,7 +390,7 @@ def predict_latency(
         batch = list(lengths[start : start + batch_size])
         dense += profile.batch_ms(batch_work(batch, None))
         if counts is not None:
-            work = batch_work(batch, None, pad_to, counts[start : start + batch_size])
+            work = batch_work(batch, None, pad_to, counts[start : start + batch_size], explicit_attention)
         else:
             work = batch_work(batch, None if schedule is None or schedule.is_identity else schedule, pad_to)
         tilted += profile.batch_ms(work)
@@ -393,9 +403,12 @@ def calibrated_speedup(
     batch_size: int,
     schedule: Schedule | None,
     counts: Sequence[Sequence[int]] | None = None,
+    explicit_attention: bool = True,
 ) -> float:
     """Calibrated dense-dynamic / tiltbench latency; from realised per-example `counts` when given."""
-    dense, tilted = predict_latency(profile, lengths, batch_size, schedule, counts=counts)
+    dense, tilted = predict_latency(
+        profile, lengths, batch_size, schedule, counts=counts, explicit_attention=explicit_attention
+    )
     return dense / tilted
 
 
@@ -460,6 +473,11 @@ def forecast(
     `target_speedup` is solved along its knob; without, the knob is TiltedBERT's Tilt-Rate of `shape`."""
     if profile is not None:
         profile.check_dims(dims, profile.heads)
+    if method is not None and method.adaptive:
+        raise UserError(
+            f"method {method.name!r} decides each input's counts from its content: nothing predicts them before "
+            "it runs; `tiltbench offline-tune` and `tiltbench measure` predict from the counts it realises"
+        )
     if method is not None:
         knob = _solve_knob(method, dims, lengths, batch_size, target_speedup, profile) if target_speedup else tilt_rate
         schedule = method.schedule(float(knob or 0.0))

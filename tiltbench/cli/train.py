@@ -63,16 +63,34 @@ def finetune(
     scorer: ScorerOpt = None,
     epochs: Annotated[int, typer.Option(help="Epochs of the fine-tune stage (PoWER: stage 1, dense).")] = 1,
     init: Annotated[
-        str | None, typer.Option(help="PoWER: start from this fine-tuned checkpoint and skip the dense stage.")
+        str | None,
+        typer.Option(help="PoWER, LTP: start from this fine-tuned checkpoint and skip the dense stage."),
     ] = None,
     lambda_: Annotated[
-        float, typer.Option("--lambda", help="PoWER: λ, weight of Σ_l l·(retained share of layer l) in the search.")
+        float,
+        typer.Option(
+            "--lambda",
+            help="PoWER: λ on Σ_l l·(retained share of layer l); gates: λ_sparse on the mean survival "
+            "probability; LTP: λ on Σ_l mean soft mask.",
+        ),
     ] = 0.0,
-    method_lr: Annotated[
-        float | None, typer.Option(help="PoWER: learning rate of the retention parameters (default 5e-3).")
+    bimodal: Annotated[float, typer.Option(help="Gates: λ_bimodal on the mean g·(1 − g).")] = 0.0,
+    final_threshold: Annotated[
+        float | None, typer.Option(help="LTP: threshold of the last layer before learning (default 1/max-seq-len).")
     ] = None,
-    search_epochs: Annotated[int, typer.Option(help="PoWER: epochs of the configuration search.")] = 1,
-    retrain_epochs: Annotated[int, typer.Option(help="PoWER: epochs of re-training at the learned counts.")] = 1,
+    temperature: Annotated[
+        float | None, typer.Option(help="LTP: temperature T of the soft mask σ((s − θ)/T) (default θ_final/10).")
+    ] = None,
+    method_lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate of the method's own parameters (PoWER 5e-3, gates 1e-2, LTP 2e-2)."),
+    ] = None,
+    search_epochs: Annotated[
+        int, typer.Option(help="PoWER: epochs of the configuration search; LTP: of the soft-threshold stage.")
+    ] = 1,
+    retrain_epochs: Annotated[
+        int, typer.Option(help="PoWER: epochs of re-training at the learned counts; LTP: of the hard stage.")
+    ] = 1,
     batch_size: int = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
     warmup_ratio: float = 0.1,
@@ -84,8 +102,9 @@ def finetune(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Fine-tune with elimination on (tilted: at --tilt-rate; power: dense, search with --lambda, retrain);
-    write an HF checkpoint + tiltbench.json."""
+    """Fine-tune with elimination on (tilted: at --tilt-rate; power: dense, search with --lambda, retrain; gates:
+    one stage with --lambda and --bimodal; ltp: dense, soft thresholds with --lambda, hard); write an HF
+    checkpoint + tiltbench.json."""
     setup(threads)
     from tiltbench.data import DataConfig
     from tiltbench.finetune import TrainConfig
@@ -116,6 +135,9 @@ def finetune(
         epochs=epochs,
         init=init,
         regulariser_weight=lambda_,
+        bimodal_weight=bimodal,
+        final_threshold=final_threshold,
+        temperature=temperature,
         method_lr=method_lr,
         search_epochs=search_epochs,
         retrain_epochs=retrain_epochs,
@@ -133,12 +155,12 @@ def finetune(
         summary["fractions"] = fractions
     if json_out:
         return emit_json(summary)
-    columns = [k for k in result.metrics if k not in ("stage", "epoch")]
+    columns = list(dict.fromkeys(k for h in result.history for k in h if k not in ("stage", "epoch")))
     out_console.print(
         table(
             f"finetune -> {result.output}",
             ["stage", "epoch", *columns],
-            [[h["stage"], h["epoch"], *[h[k] for k in columns]] for h in result.history],
+            [[h["stage"], h.get("epoch", ""), *[h.get(k, "") for k in columns]] for h in result.history],
         )
     )
     if fractions is not None:

@@ -3,16 +3,26 @@
 A method is a small `nn.Module`. `patch.py` owns the one layer loop and the shared core (attention with
 probabilities, gather); at each eliminating layer it asks the method four things:
 
-    schedule(knob)         the per-example counts as a function of n0 (a `Schedule`), or None when the counts
-                           depend on the data; the loop then asks `select` for them
+    schedule(knob)         the per-example counts as a function of n0 (a `Schedule`). A data-dependent method
+                           (gates, ltp) returns an *adaptive* schedule that only records the knob: the loop then
+                           asks `select` for each example's count at every layer
     score(probs, valid, values)
                            importance of every token [B,n]. `probs` [B,H,n,n] (pre-dropout) is a reused buffer:
                            it holds one chunk of rows and is valid only during this call (keep nothing from it)
+    input_scores(layer, hidden, valid)
+                           for a method that decides from the layer's *input* (`decides_before_attention`, gates):
+                           importance [B,n] from the hidden states; the layer then runs HF's own attention (no
+                           probabilities needed), and a layer where the whole batch keeps everything runs HF's
+                           own layer
     select(view, scores)   a hard keep count per example [B] (default: the planned count)
+    prunes(layer)          False for a layer that never removes a token (LTP's layer 0): HF's own layer runs
     soft_weights(layer, scores, valid)
                            while `soft` is on (a training stage): weights [B,n] that multiply the attention
-                           output instead of removing tokens (no gather, nothing leaves)
+                           output (or the layer output, `soft_after_ffn`) instead of removing tokens; for a
+                           method that decides before attention, keep probabilities whose logs bias the
+                           attention of every later layer (no gather, nothing leaves)
     regulariser()          a loss term finetune adds (None: nothing)
+    metrics()              figures about the last evaluation (e.g. the gates' bi-modality share)
 
 and one knob: the single axis offline-tune, measure and sweep move (`knob_name`, a float, `dense_knob` =
 nothing removed, where the model runs HF's own forward). Trainable parameters live on the method, not on the HF
@@ -64,6 +74,7 @@ class LayerView:
     attended: Tensor  # [B,n,h] attention sub-layer output (after residual + LayerNorm), before the FFN
     valid: Tensor  # [B,n] bool, right-padded: which slots are real tokens
     planned: Tensor | None  # [B] the schedule's count for this layer's output, None when the method plans none
+    knob: float | None = None  # the adaptive schedule's knob (the method's threshold), None for a planned schedule
 
 
 class Method(nn.Module):
@@ -72,7 +83,12 @@ class Method(nn.Module):
     knob_help: ClassVar[str] = ""
     dense_knob: ClassVar[float] = 0.0  # the knob value that removes nothing
     default_grid: ClassVar[str] = "0:0.5:0.1"  # what offline-tune / measure / sweep try when not told
+    trained_knob: ClassVar[float] = 1.0  # where a checkpoint whose last stage is soft is saved (gates: 0.5)
     default_scorer: ClassVar[str] = "acc"
+    needs_weights: ClassVar[bool] = False  # its parameters decide at inference: loaded from method.safetensors
+    adaptive: ClassVar[bool] = False  # counts depend on the content: `schedule` returns an adaptive schedule
+    decides_before_attention: ClassVar[bool] = False  # scores come from `input_scores`, not attention probabilities
+    soft_after_ffn: ClassVar[bool] = False  # soft weights multiply the layer output (LTP), not the attention output
 
     def __init__(self, num_layers: int, *, scorer: str | None = None, min_tokens: int = 1) -> None:
         super().__init__()
@@ -83,6 +99,7 @@ class Method(nn.Module):
             raise UserError(f"unknown scorer {self.scorer_name!r}; choose from {', '.join(SCORERS)}")
         self.scorer: Scorer = SCORERS[self.scorer_name]
         self.soft = False  # a soft training stage: weights instead of removal
+        self.collect_metrics = False  # accumulate `metrics` during inference forwards (finetune's last evaluation)
 
     # -- the knob -------------------------------------------------------------------------------------------
     def schedule(self, knob: float) -> Schedule | None:
@@ -102,10 +119,28 @@ class Method(nn.Module):
             raise NotImplementedError(f"method {self.name!r} plans no counts, so it must implement select()")
         return view.planned
 
+    def input_scores(self, layer: int, hidden: Tensor, valid: Tensor) -> Tensor:
+        raise NotImplementedError(f"method {self.name!r} scores tokens from attention, not from the layer input")
+
+    def prunes(self, layer: int) -> bool:
+        return True
+
     def soft_weights(self, layer: int, scores: Tensor, valid: Tensor) -> Tensor:
         raise NotImplementedError(f"method {self.name!r} has no soft stage")
 
+    def metrics(self) -> dict[str, float]:
+        """Figures about the forwards since `reset_metrics` (e.g. gate statistics); {} when the method has none."""
+        return {}
+
+    def reset_metrics(self) -> None:
+        """Forget what `metrics` accumulated."""
+
     # -- training -------------------------------------------------------------------------------------------
+    @classmethod
+    def for_training(cls, num_layers: int, cfg, model_config) -> Method:  # noqa: ANN001 (TrainConfig, HF config)
+        """The untrained method finetune starts from (its options from the training config and the model)."""
+        return cls(num_layers, scorer=cfg.scorer, min_tokens=cfg.min_tokens)
+
     def stages(self, cfg) -> list[TrainStage]:  # noqa: ANN001 (a finetune.TrainConfig)
         """The training recipe. Default: one stage, elimination on at the requested knob (TiltedBERT's)."""
         return [TrainStage("fine-tune", cfg.epochs, knob=cfg.knob)]

@@ -54,6 +54,10 @@ class Tilted(Method):
             )
         return Schedule(self.num_layers, float(knob), self.shape, None, self.min_tokens)
 
+    @classmethod
+    def for_training(cls, num_layers: int, cfg, model_config) -> Tilted:  # noqa: ANN001
+        return cls(num_layers, scorer=cfg.scorer, min_tokens=cfg.min_tokens, shape=cfg.shape)
+
     def config(self) -> dict:
         return {"shape": self.shape, **({"keep": list(self.keep)} if self.keep else {})}
 
