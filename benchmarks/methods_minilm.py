@@ -1,10 +1,13 @@
-"""Benchmark: TiltedBERT against PoWER-BERT on MiniLM, in one sweep (same inputs, timer and process).
+"""Benchmark: TiltedBERT, PoWER-BERT, gates and LTP on MiniLM, in one sweep (same inputs, timer and process).
 
 Checkpoints (fine-tuned once; each step is skipped when its checkpoint exists):
   tilted       results/measure-minilm-<task>/checkpoint (TiltedBERT at tilt rate 0.1: measure_minilm.py's
                recipe, trained here when that checkpoint is missing)
   dense        a dense fine-tune with the same recipe (tilt rate 0): PoWER's stage 1
   power-l<λ>   PoWER-BERT from `dense` (--init): configuration search with λ, then re-training, one epoch each
+  gates-l<λ>   trainable gates (Dynamic BERT) from the pretrained model: soft with λ_sparse = λ and a ramped
+               λ_bimodal, then hard with the gates frozen, one epoch each (SST-2 so far)
+  ltp-l<λ>     LTP from `dense` (--init): soft thresholds with λ, then hard, one epoch each (SST-2 so far)
 SST-2: 8,000 training sentences, max length 64, the full dev set. IMDB: 2,000 training reviews, max length 512,
 1,000 test reviews (one λ: a PoWER run there is ~25 minutes of training on 2 cores). Then one sweep of every
 checkpoint at batch 1, 8 and 32 against dense-dynamic: tilted over tilt rates 0-0.4, PoWER over retention scales,
@@ -44,6 +47,7 @@ from tiltbench.rows import MeasureRow, short_name
 from tiltbench.sweep import SweepConfig, sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+GATES_LAMBDA = 0.05
 RUNS = {
     "sst2": dict(
         data=DataConfig("sst2", max_train_samples=8000, max_seq_len=64),
@@ -51,6 +55,10 @@ RUNS = {
         lambdas=(0.01, 0.05),
         tilted_grid=(0.0, 0.1, 0.2, 0.3, 0.4),
         power_grids={0.01: (0.5, 1.0, 1.5), 0.05: (0.5, 1.0)},
+        gates={GATES_LAMBDA: 2.0},  # λ_sparse: λ_bimodal (ramped)
+        gates_grid=(0.3, 0.5, 0.7, 0.9),
+        ltp=(0.1,),
+        ltp_grid=(0.5, 1.0, 1.5),
     ),
     "imdb": dict(
         data=DataConfig("imdb", max_train_samples=2000, max_eval_samples=1000, max_seq_len=512),
@@ -86,6 +94,16 @@ def run(task: str, console: Console, force: bool = False) -> None:
         metrics = _train(folder, cfg, console)
         stages[f"power λ={lam:g}"] = metrics["history"]
         grids[str(folder)] = spec["power_grids"][lam]
+    for lam, bimodal in spec.get("gates", {}).items():  # one stage from the pretrained model
+        folder = out / f"gates-l{lam:g}"
+        cfg = TrainConfig(str(folder), spec["data"], method="gates", regulariser_weight=lam, bimodal_weight=bimodal)
+        stages[f"gates λ={lam:g} β={bimodal:g}"] = _train(folder, cfg, console)["history"]
+        grids[str(folder)] = spec["gates_grid"]
+    for lam in spec.get("ltp", ()):  # LTP's stage 1 is the same dense fine-tune as PoWER's
+        folder = out / f"ltp-l{lam:g}"
+        cfg = TrainConfig(str(folder), spec["data"], method="ltp", init=str(dense), regulariser_weight=lam)
+        stages[f"ltp λ={lam:g}"] = _train(folder, cfg, console)["history"]
+        grids[str(folder)] = spec["ltp_grid"]
     cfg = SweepConfig(
         checkpoints=tuple(grids),
         batch_sizes=(1, 8, 32),

@@ -114,14 +114,22 @@ def methods(folder: str) -> str:
     body = []
     for method, checkpoint, knob in places:
         cells = [_cell(rows, knob, b, checkpoint) for b in batches]
-        name = Path(checkpoint).name.replace("power-l", "λ = ") if method == "power" else "trained at τ = 0.1"
-        label = {"tilt_rate": "τ", "retention_scale": "s"}.get(cells[0].knob_name, cells[0].knob_name)
+        folder_name = Path(checkpoint).name
+        name = "trained at τ = 0.1" if method == "tilted" else re.sub(r"^\w+-l", "λ = ", folder_name)
+        label = {"tilt_rate": "τ", "retention_scale": "s", "gate_threshold": "t", "threshold_scale": "k"}.get(
+            cells[0].knob_name, cells[0].knob_name
+        )
+        kept = (  # an adaptive method's counts vary per input: mean ± std after each layer
+            f"{cells[0].mean_kept_tokens[0]:.1f} " + cells[0].kept_summary()
+            if cells[0].schedule.get("shape") == "adaptive"
+            else " ".join(f"{k:.1f}" for k in cells[0].mean_kept_tokens)
+        )
         body.append(
             [
                 f"{method} ({name})",
                 f"{label} = {knob:g}",
                 f"{cells[0].metric:.3f}",
-                " ".join(f"{k:.1f}" for k in cells[0].mean_kept_tokens),
+                kept,
                 *(f"{c.speedup_vs_dense_dynamic:.2f}×" for c in cells),
             ]
         )
@@ -133,7 +141,12 @@ def stages(folder: str) -> str:
     """Seconds and dev metric of every training stage behind the methods table."""
     data = _load(f"{folder}/stages.json")
     body = [
-        [name, entry.get("stage", "fine-tune"), f"{entry['epoch_seconds']:.0f} s", f"{entry['accuracy']:.3f}"]
+        [
+            name,
+            entry.get("stage", "fine-tune"),
+            f"{entry['epoch_seconds']:.0f} s" if "epoch_seconds" in entry else "-",
+            f"{entry['accuracy']:.3f}",
+        ]
         for name, history in data.items()
         for entry in history
     ]

@@ -236,14 +236,14 @@ def tiny_base(tmp_path_factory):
     return base
 
 
-def test_gates_train_in_one_stage_and_reload_with_their_probes(tiny_base, tmp_path):
+def test_gates_train_soft_then_hard_and_reload_with_their_probes(tiny_base, tmp_path):
     from tiltbench.models import load_checkpoint
 
     summary = _finetune(tiny_base, tmp_path / "g", "gates", "--lambda", "2", "--bimodal", "1", "--method-lr", "0.2")
     meta = json.loads((tmp_path / "g" / "tiltbench.json").read_text())
-    assert [s["name"] for s in meta["stages"]] == ["fine-tune+gates"]
+    assert [s["name"] for s in meta["stages"]] == ["fine-tune+gates", "hard"]
     assert meta["knob"] == 0.5 and meta["schedule"]["shape"] == "adaptive"
-    assert summary["stage"] == "hard evaluation" and 0.0 <= summary["gate_bimodal_share"] <= 1.0
+    assert summary["stage"] == "hard" and 0.0 <= summary["gate_bimodal_share"] <= 1.0
     model, tokenizer, _, _ = load_checkpoint(tmp_path / "g")
     assert not torch.equal(model._tiltbench.method.weight, torch.zeros(2, 32))  # the trained probes came back
     with torch.inference_mode():

@@ -209,10 +209,17 @@ def _train_stage(run: _Run, stage, several: bool) -> None:
     for epoch in range(1, stage.epochs + 1):
         label = f"{stage.name} epoch {epoch}/{stage.epochs}" if several else f"epoch {epoch}/{stage.epochs}"
         started = time.perf_counter()
-        loss = _train_epoch(run, stage, optimizer, scheduler, label)
+        loss = _train_epoch(run, stage, optimizer, scheduler, label, steps)
         stage_seconds += (epoch_seconds := time.perf_counter() - started)
         run.done_epochs += 1
-        metrics, _ = evaluate(model, run.evaluation, run.info, run.pad_id, cfg.eval_batch_size)
+        final = run.done_epochs == run.total_epochs and not stage.soft
+        method.reset_metrics()
+        method.collect_metrics = final  # the saved model's own figures (e.g. gate bi-modality), from this evaluation
+        try:
+            metrics, _ = evaluate(model, run.evaluation, run.info, run.pad_id, cfg.eval_batch_size)
+        finally:
+            method.collect_metrics = False
+        metrics = {**metrics, **(method.metrics() if final else {})}
         run.history.append(
             {
                 "stage": stage.name,
@@ -249,12 +256,13 @@ def _optimizer(model, method, stage, cfg: TrainConfig, total_steps: int):
     return optimizer, scheduler
 
 
-def _train_epoch(run: _Run, stage, optimizer, scheduler, label: str) -> float:
+def _train_epoch(run: _Run, stage, optimizer, scheduler, label: str, stage_steps: int) -> float:
     model, method, cfg = run.model, run.method, run.cfg
     model.train()
     order = torch.randperm(len(run.train), generator=run.generator).tolist()
     total, running, seen = len(run.train), 0.0, 0
     for step, batch in enumerate(batches(run.train, cfg.batch_size, run.pad_id, order=order)):
+        method.stage_progress = scheduler.last_epoch / max(1, stage_steps)  # e.g. the gates' bi-modal ramp
         loss = model(**batch).loss
         penalty = method.regulariser() if stage.regulariser_weight else None
         if penalty is not None:

@@ -23,37 +23,55 @@ def _save(fig, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+METHOD_STYLE = {"tilted": ("C0", "o"), "power": ("C1", "s"), "gates": ("C2", "^"), "ltp": ("C3", "D")}
+
+
 def plot_pareto(rows: list[MeasureRow], path: Path) -> None:
-    """Task metric vs measured speedup against dense-dynamic; one curve per checkpoint (its method) and batch size,
-    each point labelled with its knob value."""
-    curves: dict[tuple[str, str, int], list[MeasureRow]] = defaultdict(list)
+    """Task metric vs measured speedup against dense-dynamic: one panel per batch size, one curve per checkpoint
+    (coloured by its method), each point labelled with its knob value; the dense knob is the black star."""
+    batches = sorted({row.batch_size for row in rows})
+    curves: dict[tuple[int, str, str], list[MeasureRow]] = defaultdict(list)
     for row in rows:
-        curves[(row.method, short_name(row.checkpoint), row.batch_size)].append(row)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (method, name, batch), points in sorted(curves.items()):
+        curves[(row.batch_size, row.method, short_name(row.checkpoint))].append(row)
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches) + 2.5, 4.5), sharey=True, squeeze=False)
+    panel = {batch: ax for batch, ax in zip(batches, axes[0], strict=True)}
+    styles = ["-", "--", ":", "-."]  # checkpoints of one method: one colour, a line style each
+    by_method: dict[str, list[str]] = defaultdict(list)
+    for _, method, name in sorted(curves):
+        if name not in by_method[method]:
+            by_method[method].append(name)
+    for (batch, method, name), points in sorted(curves.items()):
+        ax = panel[batch]
         points.sort(key=lambda p: p.knob)
+        colour, marker = METHOD_STYLE.get(method, ("C7", "x"))
+        line = styles[by_method[method].index(name) % len(styles)]
         ax.plot(
             [p.speedup_vs_dense_dynamic for p in points],
             [100 * p.metric for p in points],
-            "o-" if method == "tilted" else "s--",
-            label=f"{method}: {name}, batch {batch} ({points[0].knob_label()})",
+            marker=marker,
+            linestyle=line,
+            color=colour,
+            label=f"{method}: {name} ({points[0].knob_label()})" if batch == batches[0] else None,
         )
         for p in points:
             ax.annotate(
                 f"{p.knob:g}",
                 (p.speedup_vs_dense_dynamic, 100 * p.metric),
-                fontsize=7,
+                fontsize=6,
                 textcoords="offset points",
                 xytext=(3, 3),
             )
-    dense = [r for r in rows if r.knob == 0]  # every method's dense knob value is 0
-    if dense:
-        ax.plot([1.0] * len(dense), [100 * r.metric for r in dense], "k*", markersize=12, label="dense (knob 0)")
-    ax.set_xlabel("measured speedup vs dense-dynamic (x)")
-    ax.set_ylabel(f"{rows[0].metric_name} (%)")
-    ax.set_title("Metric vs measured speedup (labels: knob value)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: curves stay visible
+    for batch, ax in panel.items():
+        dense = [r for r in rows if r.knob == 0 and r.batch_size == batch]  # every method's dense knob is 0
+        if dense:
+            label = "dense (knob 0)" if batch == batches[0] else None
+            ax.plot([1.0] * len(dense), [100 * r.metric for r in dense], "k*", markersize=10, label=label)
+        ax.set_title(f"batch {batch}")
+        ax.set_xlabel("measured speedup vs dense-dynamic (x)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{rows[0].metric_name} (%)")
+    fig.suptitle("Metric vs measured speedup (labels: knob value)")
+    fig.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.9))  # outside: curves stay visible
     _save(fig, path)
 
 

@@ -83,7 +83,7 @@ def finetune(
     ] = None,
     method_lr: Annotated[
         float | None,
-        typer.Option(help="Learning rate of the method's own parameters (PoWER 5e-3, gates 1e-2, LTP 2e-2)."),
+        typer.Option(help="Learning rate of the method's own parameters (PoWER 5e-3, gates 3e-3, LTP 2e-2)."),
     ] = None,
     search_epochs: Annotated[
         int, typer.Option(help="PoWER: epochs of the configuration search; LTP: of the soft-threshold stage.")

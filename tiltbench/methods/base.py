@@ -100,6 +100,7 @@ class Method(nn.Module):
         self.scorer: Scorer = SCORERS[self.scorer_name]
         self.soft = False  # a soft training stage: weights instead of removal
         self.collect_metrics = False  # accumulate `metrics` during inference forwards (finetune's last evaluation)
+        self.stage_progress = 1.0  # share of the current training stage done, set by finetune before every step
 
     # -- the knob -------------------------------------------------------------------------------------------
     def schedule(self, knob: float) -> Schedule | None:

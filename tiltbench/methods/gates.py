@@ -23,8 +23,16 @@ al. 2017), one stage, and one user hyper-parameter sets the trade-off. Our inter
   the L1 ("norm-variant") sparsity term on what the next layers pay for, not on gates whose token has already
   left. g (1 − g) is Srinivas, Subramanya & Babu (2017, "Training Sparse Neural Networks", CVPR-W) bi-modal
   term: zero at 0 and 1, largest at 0.5, so gates end near 0 or 1 and thresholding them changes little.
-- One stage (the paper's "one-stage" framework): fine-tune the model and the gates together, then evaluate
-  hard at the threshold 0.5.
+  λ_bimodal ramps linearly from 0 to its value over the stage. Why: the gates start near 1 (keep), and a full
+  bi-modal weight from step 0 pins them there before the sparsity term can tell tokens apart (measured on
+  SST-2: λ_sparse 0.2, λ_bimodal 2 from the start kept every token); a weak one leaves them undecided (λ_bimodal
+  0.2: 5 % of the gates within 0.05 of 0 or 1, and the hard model 23 points below the soft one).
+- Two stages, not the paper's one: (1) fine-tune the model and the gates together (soft); (2) fine-tune the
+  model with the gates frozen and tokens removed at the threshold 0.5 (`--retrain-epochs`), as PoWER-BERT and
+  LTP re-train. Why: after the soft stage alone the hard model lost 31 points on SST-2 (soft 0.847, hard
+  0.533 at t = 0.5, λ_sparse 0.1, λ_bimodal 2 ramped): the soft model leans on tokens of small but non-zero
+  gates, and removing them is another model. One stage is the paper's claim; our reconstruction does not reach
+  it.
 - Offline knob: the threshold t ∈ [0, 1). t = 0 keeps every token (HF's own forward); a higher t removes more.
 - Bi-modality figure: `metrics()` gives the share of the gates computed at inference that lie within 0.05 of 0
   or 1 ([CLS] and padding excluded).
@@ -131,8 +139,11 @@ class Gates(Method):
         )
 
     def stages(self, cfg) -> list[TrainStage]:  # noqa: ANN001
-        lr = cfg.method_lr if cfg.method_lr is not None else 1e-2
-        return [TrainStage("fine-tune+gates", cfg.epochs, soft=True, regulariser_weight=1.0, method_lr=lr)]
+        lr = cfg.method_lr if cfg.method_lr is not None else 3e-3
+        return [
+            TrainStage("fine-tune+gates", cfg.epochs, soft=True, regulariser_weight=1.0, method_lr=lr),
+            TrainStage("hard", cfg.retrain_epochs, knob=self.trained_knob),  # gates frozen, tokens removed
+        ]
 
     def regulariser(self) -> Tensor | None:
         """λ_sparse · mean survival probability + λ_bimodal · mean g (1 − g), over the last soft forward."""
@@ -145,7 +156,10 @@ class Gates(Method):
             sparse.append((survival * real).sum() / count)
             bimodal.append((gates * (1 - gates) * real).sum() / count)
         self._soft_gates = []
-        return self.sparsity_weight * torch.stack(sparse).mean() + self.bimodal_weight * torch.stack(bimodal).mean()
+        ramp = min(1.0, self.stage_progress)  # λ_bimodal grows from 0: see the module docstring
+        return (
+            self.sparsity_weight * torch.stack(sparse).mean() + ramp * self.bimodal_weight * torch.stack(bimodal).mean()
+        )
 
     def metrics(self) -> dict[str, float]:
         near, total = self._counted.cpu().tolist()
