@@ -94,7 +94,7 @@ def run(task: str, console: Console, force: bool = False) -> None:
         metrics = _train(folder, cfg, console)
         stages[f"power λ={lam:g}"] = metrics["history"]
         grids[str(folder)] = spec["power_grids"][lam]
-    for lam, bimodal in spec.get("gates", {}).items():  # one stage from the pretrained model
+    for lam, bimodal in spec.get("gates", {}).items():  # from the pretrained model: soft, then hard
         folder = out / f"gates-l{lam:g}"
         cfg = TrainConfig(str(folder), spec["data"], method="gates", regulariser_weight=lam, bimodal_weight=bimodal)
         stages[f"gates λ={lam:g} β={bimodal:g}"] = _train(folder, cfg, console)["history"]

@@ -134,7 +134,8 @@ def test_the_dense_knob_is_hfs_forward(method):
 
 
 def test_soft_gates_at_zero_and_one_are_hard_removal():
-    """The relaxation is exact at the ends: log g = -40 on a key is removal, log 1 = 0 is keeping."""
+    """The relaxation is exact at the ends: a gate of σ(-40) (its log clamped at log 1e-6) on a key is removal,
+    log 1 = 0 is keeping."""
     gates = Gates(4, hidden_size=32)
     with torch.no_grad():
         gates.weight.zero_()
@@ -249,7 +250,11 @@ def test_gates_train_soft_then_hard_and_reload_with_their_probes(tiny_base, tmp_
     with torch.inference_mode():
         model(**random_batch([20, 10]))
     assert realised_counts(model)[:, -1].max() < 20  # λ_sparse made them remove tokens
-    (tmp_path / "g" / "method.safetensors").unlink()
+    weights = tmp_path / "g" / "method.safetensors"
+    weights.write_bytes(b"not safetensors")
+    with pytest.raises(UserError, match="does not fit method 'gates'"):
+        load_checkpoint(tmp_path / "g")
+    weights.unlink()
     with pytest.raises(UserError, match="lacks method.safetensors"):
         load_checkpoint(tmp_path / "g")
 
@@ -260,6 +265,67 @@ def test_ltp_runs_its_three_stages_and_freezes_the_thresholds(tiny_base, tmp_pat
     assert [s["name"] for s in meta["stages"]] == ["fine-tune", "soft", "hard"]
     config = meta["method_config"]
     assert config["max_len"] == 32 and config["thresholds"][0] == 0.0 and any(config["offsets"])
+    assert config["offsets"] == config["offsets_after_soft_stage"]  # the hard stage left the thresholds alone
+
+
+def test_every_command_runs_an_adaptive_checkpoint(tiny_base, tmp_path):
+    """offline-tune, predict, measure and sweep on gates and LTP checkpoints: counts realised, spread reported."""
+    from typer.testing import CliRunner
+
+    from tiltbench.cli import app
+
+    runner = CliRunner()
+    env = {"TILTBENCH_DATA_DIR": str(DATA_DIR)}
+
+    def ok(*args: str) -> str:
+        result = runner.invoke(app, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    fast = ["--latency-examples", "4", "--min-iterations", "1", "--min-seconds", "0", "--no-fvcore"]
+    for method, extra, knob in (("gates", ["--lambda", "2", "--method-lr", "0.2"], "0.5"), ("ltp", [], "1")):
+        ckpt = tmp_path / method
+        _finetune(tiny_base, ckpt, method, *extra)
+        offline = json.loads(
+            ok("offline-tune", str(ckpt), "--knobs", f"0,{knob}", "--max-eval-samples", "16", "--json")
+        )
+        assert [r[offline["knob_name"]] for r in offline["rows"]] == [0.0, float(knob)]
+        predicted = json.loads(ok("predict", str(ckpt), "--text", "a fine film .", "--knob", knob, "--json"))
+        assert len(predicted["kept_tokens"]) == 3  # n0, n1, n2 of the 2-layer model
+        ok("measure", str(ckpt), "--knobs", knob, "--batch-sizes", "2", *fast, "--results-dir", str(tmp_path / "r"))
+        row = json.loads((tmp_path / "r" / f"measure-{method}" / "report.json").read_text())["rows"][-1]
+        assert row["method"] == method and row["schedule"]["shape"] == "adaptive"
+        assert set(row["kept_tokens_spread"]) == {"std", "min", "max"}
+        assert row["explicit_attention"] == (method == "ltp")
+        assert row["always_eliminating"] == ([False, True] if method == "ltp" else None)
+    ok("sweep", "--checkpoint", f"{tmp_path / 'gates'}@0.5", "--checkpoint", f"{tmp_path / 'ltp'}@1",
+       "--batch-sizes", "2", *fast, "--results-dir", str(tmp_path / "r"), "--run-name", "s")  # fmt: skip
+    swept = json.loads((tmp_path / "r" / "s" / "report.json").read_text())["rows"]
+    assert sorted(r["method"] for r in swept) == ["gates", "ltp"]
+    assert (tmp_path / "r" / "s" / "pareto.png").is_file()
+
+
+def test_keep_all_runs_the_methods_own_path_with_nothing_removed():
+    """Gates' path with nothing removed is HF's layer; LTP's layer 0 is HF's, the others its own attention."""
+    for method, hf_layers in ((_gates(), [0, 1, 2, 3]), (LTP(4, max_len=32), [0])):
+        model = patch(tiny_bert(), method=method)
+        set_schedule(model, 0.0, keep_all=True)
+        calls = _layer_calls(model)
+        with torch.inference_mode():
+            model(**random_batch(LENGTHS))
+        assert calls == hf_layers
+        assert realised_counts(model)[:, -1].tolist() == LENGTHS
+
+
+def test_an_adaptive_schedule_has_no_plan_and_scorers_do_not_apply():
+    with pytest.raises(UserError, match="depend on each input"):
+        Schedule(4, shape="adaptive", knob=0.5).counts(10)
+    model = patch(tiny_bert(), method=_gates())
+    with pytest.raises(UserError, match="does not rank by a scorer"):
+        set_schedule(model, 0.0, scorer="acc-norm")
+    with pytest.raises(UserError, match="read 384-wide hidden states; the encoder's are 32"):
+        patch(tiny_bert(), method=Gates(4))
+    assert patch(tiny_bert(), method="gates")._tiltbench.method.hidden_size == 32  # sized by the encoder
 
 
 def test_method_options_belong_to_their_method(tiny_base, tmp_path):
@@ -273,6 +339,10 @@ def test_method_options_belong_to_their_method(tiny_base, tmp_path):
         app, ["finetune", "--output", str(tmp_path / "x"), "--method", "ltp", "--temperature", "0"]
     )
     assert result.exit_code == 2 and "must be positive" in result.output
+    result = CliRunner().invoke(
+        app, ["finetune", "--output", str(tmp_path / "x"), "--method", "gates", "--scorer", "acc"]
+    )
+    assert result.exit_code == 2 and "--scorer does not apply to --method gates" in result.output
 
 
 def test_speedup_predict_refuses_an_adaptive_checkpoint_with_one_line(tiny_base, tmp_path):
@@ -296,3 +366,13 @@ def test_calibrated_work_of_a_method_that_decides_before_attention():
     assert a[3] > 0 and b[3] == 0  # gates materialise no probabilities
     assert b[1] == 2 * 32 * (2 * 20 * 20 + 2 * 12 * 12)  # HF's attention computes the padded width
     assert a[4] == b[4] == 2  # both pay the per-layer cost of eliminating
+    # LTP scores layer 1 with its own attention even where nobody leaves
+    still = [[20, 20, 12], [9, 9, 4]]
+    assert batch_work([20, 9], None, counts=still).eliminating == (False, True)
+    assert batch_work([20, 9], None, counts=still, always_eliminating=[False, True]).eliminating == (False, True)
+    assert batch_work(
+        [20, 9], None, counts=[[20, 20, 20], [9, 9, 9]], always_eliminating=[False, True]
+    ).eliminating == (
+        False,
+        True,
+    )

@@ -123,7 +123,13 @@ def predicted(row: MeasureRow, profile: LatencyProfile | None) -> float:
     profile.check_dims(ModelDims(row.hidden, row.ffn, row.layers), row.heads)
     # the realised per-example counts: a data-dependent method has no plan to re-run
     return calibrated_speedup(
-        profile, row.lengths, row.batch_size, row.counts_schedule(), row.kept_counts, row.explicit_attention
+        profile,
+        row.lengths,
+        row.batch_size,
+        row.counts_schedule(),
+        row.kept_counts,
+        row.explicit_attention,
+        row.always_eliminating,
     )
 
 

@@ -78,6 +78,8 @@ class TrainConfig:
             raise UserError(f"--bimodal must be >= 0, got {self.bimodal_weight}")
         if any(v is not None and not v > 0 for v in (self.temperature, self.final_threshold)):
             raise UserError("--temperature and --final-threshold must be positive")
+        if self.scorer is not None and not get_method(self.method).uses_scorer:
+            raise UserError(f"--scorer does not apply to --method {self.method} (it ranks tokens by its own score)")
         own = {"gates": ("bimodal_weight",), "ltp": ("final_threshold", "temperature")}
         defaults = {"bimodal_weight": 0.0, "final_threshold": None, "temperature": None}
         for method, names in own.items():
@@ -162,9 +164,6 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     for stage in stages:
         _train_stage(run, stage, several=len(stages) > 1)
     final_knob = stages[-1].knob if stages[-1].knob is not None else method.dense_knob
-    if stages[-1].soft:  # the saved model removes tokens for real: its recorded metrics must be the hard ones
-        final_knob = method.trained_knob
-        _evaluate_hard(run, final_knob)
     set_knob(model, final_knob)
     # Written next to the target and moved into place whole: an interrupted save leaves the old folder as it was.
     staged = output.parent / f".{output.name}.partial-{os.getpid()}"
@@ -182,20 +181,6 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         stages=run.stages,
         method_config=method.config(),
     )
-
-
-def _evaluate_hard(run: _Run, knob: float) -> None:
-    """After a last soft stage (gates): evaluate once with tokens removed at `knob`, and record the method's own
-    figures (e.g. the gates' bi-modality share) from that evaluation."""
-    set_knob(run.model, knob)
-    method = run.method
-    method.reset_metrics()
-    method.collect_metrics = True
-    try:
-        metrics, _ = evaluate(run.model, run.evaluation, run.info, run.pad_id, run.cfg.eval_batch_size)
-    finally:
-        method.collect_metrics = False
-    run.history.append({"stage": "hard evaluation", "knob": knob, **metrics, **method.metrics()})
 
 
 def _train_stage(run: _Run, stage, several: bool) -> None:
@@ -264,8 +249,8 @@ def _train_epoch(run: _Run, stage, optimizer, scheduler, label: str, stage_steps
     for step, batch in enumerate(batches(run.train, cfg.batch_size, run.pad_id, order=order)):
         method.stage_progress = scheduler.last_epoch / max(1, stage_steps)  # e.g. the gates' bi-modal ramp
         loss = model(**batch).loss
-        penalty = method.regulariser() if stage.regulariser_weight else None
-        if penalty is not None:
+        penalty = method.regulariser()  # every step: it also forgets what the forward recorded for it
+        if penalty is not None and stage.regulariser_weight:
             loss = loss + stage.regulariser_weight * penalty
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

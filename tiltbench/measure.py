@@ -281,6 +281,11 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
         },
         peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         explicit_attention=not bench.method.decides_before_attention,
+        always_eliminating=(
+            [bench.method.prunes(i) for i in range(bench.dims.layers)]
+            if bench.method.adaptive and not bench.method.decides_before_attention and not schedule.is_identity
+            else None
+        ),
         kept_counts=counts.tolist(),  # [N][L+1] realised per example: the models re-predict from these
         fvcore=bench.fvcore(knob) if cfg.fvcore else None,
     )

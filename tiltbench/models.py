@@ -130,11 +130,12 @@ def method_from_meta(meta: dict, num_layers: int, checkpoint: str | Path | None 
         weights = Path(checkpoint) / METHOD_WEIGHTS
         if not weights.is_file():
             raise UserError(f"{str(checkpoint)!r} lacks {METHOD_WEIGHTS}, the trained parameters of {meta['method']}")
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             method.load_state_dict(load_file(str(weights)))
-        except (RuntimeError, OSError, ValueError) as err:
+        except (RuntimeError, OSError, ValueError, SafetensorError) as err:
             raise UserError(f"{weights} does not fit method {meta['method']!r} ({str(err).splitlines()[0]})") from None
     return method
 

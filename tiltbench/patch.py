@@ -128,8 +128,9 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     layers = len(encoder.layer)
     adaptive = state.schedule.adaptive and not (state.keep_all or method.soft)
     counts: Tensor | None = None
-    if state.keep_all:
-        counts, drops = n0[:, None].expand(-1, layers + 1), [True] * layers
+    if state.keep_all:  # the method's own path with nothing removed: where it would run HF's layer, so does this
+        counts = n0[:, None].expand(-1, layers + 1)
+        drops = [method.prunes(i) and not method.decides_before_attention for i in range(layers)]
     elif method.soft:  # every layer that may prune takes the soft path (LTP's layer 0 never prunes)
         counts, drops = n0[:, None].expand(-1, layers + 1), [method.prunes(i) for i in range(layers)]
     elif adaptive:
@@ -293,11 +294,12 @@ def patch(
                 options = {"shape": planned.shape, "keep": planned.keep}
             else:  # no schedule yet, or one of another method's shapes: a Tilt-Rate knob of the given shape
                 options = {"shape": shape}
-        method = get_method(method)(layers, scorer=scorer, min_tokens=min_tokens, **options)
+        method = get_method(method).for_encoder(layers, encoder.config, scorer=scorer, min_tokens=min_tokens, **options)
     elif scorer is not None and scorer != method.scorer_name:
         raise UserError(f"scorer {scorer!r} conflicts with the method's own {method.scorer_name!r}")
     if method.num_layers != layers:
         raise UserError(f"the method was built for {method.num_layers} layers; this encoder has {layers}")
+    method.check_encoder(encoder.config)
     state = TiltState(Schedule(layers), method, type(encoder))
     encoder.__class__ = _tilted_class(type(encoder))
     encoder._tiltbench = state
@@ -352,6 +354,8 @@ def set_schedule(
         state.counts_for(torch.ones(1, dtype=torch.long, device=device))
     state.keep_all = keep_all
     if scorer is not None and scorer != state.method.scorer_name:
+        if not state.method.uses_scorer:
+            raise UserError(f"method {state.method.name!r} does not rank by a scorer; --scorer does not apply")
         state.method = type(state.method).from_config(
             state.method.num_layers, state.method.config(), scorer=scorer, min_tokens=state.method.min_tokens
         )

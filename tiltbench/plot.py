@@ -35,6 +35,7 @@ def plot_pareto(rows: list[MeasureRow], path: Path) -> None:
         curves[(row.batch_size, row.method, short_name(row.checkpoint))].append(row)
     fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches) + 2.5, 4.5), sharey=True, squeeze=False)
     panel = {batch: ax for batch, ax in zip(batches, axes[0], strict=True)}
+    labelled: set[str] = set()  # a checkpoint's legend entry, from the first panel that draws it
     styles = ["-", "--", ":", "-."]  # checkpoints of one method: one colour, a line style each
     by_method: dict[str, list[str]] = defaultdict(list)
     for _, method, name in sorted(curves):
@@ -51,7 +52,7 @@ def plot_pareto(rows: list[MeasureRow], path: Path) -> None:
             marker=marker,
             linestyle=line,
             color=colour,
-            label=f"{method}: {name} ({points[0].knob_label()})" if batch == batches[0] else None,
+            label=None if name in labelled else labelled.add(name) or f"{method}: {name} ({points[0].knob_label()})",
         )
         for p in points:
             ax.annotate(
@@ -64,7 +65,7 @@ def plot_pareto(rows: list[MeasureRow], path: Path) -> None:
     for batch, ax in panel.items():
         dense = [r for r in rows if r.knob == 0 and r.batch_size == batch]  # every method's dense knob is 0
         if dense:
-            label = "dense (knob 0)" if batch == batches[0] else None
+            label = None if "dense" in labelled else labelled.add("dense") or "dense (knob 0)"
             ax.plot([1.0] * len(dense), [100 * r.metric for r in dense], "k*", markersize=10, label=label)
         ax.set_title(f"batch {batch}")
         ax.set_xlabel("measured speedup vs dense-dynamic (x)")

@@ -24,7 +24,13 @@ KNOB_SHORT = {
 }
 
 
-OPTIONAL = ("kept_counts", "fvcore", "kept_tokens_spread", "explicit_attention")  # absent from older rows
+OPTIONAL = (
+    "kept_counts",
+    "fvcore",
+    "kept_tokens_spread",
+    "explicit_attention",
+    "always_eliminating",
+)  # absent from older rows
 
 
 @dataclass
@@ -88,6 +94,8 @@ class MeasureRow:
     kept_tokens_spread: dict[str, list[float]] | None = None
     # eliminating layers ran tiltbench's own attention (False: HF's, a method that decides before attention)
     explicit_attention: bool = True
+    # layers on the eliminating path whatever the counts (LTP from layer 1 on); None: only where tokens left
+    always_eliminating: list[bool] | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> MeasureRow:

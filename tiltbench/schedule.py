@@ -9,7 +9,7 @@ and §2.4): for an example with n0 real tokens ([CLS] and [SEP] included), layer
     fractions:            n_l = max(m, ceil(n0 * f_l)), 1 >= f_1 >= ... >= f_L > 0 (PoWER-BERT's learned
                           retention, as shares of each example's real length: methods/power.py)
     adaptive:             no plan: the method decides each example's count from its content, layer by layer
-                          (gates, ltp); `counts` returns the cap n_l = n0 and `knob` records the method's knob
+                          (gates, ltp); `knob` records the method's knob, and `counts` refuses (no plan)
 
 always capped at the example's own previous count (n_l <= n_{l-1} <= n0), so padding is never "kept".
 m is `min_tokens` (default 1: [CLS] alone). Counts are per example, from its real length.
@@ -96,6 +96,11 @@ class Schedule:
     def counts(self, n0: int) -> list[int]:
         """[n0, n1, ..., nL] for an example with n0 real tokens (adaptive: the cap [n0] * (L+1); the realised
         counts come from the forward, `tiltbench.realised_counts`)."""
+        if self.adaptive:  # a plan would silently read as dense: predictions take realised counts instead
+            raise UserError(
+                f"{self.describe()}: an adaptive method's counts depend on each input; run the model and use "
+                "tiltbench.realised_counts"
+            )
         return list(_counts(self, n0))
 
     def describe(self) -> str:

@@ -222,13 +222,16 @@ def batch_work(
     pad_to: int | None = None,
     counts: Sequence[Sequence[int]] | None = None,
     explicit_attention: bool = True,
+    always_eliminating: Sequence[bool] | None = None,
 ) -> BatchWork:
     """The work of one batch of real `lengths`: dense when `schedule` and `counts` are None, else tiltbench's.
 
     `counts` ([B][L+1], e.g. what a data-dependent method realised) takes the place of the schedule's plan.
     Mirrors patch.py: a layer that drops no token in the batch keeps the (padded) width; an eliminating layer
     outputs the longest kept row. `explicit_attention=False` (a method that decides before attention, gates):
-    its eliminating layers run HF's attention over the padded width and materialise no probabilities."""
+    its eliminating layers run HF's attention over the padded width and materialise no probabilities.
+    `always_eliminating` marks layers that take the eliminating path even when nobody drops a token there (LTP
+    scores every layer from 1 on with its own attention before it knows whether anything leaves)."""
     width = pad_to or max(lengths)
     if counts is None:
         counts = [schedule.counts(n) for n in lengths] if schedule else []
@@ -236,7 +239,7 @@ def batch_work(
     widths, eliminating = [width], []
     for layer in range(1, layers + 1):
         drops = any(c[layer] != c[layer - 1] for c in counts)
-        eliminating.append(drops)
+        eliminating.append(drops or bool(always_eliminating and always_eliminating[layer - 1]))
         widths.append(max(c[layer] for c in counts) if drops else widths[-1])
     entering = tuple(tuple(c[layer] for c in counts) for layer in range(layers))
     return BatchWork(len(lengths), tuple(widths), tuple(eliminating), entering, explicit_attention)
@@ -382,6 +385,7 @@ def predict_latency(
     pad_to: int | None = None,
     counts: Sequence[Sequence[int]] | None = None,
     explicit_attention: bool = True,
+    always_eliminating: Sequence[bool] | None = None,
 ) -> tuple[float, float]:
     """(dense-dynamic ms, tiltbench ms) summed over the batches of `lengths` in dataset order; tiltbench's work
     from per-example per-layer `counts` ([N][L+1], realised) when given, else from `schedule`'s plan."""
@@ -390,7 +394,9 @@ def predict_latency(
         batch = list(lengths[start : start + batch_size])
         dense += profile.batch_ms(batch_work(batch, None))
         if counts is not None:
-            work = batch_work(batch, None, pad_to, counts[start : start + batch_size], explicit_attention)
+            work = batch_work(
+                batch, None, pad_to, counts[start : start + batch_size], explicit_attention, always_eliminating
+            )
         else:
             work = batch_work(batch, None if schedule is None or schedule.is_identity else schedule, pad_to)
         tilted += profile.batch_ms(work)
@@ -404,10 +410,17 @@ def calibrated_speedup(
     schedule: Schedule | None,
     counts: Sequence[Sequence[int]] | None = None,
     explicit_attention: bool = True,
+    always_eliminating: Sequence[bool] | None = None,
 ) -> float:
     """Calibrated dense-dynamic / tiltbench latency; from realised per-example `counts` when given."""
     dense, tilted = predict_latency(
-        profile, lengths, batch_size, schedule, counts=counts, explicit_attention=explicit_attention
+        profile,
+        lengths,
+        batch_size,
+        schedule,
+        counts=counts,
+        explicit_attention=explicit_attention,
+        always_eliminating=always_eliminating,
     )
     return dense / tilted
 

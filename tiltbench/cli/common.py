@@ -62,11 +62,18 @@ KnobGridOpt = Annotated[
         "--tilt-rate",
         "--knobs",
         "--knob",
-        help="Values of the method's knob (tilt rate for tilted, retention scale for power): start:stop:step "
-        "(stop included) or a comma list. Default: the method's grid (tilted 0:0.5:0.1, power 0:1.5:0.25).",
+        help="Values of the method's knob (tilt rate for tilted, retention scale for power, gate threshold for "
+        "gates, threshold scale for ltp): start:stop:step (stop included) or a comma list. Default: the method's "
+        "grid (tilted 0:0.5:0.1, power 0:1.5:0.25, gates 0,0.3,0.5,0.7,0.9, ltp 0,0.5,1,1.5,2).",
     ),
 ]
-MethodOpt = Annotated[str, typer.Option(help="Elimination method: tilted (TiltedBERT) or power (PoWER-BERT).")]
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        help="Elimination method: tilted (TiltedBERT), power (PoWER-BERT), gates (trainable gates, Dynamic BERT) "
+        "or ltp (learned token pruning)."
+    ),
+]
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch threads (default: torch's, all cores).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (no table, no progress).")]
 CheckpointArg = Annotated[str, typer.Argument(help="A folder written by `tiltbench finetune`.")]

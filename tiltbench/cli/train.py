@@ -61,10 +61,12 @@ def finetune(
     shape: ShapeOpt = "geometric",
     min_tokens: MinTokensOpt = 1,
     scorer: ScorerOpt = None,
-    epochs: Annotated[int, typer.Option(help="Epochs of the fine-tune stage (PoWER: stage 1, dense).")] = 1,
+    epochs: Annotated[
+        int, typer.Option(help="Epochs of the fine-tune stage (PoWER, LTP: stage 1, dense; gates: the soft stage).")
+    ] = 1,
     init: Annotated[
         str | None,
-        typer.Option(help="PoWER, LTP: start from this fine-tuned checkpoint and skip the dense stage."),
+        typer.Option(help="Start from this fine-tuned checkpoint (PoWER, LTP: and skip the dense stage)."),
     ] = None,
     lambda_: Annotated[
         float,
@@ -89,7 +91,8 @@ def finetune(
         int, typer.Option(help="PoWER: epochs of the configuration search; LTP: of the soft-threshold stage.")
     ] = 1,
     retrain_epochs: Annotated[
-        int, typer.Option(help="PoWER: epochs of re-training at the learned counts; LTP: of the hard stage.")
+        int,
+        typer.Option(help="PoWER: epochs of re-training at the learned counts; gates, LTP: of the hard stage."),
     ] = 1,
     batch_size: int = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
@@ -103,7 +106,7 @@ def finetune(
     json_out: JsonOpt = False,
 ) -> None:
     """Fine-tune with elimination on (tilted: at --tilt-rate; power: dense, search with --lambda, retrain; gates:
-    one stage with --lambda and --bimodal; ltp: dense, soft thresholds with --lambda, hard); write an HF
+    soft with --lambda and --bimodal, then hard; ltp: dense, soft thresholds with --lambda, hard); write an HF
     checkpoint + tiltbench.json."""
     setup(threads)
     from tiltbench.data import DataConfig
@@ -243,7 +246,10 @@ def offline_tune(
         )
     headers, rows = offline_table(report)
     title = f"offline-tune {report.checkpoint} on {report.task} ({report.n_examples} examples)"
-    caption = "predicted speedup = dense encoder MACs / MACs with the schedule, each example at its real length"
+    caption = (
+        "predicted speedup = dense encoder MACs / MACs with the counts kept (planned, or realised by an adaptive "
+        "method), each example at its real length"
+    )
     out_console.print(table(title, headers, rows, caption))
     recorded = "recorded in tiltbench.json" if record else "not recorded; --record writes it into tiltbench.json"
     label = report.knob_name.replace("_", " ")

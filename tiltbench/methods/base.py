@@ -83,8 +83,8 @@ class Method(nn.Module):
     knob_help: ClassVar[str] = ""
     dense_knob: ClassVar[float] = 0.0  # the knob value that removes nothing
     default_grid: ClassVar[str] = "0:0.5:0.1"  # what offline-tune / measure / sweep try when not told
-    trained_knob: ClassVar[float] = 1.0  # where a checkpoint whose last stage is soft is saved (gates: 0.5)
     default_scorer: ClassVar[str] = "acc"
+    uses_scorer: ClassVar[bool] = True  # ranks by one of SCORERS (False: its own score; --scorer is refused)
     needs_weights: ClassVar[bool] = False  # its parameters decide at inference: loaded from method.safetensors
     adaptive: ClassVar[bool] = False  # counts depend on the content: `schedule` returns an adaptive schedule
     decides_before_attention: ClassVar[bool] = False  # scores come from `input_scores`, not attention probabilities
@@ -103,8 +103,8 @@ class Method(nn.Module):
         self.stage_progress = 1.0  # share of the current training stage done, set by finetune before every step
 
     # -- the knob -------------------------------------------------------------------------------------------
-    def schedule(self, knob: float) -> Schedule | None:
-        """Per-example counts at this knob value (UserError when the value is out of range)."""
+    def schedule(self, knob: float) -> Schedule:
+        """Per-example counts at this knob value, or an adaptive schedule (UserError when out of range)."""
         raise NotImplementedError
 
     def knob_range(self) -> tuple[float, float]:
@@ -159,6 +159,14 @@ class Method(nn.Module):
     def config(self) -> dict:
         """The method's own settings for tiltbench.json (beyond scorer and schedule)."""
         return {}
+
+    @classmethod
+    def for_encoder(cls, num_layers: int, model_config, **options) -> Method:  # noqa: ANN001 (an HF config)
+        """An untrained method for `patch(model, method=NAME)`: sized by the encoder where it needs to be."""
+        return cls(num_layers, **options)
+
+    def check_encoder(self, model_config) -> None:  # noqa: ANN001
+        """UserError when the method's own parameters do not fit this encoder (e.g. another hidden size)."""
 
     @classmethod
     def from_config(cls, num_layers: int, config: dict, *, scorer: str | None = None, min_tokens: int = 1) -> Method:

@@ -48,6 +48,7 @@ from tiltbench.methods.base import LayerView, Method, TrainStage, register
 from tiltbench.schedule import Schedule
 
 NEAR = 0.05  # a gate within this of 0 or 1 counts as decided (the bi-modality figure)
+TRAINED_THRESHOLD = 0.5  # the hard stage and the saved checkpoint remove tokens whose gate is below this
 
 
 @register
@@ -57,7 +58,7 @@ class Gates(Method):
     knob_help = "threshold t in [0, 1): a token leaves layer l when its gate g_l < t (0 = dense, 0.5 = trained)"
     default_scorer = "acc"  # unused: gates score from the hidden state (recorded for the checkpoint's metadata)
     default_grid = "0,0.3,0.5,0.7,0.9"
-    trained_knob = 0.5
+    uses_scorer = False
     adaptive = True
     needs_weights = True
     decides_before_attention = True
@@ -100,11 +101,21 @@ class Gates(Method):
         weight = self.weight[layer].to(device=hidden.device, dtype=hidden.dtype)
         return hidden @ weight + self.bias[layer].to(device=hidden.device, dtype=hidden.dtype)
 
+    @classmethod
+    def for_encoder(cls, num_layers: int, model_config, **options) -> Gates:  # noqa: ANN001
+        return cls(num_layers, hidden_size=model_config.hidden_size, **options)
+
+    def check_encoder(self, model_config) -> None:  # noqa: ANN001
+        if self.hidden_size != model_config.hidden_size:
+            raise UserError(
+                f"these gates read {self.hidden_size}-wide hidden states; the encoder's are {model_config.hidden_size}"
+            )
+
     def input_scores(self, layer: int, hidden: Tensor, valid: Tensor) -> Tensor:
         return torch.sigmoid(self.gate_logits(layer, hidden))  # [B,n] the gates; keep_indices ranks by them
 
     def select(self, view: LayerView, scores: Tensor) -> Tensor:
-        threshold = 0.5 if view.knob is None else view.knob
+        threshold = TRAINED_THRESHOLD if view.knob is None else view.knob
         others = view.valid.clone()
         others[:, 0] = False  # [CLS] is always kept
         kept = 1 + ((scores >= threshold) & others).sum(1)
@@ -142,7 +153,7 @@ class Gates(Method):
         lr = cfg.method_lr if cfg.method_lr is not None else 3e-3
         return [
             TrainStage("fine-tune+gates", cfg.epochs, soft=True, regulariser_weight=1.0, method_lr=lr),
-            TrainStage("hard", cfg.retrain_epochs, knob=self.trained_knob),  # gates frozen, tokens removed
+            TrainStage("hard", cfg.retrain_epochs, knob=TRAINED_THRESHOLD),  # gates frozen, tokens removed
         ]
 
     def regulariser(self) -> Tensor | None:

@@ -48,6 +48,7 @@ class LTP(Method):
     knob_help = "scale k >= 0 on the learned thresholds: layer l removes tokens scoring below k θ_l (1 = as learned)"
     default_scorer = "acc"  # recorded only: LTP's own normalised score is `score` below
     default_grid = "0,0.5,1,1.5,2"
+    uses_scorer = False
     adaptive = True
     needs_weights = True
     soft_after_ffn = True
@@ -76,6 +77,7 @@ class LTP(Method):
         # δ_l, trained in the soft stage only (θ_l = θ_final (l / L + δ_l)); layer 0's never gets a gradient
         self.offsets = nn.Parameter(torch.tensor(offsets, dtype=torch.float32) if offsets else torch.zeros(num_layers))
         self._soft_masks: list[tuple[Tensor, Tensor]] = []  # (M [B,n], real [B,n]) of the last soft forward
+        self.soft_offsets: list[float] | None = None  # δ as the soft stage left them (the hard stage keeps them)
 
     # -- knob -----------------------------------------------------------------------------------------------
     def schedule(self, knob: float) -> Schedule:
@@ -139,6 +141,10 @@ class LTP(Method):
         stages.append(TrainStage("hard", cfg.retrain_epochs, knob=1.0))  # thresholds frozen (no method lr)
         return stages
 
+    def end_stage(self, stage: TrainStage) -> None:
+        if stage.soft:
+            self.soft_offsets = [round(float(x), 6) for x in self.offsets.detach()]
+
     def regulariser(self) -> Tensor | None:
         """Σ_l mean over real tokens of M_l (pruning layers only), over the last soft forward."""
         if not self._soft_masks:
@@ -158,6 +164,7 @@ class LTP(Method):
             "temperature": self.temperature,
             "offsets": [round(float(x), 6) for x in self.offsets.detach()],
             "thresholds": [round(float(x), 8) for x in self.thresholds().detach()],
+            **({"offsets_after_soft_stage": self.soft_offsets} if self.soft_offsets is not None else {}),
         }
 
     @classmethod
