@@ -5,9 +5,9 @@ Checkpoints (fine-tuned once; each step is skipped when its checkpoint exists):
                recipe, trained here when that checkpoint is missing)
   dense        a dense fine-tune with the same recipe (tilt rate 0): PoWER's stage 1
   power-l<λ>   PoWER-BERT from `dense` (--init): configuration search with λ, then re-training, one epoch each
-  gates-l<λ>   trainable gates (Dynamic BERT) from the pretrained model: soft with λ_sparse = λ and a ramped
-               λ_bimodal, then hard with the gates frozen, one epoch each (SST-2 so far)
-  ltp-l<λ>     LTP from `dense` (--init): soft thresholds with λ, then hard, one epoch each (SST-2 so far)
+  gates-l<λ>   (--adaptive) trainable gates (Dynamic BERT) from the pretrained model: soft with λ_sparse = λ and a
+               ramped λ_bimodal, then hard with the gates frozen, one epoch each
+  ltp-l<λ>     (--adaptive) LTP from `dense` (--init): soft thresholds with λ, then hard, one epoch each
 SST-2: 8,000 training sentences, max length 64, the full dev set. IMDB: 2,000 training reviews, max length 512,
 1,000 test reviews (one λ: a PoWER run there is ~25 minutes of training on 2 cores). Then one sweep of every
 checkpoint at batch 1, 8 and 32 against dense-dynamic: tilted over tilt rates 0-0.4, PoWER over retention scales,
@@ -15,6 +15,7 @@ into results/methods-minilm-<task>/ (report files, pareto.png with both methods,
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/methods_minilm.py [--only sst2]
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/methods_minilm.py --seeds sst2
+    TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/methods_minilm.py --adaptive sst2
 
 Resumable like `sweep` (finished rows are kept). `--seeds TASK` (after the sweep) trains the same three recipes
 (tilted, dense, PoWER at the task's first λ) at seeds 1 and 2 and evaluates every checkpoint over the sweep's
@@ -47,7 +48,6 @@ from tiltbench.rows import MeasureRow, short_name
 from tiltbench.sweep import SweepConfig, sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-GATES_LAMBDA = 0.05
 RUNS = {
     "sst2": dict(
         data=DataConfig("sst2", max_train_samples=8000, max_seq_len=64),
@@ -55,10 +55,6 @@ RUNS = {
         lambdas=(0.01, 0.05),
         tilted_grid=(0.0, 0.1, 0.2, 0.3, 0.4),
         power_grids={0.01: (0.5, 1.0, 1.5), 0.05: (0.5, 1.0)},
-        gates={GATES_LAMBDA: 2.0},  # λ_sparse: λ_bimodal (ramped)
-        gates_grid=(0.3, 0.5, 0.7, 0.9),
-        ltp=(0.1,),
-        ltp_grid=(0.5, 1.0, 1.5),
     ),
     "imdb": dict(
         data=DataConfig("imdb", max_train_samples=2000, max_eval_samples=1000, max_seq_len=512),
@@ -68,6 +64,58 @@ RUNS = {
         power_grids={0.05: (0.5, 1.0, 1.5)},
     ),
 }
+# --adaptive: the four methods in one sweep (results/adaptive-minilm-<task>), one checkpoint each, at the knob values
+# that bracket "within a point of dense"; the checkpoints are shared with the two-method run above. Timing is
+# halved (min 1 s per variant): 21 rows at the two-method settings would take ~30 minutes on 2 cores.
+ADAPTIVE = {
+    "sst2": dict(
+        power=0.05,
+        gates={0.05: 2.0},  # λ_sparse: λ_bimodal (ramped)
+        ltp=0.1,
+        grids=dict(tilted=(0.0, 0.1, 0.2), power=(1.0,), gates=(0.5, 0.9), ltp=(0.5, 1.0)),
+        measure=MeasureConfig(latency_examples=256, min_iterations=6, min_seconds=1.0),
+    ),
+}
+
+
+def adaptive(task: str, console: Console, force: bool = False) -> None:
+    """TiltedBERT, PoWER-BERT, gates and LTP on one task in one sweep against dense-dynamic at batch 1, 8, 32."""
+    spec, four = RUNS[task], ADAPTIVE[task]
+    shared = RESULTS / f"methods-minilm-{task}"  # the two-method run's checkpoints (git-ignored)
+    out = RESULTS / f"adaptive-minilm-{task}"
+    tilted = RESULTS / f"measure-minilm-{task}" / "checkpoint"
+    stages = {"tilted": _train(tilted, TrainConfig(str(tilted), spec["data"], tilt_rate=0.1), console)["history"]}
+    dense = shared / "dense"
+    stages["dense (PoWER and LTP stage 1)"] = _train(dense, TrainConfig(str(dense), spec["data"]), console)["history"]
+    lam = four["power"]
+    power = shared / f"power-l{lam:g}"
+    cfg = TrainConfig(str(power), spec["data"], method="power", init=str(dense), regulariser_weight=lam)
+    stages[f"power λ={lam:g}"] = _train(power, cfg, console)["history"]
+    grids = {str(tilted): four["grids"]["tilted"], str(power): four["grids"]["power"]}
+    for sparse, bimodal in four["gates"].items():  # from the pretrained model: soft, then hard
+        folder = shared / f"gates-l{sparse:g}"
+        cfg = TrainConfig(str(folder), spec["data"], method="gates", regulariser_weight=sparse, bimodal_weight=bimodal)
+        stages[f"gates λ={sparse:g} β={bimodal:g}"] = _train(folder, cfg, console)["history"]
+        grids[str(folder)] = four["grids"]["gates"]
+    lam = four["ltp"]
+    folder = shared / f"ltp-l{lam:g}"
+    cfg = TrainConfig(str(folder), spec["data"], method="ltp", init=str(dense), regulariser_weight=lam)
+    stages[f"ltp λ={lam:g}"] = _train(folder, cfg, console)["history"]
+    grids[str(folder)] = four["grids"]["ltp"]
+    cfg = SweepConfig(
+        checkpoints=tuple(grids),
+        batch_sizes=(1, 8, 32),
+        run_name=out.name,
+        results_dir=str(RESULTS),
+        measure=four["measure"],
+        force=force,
+        grids=grids,
+    )
+    with progress_bar() as progress:
+        report = sweep(cfg, progress)
+    write_json_atomic(out / "stages.json", stages)
+    for name, headers, rows in screen_tables(report.rows):
+        console.print(table(f"{name} -> {out}", headers, rows))
 
 
 def _train(folder: Path, cfg: TrainConfig, console: Console) -> dict:
@@ -94,16 +142,6 @@ def run(task: str, console: Console, force: bool = False) -> None:
         metrics = _train(folder, cfg, console)
         stages[f"power λ={lam:g}"] = metrics["history"]
         grids[str(folder)] = spec["power_grids"][lam]
-    for lam, bimodal in spec.get("gates", {}).items():  # from the pretrained model: soft, then hard
-        folder = out / f"gates-l{lam:g}"
-        cfg = TrainConfig(str(folder), spec["data"], method="gates", regulariser_weight=lam, bimodal_weight=bimodal)
-        stages[f"gates λ={lam:g} β={bimodal:g}"] = _train(folder, cfg, console)["history"]
-        grids[str(folder)] = spec["gates_grid"]
-    for lam in spec.get("ltp", ()):  # LTP's stage 1 is the same dense fine-tune as PoWER's
-        folder = out / f"ltp-l{lam:g}"
-        cfg = TrainConfig(str(folder), spec["data"], method="ltp", init=str(dense), regulariser_weight=lam)
-        stages[f"ltp λ={lam:g}"] = _train(folder, cfg, console)["history"]
-        grids[str(folder)] = spec["ltp_grid"]
     cfg = SweepConfig(
         checkpoints=tuple(grids),
         batch_sizes=(1, 8, 32),
@@ -191,8 +229,11 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(RUNS))
     parser.add_argument("--seeds", choices=sorted(RUNS), help="after the sweep: accuracy at seeds 1 and 2 too")
     parser.add_argument("--force", action="store_true", help="measure every row again (after a change of the timer)")
+    parser.add_argument("--adaptive", choices=sorted(ADAPTIVE), help="the four methods in one sweep (gates, ltp too)")
     args = parser.parse_args()
     console = Console(width=200)
+    if args.adaptive:
+        return adaptive(args.adaptive, console, args.force)
     if args.seeds:
         return seeds(args.seeds, console)
     for task in [args.only] if args.only else list(RUNS):
