@@ -67,6 +67,8 @@ RUNS = {
 # --adaptive: the four methods in one sweep (results/adaptive-minilm-<task>), one checkpoint each, at the knob values
 # that bracket "within a point of dense"; the checkpoints are shared with the two-method run above. Timing is
 # halved (min 1 s per variant): 21 rows at the two-method settings would take ~30 minutes on 2 cores.
+# The IMDB knob values were picked after training, from `offline-tune` over each method's default grid (accuracy
+# only, no timing): the largest value within a point of the method's own dense knob, and one past it.
 ADAPTIVE = {
     "sst2": dict(
         power=0.05,
@@ -75,33 +77,50 @@ ADAPTIVE = {
         grids=dict(tilted=(0.0, 0.1, 0.2), power=(1.0,), gates=(0.5, 0.9), ltp=(0.5, 1.0)),
         measure=MeasureConfig(latency_examples=256, min_iterations=6, min_seconds=1.0),
     ),
+    "imdb": dict(
+        power=0.2,  # λ 0.05 kept >= 84 % of every layer on IMDB (the two-method run): too weak a push there
+        gates={0.05: 2.0},
+        ltp=0.1,
+        grids=dict(tilted=(0.2,), power=(1.0,), gates=(0.5, 0.9), ltp=(0.5, 1.0)),
+        measure=MeasureConfig(max_eval_samples=1000, latency_examples=64, min_iterations=6, min_seconds=1.0),
+    ),
 }
 
 
-def adaptive(task: str, console: Console, force: bool = False) -> None:
+def adaptive(task: str, console: Console, force: bool = False, train_only: bool = False) -> None:
     """TiltedBERT, PoWER-BERT, gates and LTP on one task in one sweep against dense-dynamic at batch 1, 8, 32."""
     spec, four = RUNS[task], ADAPTIVE[task]
     shared = RESULTS / f"methods-minilm-{task}"  # the two-method run's checkpoints (git-ignored)
     out = RESULTS / f"adaptive-minilm-{task}"
+    data, dense = spec["data"], shared / "dense"
     tilted = RESULTS / f"measure-minilm-{task}" / "checkpoint"
-    stages = {"tilted": _train(tilted, TrainConfig(str(tilted), spec["data"], tilt_rate=0.1), console)["history"]}
-    dense = shared / "dense"
-    stages["dense (PoWER and LTP stage 1)"] = _train(dense, TrainConfig(str(dense), spec["data"]), console)["history"]
-    lam = four["power"]
-    power = shared / f"power-l{lam:g}"
-    cfg = TrainConfig(str(power), spec["data"], method="power", init=str(dense), regulariser_weight=lam)
-    stages[f"power λ={lam:g}"] = _train(power, cfg, console)["history"]
-    grids = {str(tilted): four["grids"]["tilted"], str(power): four["grids"]["power"]}
-    for sparse, bimodal in four["gates"].items():  # from the pretrained model: soft, then hard
-        folder = shared / f"gates-l{sparse:g}"
-        cfg = TrainConfig(str(folder), spec["data"], method="gates", regulariser_weight=sparse, bimodal_weight=bimodal)
-        stages[f"gates λ={sparse:g} β={bimodal:g}"] = _train(folder, cfg, console)["history"]
-        grids[str(folder)] = four["grids"]["gates"]
-    lam = four["ltp"]
-    folder = shared / f"ltp-l{lam:g}"
-    cfg = TrainConfig(str(folder), spec["data"], method="ltp", init=str(dense), regulariser_weight=lam)
-    stages[f"ltp λ={lam:g}"] = _train(folder, cfg, console)["history"]
-    grids[str(folder)] = four["grids"]["ltp"]
+    (sparse, bimodal), lam_power, lam_ltp = next(iter(four["gates"].items())), four["power"], four["ltp"]
+    gates, power, ltp = shared / f"gates-l{sparse:g}", shared / f"power-l{lam_power:g}", shared / f"ltp-l{lam_ltp:g}"
+    recipes = {  # stage name -> (checkpoint, its config, its grid); trained in this order: the new methods first
+        "dense (PoWER and LTP stage 1)": (dense, TrainConfig(str(dense), data), None),
+        f"gates λ={sparse:g} β={bimodal:g}": (  # from the pretrained model: soft, then hard
+            gates,
+            TrainConfig(str(gates), data, method="gates", regulariser_weight=sparse, bimodal_weight=bimodal),
+            four["grids"]["gates"],
+        ),
+        f"ltp λ={lam_ltp:g}": (
+            ltp,
+            TrainConfig(str(ltp), data, method="ltp", init=str(dense), regulariser_weight=lam_ltp),
+            four["grids"]["ltp"],
+        ),
+        "tilted": (tilted, TrainConfig(str(tilted), data, tilt_rate=0.1), four["grids"]["tilted"]),
+        f"power λ={lam_power:g}": (
+            power,
+            TrainConfig(str(power), data, method="power", init=str(dense), regulariser_weight=lam_power),
+            four["grids"]["power"],
+        ),
+    }
+    stages = {name: _train(folder, cfg, console)["history"] for name, (folder, cfg, _) in recipes.items()}
+    order = ["tilted", "dense (PoWER and LTP stage 1)", f"power λ={lam_power:g}"]  # the two-method run's, then the rest
+    stages = {name: stages[name] for name in order + [n for n in stages if n not in order]}
+    grids = {str(folder): grid for name in stages for folder, _, grid in [recipes[name]] if grid}
+    if train_only:
+        return
     cfg = SweepConfig(
         checkpoints=tuple(grids),
         batch_sizes=(1, 8, 32),
@@ -230,10 +249,11 @@ def main() -> None:
     parser.add_argument("--seeds", choices=sorted(RUNS), help="after the sweep: accuracy at seeds 1 and 2 too")
     parser.add_argument("--force", action="store_true", help="measure every row again (after a change of the timer)")
     parser.add_argument("--adaptive", choices=sorted(ADAPTIVE), help="the four methods in one sweep (gates, ltp too)")
+    parser.add_argument("--train-only", action="store_true", help="with --adaptive: train only (to pick knobs)")
     args = parser.parse_args()
     console = Console(width=200)
     if args.adaptive:
-        return adaptive(args.adaptive, console, args.force)
+        return adaptive(args.adaptive, console, args.force, args.train_only)
     if args.seeds:
         return seeds(args.seeds, console)
     for task in [args.only] if args.only else list(RUNS):

@@ -292,8 +292,10 @@ def test_every_command_runs_an_adaptive_checkpoint(tiny_base, tmp_path):
         assert [r[offline["knob_name"]] for r in offline["rows"]] == [0.0, float(knob)]
         predicted = json.loads(ok("predict", str(ckpt), "--text", "a fine film .", "--knob", knob, "--json"))
         assert len(predicted["kept_tokens"]) == 3  # n0, n1, n2 of the 2-layer model
-        ok("measure", str(ckpt), "--knobs", knob, "--batch-sizes", "2", *fast, "--results-dir", str(tmp_path / "r"))
+        fvcore = [a for a in fast if a != "--no-fvcore"]  # traced with the trained parameters in place
+        ok("measure", str(ckpt), "--knobs", knob, "--batch-sizes", "2", *fvcore, "--results-dir", str(tmp_path / "r"))
         row = json.loads((tmp_path / "r" / f"measure-{method}" / "report.json").read_text())["rows"][-1]
+        assert row["fvcore"]["fvcore_macs"] > 0 and row["fvcore"]["unit"] == "MAC"
         assert row["method"] == method and row["schedule"]["shape"] == "adaptive"
         assert set(row["kept_tokens_spread"]) == {"std", "min", "max"}
         assert row["explicit_attention"] == (method == "ltp")

@@ -137,6 +137,9 @@ def method_from_meta(meta: dict, num_layers: int, checkpoint: str | Path | None 
             method.load_state_dict(load_file(str(weights)))
         except (RuntimeError, OSError, ValueError, SafetensorError) as err:
             raise UserError(f"{weights} does not fit method {meta['method']!r} ({str(err).splitlines()[0]})") from None
+        # Loaded to run, not to learn (finetune turns gradients on per stage): a parameter that requires grad
+        # cannot be traced as a constant, so fvcore's count of a gates or LTP checkpoint would fail.
+        method.requires_grad_(False)
     return method
 
 

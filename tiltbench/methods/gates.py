@@ -99,7 +99,8 @@ class Gates(Method):
     def gate_logits(self, layer: int, hidden: Tensor) -> Tensor:
         """[B,n] w_l · x + b_l for every token entering `layer`."""
         weight = self.weight[layer].to(device=hidden.device, dtype=hidden.dtype)
-        return hidden @ weight + self.bias[layer].to(device=hidden.device, dtype=hidden.dtype)
+        # [B,n,h] @ [h,1], not @ [h]: fvcore's matmul count takes a matrix as the second operand
+        return (hidden @ weight[:, None]).squeeze(-1) + self.bias[layer].to(device=hidden.device, dtype=hidden.dtype)
 
     @classmethod
     def for_encoder(cls, num_layers: int, model_config, **options) -> Gates:  # noqa: ANN001
