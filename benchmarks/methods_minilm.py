@@ -7,15 +7,18 @@ Checkpoints (fine-tuned once; each step is skipped when its checkpoint exists):
   power-l<λ>   PoWER-BERT from `dense` (--init): configuration search with λ, then re-training, one epoch each
   gates-l<λ>   (--adaptive) trainable gates (Dynamic BERT) from the pretrained model: soft with λ_sparse = λ and a
                ramped λ_bimodal, then hard with the gates frozen, one epoch each
-  ltp-l<λ>     (--adaptive) LTP from `dense` (--init): soft thresholds with λ, then hard, one epoch each
+  ltp-l<λ>     (--adaptive) LTP from `dense` (--init): soft thresholds with λ, then hard, one epoch each (two λ)
 SST-2: 8,000 training sentences, max length 64, the full dev set. IMDB: 2,000 training reviews, max length 512,
 1,000 test reviews (one λ: a PoWER run there is ~25 minutes of training on 2 cores). Then one sweep of every
 checkpoint at batch 1, 8 and 32 against dense-dynamic: tilted over tilt rates 0-0.4, PoWER over retention scales,
 into results/methods-minilm-<task>/ (report files, pareto.png with both methods, stages.json: the time of every stage).
+--adaptive TASK: the four methods in one sweep into results/adaptive-minilm-<task>/, with check-calibrated.json (the
+calibrated latency model's prediction of every row from its realised counts); --train-only trains and stops.
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/methods_minilm.py [--only sst2]
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/methods_minilm.py --seeds sst2
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/methods_minilm.py --adaptive sst2
+    TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/methods_minilm.py --seeds sst2 --adaptive-seeds
 
 Resumable like `sweep` (finished rows are kept). `--seeds TASK` (after the sweep) trains the same three recipes
 (tilted, dense, PoWER at the task's first λ) at seeds 1 and 2 and evaluates every checkpoint over the sweep's
@@ -34,6 +37,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tiltbench.check import CheckConfig, check
 from tiltbench.cli.common import setup
 from tiltbench.console import progress_bar, table
 from tiltbench.data import DataConfig
@@ -73,15 +77,15 @@ ADAPTIVE = {
     "sst2": dict(
         power=0.05,
         gates={0.05: 2.0},  # λ_sparse: λ_bimodal (ramped)
-        ltp=0.1,
-        grids=dict(tilted=(0.0, 0.1, 0.2), power=(1.0,), gates=(0.5, 0.9), ltp=(0.5, 1.0)),
+        ltp={0.1: (0.5, 1.0), 0.02: (0.5, 1.0)},  # λ: knob grid (an empty grid: trained, not swept)
+        grids=dict(tilted=(0.0, 0.1, 0.2), power=(1.0,), gates=(0.5, 0.9)),
         measure=MeasureConfig(latency_examples=256, min_iterations=6, min_seconds=1.0),
     ),
     "imdb": dict(
         power=0.2,  # λ 0.05 kept >= 84 % of every layer on IMDB (the two-method run): too weak a push there
         gates={0.05: 2.0},
-        ltp=0.1,
-        grids=dict(tilted=(0.2,), power=(1.0,), gates=(0.5, 0.9), ltp=(0.5, 1.0)),
+        ltp={0.1: (0.5, 1.0), 0.02: (0.5, 1.0)},
+        grids=dict(tilted=(0.2,), power=(1.0,), gates=(0.5, 0.9)),
         measure=MeasureConfig(max_eval_samples=1000, latency_examples=64, min_iterations=6, min_seconds=1.0),
     ),
 }
@@ -94,8 +98,8 @@ def adaptive(task: str, console: Console, force: bool = False, train_only: bool 
     out = RESULTS / f"adaptive-minilm-{task}"
     data, dense = spec["data"], shared / "dense"
     tilted = RESULTS / f"measure-minilm-{task}" / "checkpoint"
-    (sparse, bimodal), lam_power, lam_ltp = next(iter(four["gates"].items())), four["power"], four["ltp"]
-    gates, power, ltp = shared / f"gates-l{sparse:g}", shared / f"power-l{lam_power:g}", shared / f"ltp-l{lam_ltp:g}"
+    (sparse, bimodal), lam_power = next(iter(four["gates"].items())), four["power"]
+    gates, power = shared / f"gates-l{sparse:g}", shared / f"power-l{lam_power:g}"
     recipes = {  # stage name -> (checkpoint, its config, its grid); trained in this order: the new methods first
         "dense (PoWER and LTP stage 1)": (dense, TrainConfig(str(dense), data), None),
         f"gates λ={sparse:g} β={bimodal:g}": (  # from the pretrained model: soft, then hard
@@ -103,11 +107,14 @@ def adaptive(task: str, console: Console, force: bool = False, train_only: bool 
             TrainConfig(str(gates), data, method="gates", regulariser_weight=sparse, bimodal_weight=bimodal),
             four["grids"]["gates"],
         ),
-        f"ltp λ={lam_ltp:g}": (
-            ltp,
-            TrainConfig(str(ltp), data, method="ltp", init=str(dense), regulariser_weight=lam_ltp),
-            four["grids"]["ltp"],
-        ),
+        **{
+            f"ltp λ={lam:g}": (
+                shared / f"ltp-l{lam:g}",
+                TrainConfig(str(shared / f"ltp-l{lam:g}"), data, method="ltp", init=str(dense), regulariser_weight=lam),
+                grid,
+            )
+            for lam, grid in four["ltp"].items()
+        },
         "tilted": (tilted, TrainConfig(str(tilted), data, tilt_rate=0.1), four["grids"]["tilted"]),
         f"power λ={lam_power:g}": (
             power,
@@ -135,6 +142,11 @@ def adaptive(task: str, console: Console, force: bool = False, train_only: bool 
     write_json_atomic(out / "stages.json", stages)
     for name, headers, rows in screen_tables(report.rows):
         console.print(table(f"{name} -> {out}", headers, rows))
+    # The calibrated latency model of this machine (results/calibration) re-predicts every row from the counts it
+    # realised: an adaptive method has no plan, so this is the check that its speed is understood.
+    checked = check(CheckConfig(str(out), profile=str(RESULTS / "calibration" / "profile.json")))
+    write_json_atomic(out / "check-calibrated.json", checked.to_dict())
+    console.print(f"calibrated model: median |error| {checked.median_abs_error:.1%}, passed: {checked.passed}")
 
 
 def _train(folder: Path, cfg: TrainConfig, console: Console) -> dict:
@@ -180,29 +192,58 @@ def run(task: str, console: Console, force: bool = False) -> None:
 SEEDS = (1, 2)  # seed 0: the sweep's own checkpoints
 
 
-def seeds(task: str, console: Console) -> None:
+def seeds(task: str, console: Console, adaptive_run: bool = False) -> None:
     """Accuracy over three training seeds at the sweep's knob values (timing needs only one: speed does not
-    depend on the seed at fixed counts; PoWER's learned counts do, so its learned fractions are kept per seed)."""
+    depend on the seed at fixed counts; PoWER's learned counts do, so its learned fractions are kept per seed).
+
+    `adaptive_run`: the gates and LTP recipes of the four-method sweep (results/adaptive-minilm-<task>), with the
+    gates' bi-modality figure per seed; the dense fine-tunes at seeds 1 and 2 are shared with the two-method run."""
     spec = RUNS[task]
-    out = RESULTS / f"methods-minilm-{task}"
+    shared = RESULTS / f"methods-minilm-{task}"
+    out = RESULTS / f"adaptive-minilm-{task}" if adaptive_run else shared
     report = json.loads((out / "report.json").read_text())
     sweep_rows = [MeasureRow.from_dict(r) for r in report["rows"]]
-    lam = spec["lambdas"][0]
-    recipes = {  # name -> (sweep checkpoint, knob grid, config at a seed)
-        "tilted": (
-            RESULTS / f"measure-minilm-{task}" / "checkpoint",
-            spec["tilted_grid"],
-            lambda folder, data, _: TrainConfig(str(folder), data, tilt_rate=0.1),
-        ),
-        f"power λ={lam:g}": (
-            out / f"power-l{lam:g}",
-            spec["power_grids"][lam],
-            lambda folder, data, dense: TrainConfig(
-                str(folder), data, method="power", init=str(dense), regulariser_weight=lam
+    if adaptive_run:
+        four = ADAPTIVE[task]
+        (sparse, bimodal) = next(iter(four["gates"].items()))
+        recipes = {  # name -> (sweep checkpoint, knob grid, config at a seed)
+            f"gates λ={sparse:g} β={bimodal:g}": (
+                shared / f"gates-l{sparse:g}",
+                four["grids"]["gates"],
+                lambda folder, data, _: TrainConfig(
+                    str(folder), data, method="gates", regulariser_weight=sparse, bimodal_weight=bimodal
+                ),
             ),
-        ),
-    }
-    stage_one = json.loads((out / "stages.json").read_text())["dense (PoWER stage 1)"][-1]
+            **{  # every λ the sweep measured
+                f"ltp λ={lam:g}": (
+                    shared / f"ltp-l{lam:g}",
+                    grid,
+                    lambda folder, data, dense, lam=lam: TrainConfig(
+                        str(folder), data, method="ltp", init=str(dense), regulariser_weight=lam
+                    ),
+                )
+                for lam, grid in four["ltp"].items()
+                if grid
+            },
+        }
+        stage_one = json.loads((out / "stages.json").read_text())["dense (PoWER and LTP stage 1)"][-1]
+    else:
+        lam = spec["lambdas"][0]
+        recipes = {
+            "tilted": (
+                RESULTS / f"measure-minilm-{task}" / "checkpoint",
+                spec["tilted_grid"],
+                lambda folder, data, _: TrainConfig(str(folder), data, tilt_rate=0.1),
+            ),
+            f"power λ={lam:g}": (
+                out / f"power-l{lam:g}",
+                spec["power_grids"][lam],
+                lambda folder, data, dense: TrainConfig(
+                    str(folder), data, method="power", init=str(dense), regulariser_weight=lam
+                ),
+            ),
+        }
+        stage_one = json.loads((out / "stages.json").read_text())["dense (PoWER stage 1)"][-1]
     results: dict = {"task": task, "seeds": [0, *SEEDS], "dense_fine_tune": [stage_one["accuracy"]], "recipes": {}}
     for name, (checkpoint, grid, _) in recipes.items():
         own = [r for r in sweep_rows if short_name(r.checkpoint) == short_name(str(checkpoint)) and r.batch_size == 1]
@@ -210,15 +251,17 @@ def seeds(task: str, console: Console) -> None:
         at_one = [r.schedule.get("fractions") for r in own if r.knob == 1.0]
         if at_one and at_one[0]:
             entry["learned_fractions"] = [[round(f, 3) for f in at_one[0]]]
+        share = json.loads((checkpoint / "metrics.json").read_text()).get("gate_bimodal_share")
+        if share is not None:
+            entry["gate_bimodal_share"] = [share]
         results["recipes"][name] = entry
     for seed in SEEDS:
         data = replace(spec["data"], seed=seed)
-        folder = out / f"seed{seed}"
-        dense = folder / "dense"
+        dense = shared / f"seed{seed}" / "dense"
         results["dense_fine_tune"].append(_train(dense, TrainConfig(str(dense), data), console)["accuracy"])
-        for name, (_, grid, make) in recipes.items():
-            checkpoint = folder / ("tilted" if name == "tilted" else f"power-l{lam:g}")
-            _train(checkpoint, make(checkpoint, data, dense), console)
+        for name, (sweep_checkpoint, grid, make) in recipes.items():
+            checkpoint = shared / f"seed{seed}" / ("tilted" if name == "tilted" else sweep_checkpoint.name)
+            metrics = _train(checkpoint, make(checkpoint, data, dense), console)
             # the sweep's evaluation set: the same examples as seed 0's rows
             evaluation = DataConfig.for_checkpoint(
                 read_meta(checkpoint), max_eval_samples=spec["measure"].max_eval_samples
@@ -232,6 +275,8 @@ def seeds(task: str, console: Console) -> None:
             fractions = json.loads((checkpoint / "tiltbench.json").read_text())["method_config"].get("fractions")
             if "learned_fractions" in entry and fractions:
                 entry["learned_fractions"].append([round(f, 3) for f in fractions])
+            if "gate_bimodal_share" in entry:
+                entry["gate_bimodal_share"].append(metrics["gate_bimodal_share"])
     for name, entry in results["recipes"].items():
         for knob, cell in entry["knobs"].items():
             values = cell["accuracy"]
@@ -249,13 +294,14 @@ def main() -> None:
     parser.add_argument("--seeds", choices=sorted(RUNS), help="after the sweep: accuracy at seeds 1 and 2 too")
     parser.add_argument("--force", action="store_true", help="measure every row again (after a change of the timer)")
     parser.add_argument("--adaptive", choices=sorted(ADAPTIVE), help="the four methods in one sweep (gates, ltp too)")
+    parser.add_argument("--adaptive-seeds", action="store_true", help="with --seeds: the gates and LTP recipes")
     parser.add_argument("--train-only", action="store_true", help="with --adaptive: train only (to pick knobs)")
     args = parser.parse_args()
     console = Console(width=200)
     if args.adaptive:
         return adaptive(args.adaptive, console, args.force, args.train_only)
     if args.seeds:
-        return seeds(args.seeds, console)
+        return seeds(args.seeds, console, adaptive_run=args.adaptive_seeds)
     for task in [args.only] if args.only else list(RUNS):
         run(task, console, args.force)
 
