@@ -71,22 +71,23 @@ RUNS = {
 # --adaptive: the four methods in one sweep (results/adaptive-minilm-<task>), one checkpoint each, at the knob values
 # that bracket "within a point of dense"; the checkpoints are shared with the two-method run above. Timing is
 # halved (min 1 s per variant): 21 rows at the two-method settings would take ~30 minutes on 2 cores.
-# The IMDB knob values were picked after training, from `offline-tune` over each method's default grid (accuracy
-# only, no timing): the largest value within a point of the method's own dense knob, and one past it.
+# The IMDB knob values (and SST-2's LTP λ = 0.02 at 1.5) were picked after training, from `offline-tune` over each
+# checkpoint's grid (accuracy only, no timing): the largest value within a point of the dense fine-tune, one past it.
 ADAPTIVE = {
     "sst2": dict(
         power=0.05,
-        gates={0.05: 2.0},  # λ_sparse: λ_bimodal (ramped)
+        gates={0.05: (2.0, (0.5, 0.9))},  # λ_sparse: (λ_bimodal, ramped; knob grid)
         ltp={0.1: (0.5, 1.0), 0.02: (0.5, 1.0, 1.5)},  # λ: knob grid (an empty grid: trained, not swept)
-        grids=dict(tilted=(0.0, 0.1, 0.2), power=(1.0,), gates=(0.5, 0.9)),
+        grids=dict(tilted=(0.0, 0.1, 0.2), power=(1.0,)),
         measure=MeasureConfig(latency_examples=256, min_iterations=6, min_seconds=1.0),
     ),
     "imdb": dict(
         power=0.2,  # λ 0.05 kept >= 84 % of every layer on IMDB (the two-method run): too weak a push there
-        # λ_sparse 0.05 (SST-2's) kept every review token on IMDB: every gate ended above 0.9 (0.868, as dense)
-        gates={0.2: 2.0},
-        ltp={0.1: (0.5, 1.0), 0.02: (1.0, 2.0)},
-        grids=dict(tilted=(0.1, 0.2), power=(1.0, 2.0), gates=(0.5, 0.9)),
+        # λ_sparse 0.05 (SST-2's) keeps every review token up to t = 0.9 (every gate ended above it); 0.2 removes
+        # most of them, undecided (11 % of the gates within 0.05 of 0 or 1), 9 points down at t = 0.5
+        gates={0.05: (2.0, (0.95,)), 0.2: (2.0, (0.2,))},
+        ltp={0.1: (1.0,), 0.02: (2.0,)},
+        grids=dict(tilted=(0.2,), power=(2.0,)),  # one value each: 18 rows at length 512 take about an hour
         measure=MeasureConfig(max_eval_samples=1000, latency_examples=64, min_iterations=6, min_seconds=1.0),
     ),
 }
@@ -99,15 +100,24 @@ def adaptive(task: str, console: Console, force: bool = False, train_only: bool 
     out = RESULTS / f"adaptive-minilm-{task}"
     data, dense = spec["data"], shared / "dense"
     tilted = RESULTS / f"measure-minilm-{task}" / "checkpoint"
-    (sparse, bimodal), lam_power = next(iter(four["gates"].items())), four["power"]
-    gates, power = shared / f"gates-l{sparse:g}", shared / f"power-l{lam_power:g}"
+    lam_power = four["power"]
+    power = shared / f"power-l{lam_power:g}"
     recipes = {  # stage name -> (checkpoint, its config, its grid); trained in this order: the new methods first
         "dense (PoWER and LTP stage 1)": (dense, TrainConfig(str(dense), data), None),
-        f"gates λ={sparse:g} β={bimodal:g}": (  # from the pretrained model: soft, then hard
-            gates,
-            TrainConfig(str(gates), data, method="gates", regulariser_weight=sparse, bimodal_weight=bimodal),
-            four["grids"]["gates"],
-        ),
+        **{  # from the pretrained model: soft, then hard
+            f"gates λ={sparse:g} β={bimodal:g}": (
+                shared / f"gates-l{sparse:g}",
+                TrainConfig(
+                    str(shared / f"gates-l{sparse:g}"),
+                    data,
+                    method="gates",
+                    regulariser_weight=sparse,
+                    bimodal_weight=bimodal,
+                ),
+                grid,
+            )
+            for sparse, (bimodal, grid) in four["gates"].items()
+        },
         **{
             f"ltp λ={lam:g}": (
                 shared / f"ltp-l{lam:g}",
@@ -206,16 +216,18 @@ def seeds(task: str, console: Console, adaptive_run: bool = False) -> None:
     sweep_rows = [MeasureRow.from_dict(r) for r in report["rows"]]
     if adaptive_run:
         four = ADAPTIVE[task]
-        (sparse, bimodal) = next(iter(four["gates"].items()))
-        recipes = {  # name -> (sweep checkpoint, knob grid, config at a seed)
-            f"gates λ={sparse:g} β={bimodal:g}": (
-                shared / f"gates-l{sparse:g}",
-                four["grids"]["gates"],
-                lambda folder, data, _: TrainConfig(
-                    str(folder), data, method="gates", regulariser_weight=sparse, bimodal_weight=bimodal
-                ),
-            ),
-            **{  # every λ the sweep measured
+        recipes = {  # name -> (sweep checkpoint, knob grid, config at a seed); every λ the sweep measured
+            **{
+                f"gates λ={sparse:g} β={bimodal:g}": (
+                    shared / f"gates-l{sparse:g}",
+                    grid,
+                    lambda folder, data, _, sparse=sparse, bimodal=bimodal: TrainConfig(
+                        str(folder), data, method="gates", regulariser_weight=sparse, bimodal_weight=bimodal
+                    ),
+                )
+                for sparse, (bimodal, grid) in four["gates"].items()
+            },
+            **{
                 f"ltp λ={lam:g}": (
                     shared / f"ltp-l{lam:g}",
                     grid,
