@@ -260,7 +260,15 @@ def seeds(task: str, console: Console, adaptive_run: bool = False) -> None:
     results: dict = {"task": task, "seeds": [0, *SEEDS], "dense_fine_tune": [stage_one["accuracy"]], "recipes": {}}
     for name, (checkpoint, grid, _) in recipes.items():
         own = [r for r in sweep_rows if short_name(r.checkpoint) == short_name(str(checkpoint)) and r.batch_size == 1]
-        entry: dict = {"knobs": {f"{k:g}": {"accuracy": [r.metric for r in own if r.knob == k][:1]} for k in grid}}
+        entry: dict = {  # the FLOP ratio too: an adaptive method's counts, so its speed, change with the seed
+            "knobs": {
+                f"{k:g}": {
+                    "accuracy": [r.metric for r in own if r.knob == k][:1],
+                    "flop_speedup": [round(r.predicted_speedup, 4) for r in own if r.knob == k][:1],
+                }
+                for k in grid
+            }
+        }
         at_one = [r.schedule.get("fractions") for r in own if r.knob == 1.0]
         if at_one and at_one[0]:
             entry["learned_fractions"] = [[round(f, 3) for f in at_one[0]]]
@@ -285,6 +293,7 @@ def seeds(task: str, console: Console, adaptive_run: bool = False) -> None:
             for row in offline.rows:
                 if f"{row.knob:g}" in entry["knobs"]:
                     entry["knobs"][f"{row.knob:g}"]["accuracy"].append(row.metric)
+                    entry["knobs"][f"{row.knob:g}"]["flop_speedup"].append(round(row.predicted_speedup, 4))
             fractions = json.loads((checkpoint / "tiltbench.json").read_text())["method_config"].get("fractions")
             if "learned_fractions" in entry and fractions:
                 entry["learned_fractions"].append([round(f, 3) for f in fractions])
