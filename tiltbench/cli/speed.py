@@ -227,6 +227,8 @@ def check(
             )
         for line in report.regressions:
             out_console.print(f"[red]regression[/]: {line}", highlight=False)
+        for line in report.notes:
+            out_console.print(f"note: {line}", highlight=False)
     if not report.passed:
         raise typer.Exit(1)
 
