@@ -133,37 +133,75 @@ def methods(folder: str) -> str:
                 *(f"{c.speedup_vs_dense_dynamic:.2f}×" for c in cells),
             ]
         )
-    headers = ["checkpoint", "knob", rows[0].metric_name, "mean tokens n0..nL (batch 1)"]
+    adaptive = any(r.schedule.get("shape") == "adaptive" for r in rows)
+    kept_header = "mean tokens n0..nL (batch 1" + ("; adaptive: mean±std)" if adaptive else ")")
+    headers = ["checkpoint", "knob", rows[0].metric_name, kept_header]
     return _md(headers + [f"batch {b}" for b in batches], body)
 
 
 def stages(folder: str) -> str:
     """Seconds and dev metric of every training stage behind the methods table."""
     data = _load(f"{folder}/stages.json")
+    shares = any("gate_bimodal_share" in entry for history in data.values() for entry in history)
     body = [
         [
             name,
             entry.get("stage", "fine-tune"),
             f"{entry['epoch_seconds']:.0f} s" if "epoch_seconds" in entry else "-",
             f"{entry['accuracy']:.3f}",
+            *([f"{100 * entry['gate_bimodal_share']:.1f} %" if "gate_bimodal_share" in entry else "-"] * shares),
         ]
         for name, history in data.items()
         for entry in history
     ]
-    return _md(["checkpoint", "stage", "time (1 epoch)", "dev accuracy after it"], body)
+    headers = ["checkpoint", "stage", "time (1 epoch)", "dev accuracy after it"]
+    return _md(headers + ["gates within 0.05 of 0 or 1"] * shares, body)
+
+
+def predicted(folder: str) -> str:
+    """The calibrated latency model against each row of a sweep (check-calibrated.json): measured / predicted."""
+    report = _load(f"{folder}/check-calibrated.json")
+    rows = [r for r in report["rows"] if r["counted"]]
+    batches = sorted({r["batch_size"] for r in rows})
+    places = list(dict.fromkeys((r["checkpoint"], r["method"], r["knob"]) for r in rows))
+    body = []
+    for checkpoint, method, knob in places:
+        cells = {
+            r["batch_size"]: r for r in rows if (r["checkpoint"], r["method"], r["knob"]) == (checkpoint, method, knob)
+        }
+        shown = [
+            f"{c['measured']:.2f}× / {c['predicted']:.2f}× ({100 * c['error']:+.1f} %)" if (c := cells.get(b)) else "-"
+            for b in batches
+        ]
+        name = Path(checkpoint).name  # power-l0.05, gates-l0.05, ...; the tilted one is measure-*/checkpoint
+        body.append([method if name == "checkpoint" else name, f"{knob:g}", *shown])
+    medians = [statistics.median(abs(r["error"]) for r in rows if r["batch_size"] == b) for b in batches]
+    body.append(["median of the absolute errors", "", *(f"{100 * m:.1f} %" for m in medians)])
+    return _md(["checkpoint", "knob", *(f"batch {b}: measured / predicted" for b in batches)], body)
 
 
 def seeds(folder: str) -> str:
-    """Accuracy at every training seed (0 = the sweep's checkpoints) with mean and sample standard deviation."""
+    """Accuracy at every training seed (0 = the sweep's checkpoints) with mean and sample standard deviation; for an
+    adaptive method each seed's FLOP ratio (dense / kept encoder MACs on the dev set) beside it."""
     data = _load(f"{folder}/seeds.json")
 
     def spread(values: list[float]) -> list[str]:
         return [*(f"{a:.3f}" for a in values), f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"]
 
     body = [["dense fine-tune", "-", *spread(data["dense_fine_tune"])]]
+    labels = {"tilted": "τ", "power": "s", "gates": "t", "ltp": "k"}
     for name, entry in data["recipes"].items():
-        label = "τ" if name == "tilted" else "s"
-        body += [[name, f"{label} = {knob}", *spread(cell["accuracy"])] for knob, cell in entry["knobs"].items()]
+        label = labels[name.split()[0]]
+        for knob, cell in entry["knobs"].items():
+            row = spread(cell["accuracy"])
+            if name.split()[0] in ("gates", "ltp"):  # adaptive: the counts, so the FLOP ratio, vary by seed
+                row[:-1] = [f"{a} ({f:.2f}×)" for a, f in zip(row[:-1], cell["flop_speedup"], strict=True)]
+            body.append([name, f"{label} = {knob}", *row])
+        if "gate_bimodal_share" in entry:  # the regulariser's effect: gates within 0.05 of 0 or 1
+            shares = entry["gate_bimodal_share"]
+            shown = [f"{100 * v:.1f} %" for v in shares]
+            mean = f"{100 * statistics.mean(shares):.1f} ± {100 * statistics.stdev(shares):.1f} %"
+            body.append([name, "gates within 0.05 of 0 or 1", *shown, mean])
     return _md(["recipe", "knob", *(f"seed {s}" for s in data["seeds"]), "mean ± sd"], body)
 
 
@@ -178,6 +216,13 @@ TABLES: dict[str, Callable[[], str]] = {
     "stages-sst2": lambda: stages("methods-minilm-sst2"),
     "seeds-sst2": lambda: seeds("methods-minilm-sst2"),
     "methods-imdb": lambda: methods("methods-minilm-imdb"),
+    "adaptive-sst2": lambda: methods("adaptive-minilm-sst2"),
+    "stages-adaptive-sst2": lambda: stages("adaptive-minilm-sst2"),
+    "predicted-adaptive-sst2": lambda: predicted("adaptive-minilm-sst2"),
+    "seeds-adaptive-sst2": lambda: seeds("adaptive-minilm-sst2"),
+    "adaptive-imdb": lambda: methods("adaptive-minilm-imdb"),
+    "stages-adaptive-imdb": lambda: stages("adaptive-minilm-imdb"),
+    "predicted-adaptive-imdb": lambda: predicted("adaptive-minilm-imdb"),
     "stages-imdb": lambda: stages("methods-minilm-imdb"),
 }
 
