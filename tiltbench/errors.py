@@ -7,3 +7,8 @@ exits with status 2 (click's status for usage errors). Any other exception is a 
 
 class UserError(Exception):
     """A mistake the user can fix: bad option, missing file, unknown task. The message is one actionable line."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a fine-tune, after its state was saved (tiltbench/resume.py): the CLI prints how to resume
+    as one line and exits 130, as shells expect of an interrupted command."""

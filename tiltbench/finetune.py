@@ -4,6 +4,7 @@ AdamW, linear warm-up then linear decay, gradient clipping at 1.0, seeded; evalu
 Elimination is active in training exactly as at inference: top-k + gather pass gradients to the kept tokens.
 
 References: Kachuee & Sharifkhani, arXiv 2201.03327 (abstract: "no extra training steps"); methods.md §2.2, §8.5.
+Distillation (`teacher`) and training across a knob range (`knob_range`, the sandwich rule): tiltbench/distill.py.
 """
 
 from __future__ import annotations
@@ -19,12 +20,22 @@ import numpy as np
 import torch
 
 from tiltbench.data import DataConfig, TaskInfo, batches, encode, load_split
+from tiltbench.distill import Distillation, load_teacher, sandwich_knobs
 from tiltbench.environment import environment
-from tiltbench.errors import UserError
+from tiltbench.errors import TrainingInterrupted, UserError
 from tiltbench.files import check_output_dir, is_checkpoint, normal_modes, replace_dir, write_json_atomic
 from tiltbench.inference import Progress, evaluate
 from tiltbench.models import DEFAULT_MODEL, METHOD_WEIGHTS, load_model, write_meta
 from tiltbench.patch import patch, set_knob
+from tiltbench.resume import (
+    Cursor,
+    interruptible,
+    load_state,
+    random_states,
+    restore_random_states,
+    save_state,
+    state_dir,
+)
 from tiltbench.schedule import Schedule, Shape
 
 
@@ -55,6 +66,13 @@ class TrainConfig:
     bimodal_weight: float = 0.0  # gates: λ_bimodal, weight of mean g (1 − g) (λ_sparse is regulariser_weight)
     final_threshold: float | None = None  # ltp: θ of the last layer before learning (None: 1 / max_seq_len)
     temperature: float | None = None  # ltp: T of the soft mask σ((s − θ) / T) (None: θ_final / 10)
+    # accuracy at speed (tiltbench/distill.py)
+    teacher: str | None = None  # distil from this checkpoint's logits (a tiltbench or HF classifier of the task)
+    alpha: float = 0.5  # weight of the teacher term (1 − alpha on the task loss)
+    distill_temperature: float = 2.0  # T of the softened distributions (not LTP's `temperature`)
+    knob_range: tuple[float, float] | None = None  # the last stage trains across [a, b] (sandwich rule)
+    random_knobs: int = 1  # knobs drawn uniformly in the range per step, besides its two ends
+    save_every: int = 200  # steps between resumable states (tiltbench/resume.py); 0: only at Ctrl-C
 
     def __post_init__(self) -> None:
         from tiltbench.methods import get_method
@@ -78,6 +96,19 @@ class TrainConfig:
             raise UserError(f"--bimodal must be >= 0, got {self.bimodal_weight}")
         if any(v is not None and not v > 0 for v in (self.temperature, self.final_threshold)):
             raise UserError("--temperature and --final-threshold must be positive")
+        from tiltbench.distill import Distillation
+
+        Distillation(self.alpha, self.distill_temperature)  # validates both
+        if self.knob_range is not None:
+            low, high = self.knob_range
+            if not low < high:
+                raise UserError(f"--knob-range needs LOW < HIGH, got {low:g}:{high:g}")
+            if self.tilt_rate:
+                raise UserError("--tilt-rate and --knob-range exclude each other: the range sets the knobs trained")
+        if self.save_every < 0:
+            raise UserError(f"--save-every must be >= 0, got {self.save_every}")
+        if self.random_knobs < 0:
+            raise UserError(f"--random-knobs must be >= 0, got {self.random_knobs}")
         if self.scorer is not None and not get_method(self.method).uses_scorer:
             raise UserError(f"--scorer does not apply to --method {self.method} (it ranks tokens by its own score)")
         own = {"gates": ("bimodal_weight",), "ltp": ("final_threshold", "temperature")}
@@ -90,7 +121,13 @@ class TrainConfig:
 
     @property
     def knob(self) -> float:
-        """The knob the single fine-tune stage trains at (TiltedBERT's Tilt-Rate)."""
+        """The knob the single fine-tune stage trains at and saves (TiltedBERT's Tilt-Rate; with a knob range, its
+        end farther from dense: the checkpoint opens at the fastest point it was trained for)."""
+        if self.knob_range is not None:
+            from tiltbench.distill import far_end
+            from tiltbench.methods import get_method
+
+            return far_end(self.knob_range, get_method(self.method).dense_knob)
         return self.tilt_rate
 
 
@@ -125,6 +162,12 @@ class _Run:
     generator: torch.Generator
     total_epochs: int
     progress: Progress | None
+    teacher: torch.nn.Module | None = None
+    distillation: Distillation | None = None
+    knob_rng: random.Random = field(default_factory=random.Random)  # the sandwich's draws (not the data order's)
+    resume_dir: Path | None = None
+    stop: dict = field(default_factory=lambda: {"interrupted": False})  # set by Ctrl-C (resume.interruptible)
+    cursor: Cursor = field(default_factory=Cursor)
     done_epochs: int = 0
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)  # one entry per epoch
@@ -148,6 +191,10 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     patch(model, method=method)
     pad_id = tokenizer.pad_token_id or 0
     stages = method.stages(cfg)
+    if cfg.knob_range is not None:
+        for knob in cfg.knob_range:
+            method.schedule(knob)  # UserError now, not after hours of training, when the range leaves the knob's
+    teacher = load_teacher(cfg.teacher, info, tokenizer) if cfg.teacher else None
     run = _Run(
         cfg=cfg,
         model=model,
@@ -160,9 +207,23 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         generator=torch.Generator().manual_seed(cfg.data.seed),
         total_epochs=sum(stage.epochs for stage in stages),
         progress=progress,
+        teacher=teacher,
+        distillation=Distillation(cfg.alpha, cfg.distill_temperature)
+        if (teacher is not None or cfg.knob_range)
+        else None,
+        knob_rng=random.Random(cfg.data.seed + 1),
     )
-    for stage in stages:
-        _train_stage(run, stage, several=len(stages) > 1)
+    run.resume_dir = state_dir(output)
+    saved = load_state(run.resume_dir, cfg)
+    if saved is not None:
+        _restore(run, saved)
+        for stage in stages[: run.cursor.stage]:  # what finished stages read off their (restored) parameters
+            method.end_stage(stage)
+    with interruptible() as run.stop:
+        for number, stage in enumerate(stages):
+            if number >= run.cursor.stage:
+                optimizer_state = saved["optimizer"] if saved is not None and number == run.cursor.stage else None
+                _train_stage(run, stage, len(stages) > 1, number == len(stages) - 1, number, optimizer_state)
     final_knob = stages[-1].knob if stages[-1].knob is not None else method.dense_knob
     set_knob(model, final_knob)
     # Written next to the target and moved into place whole: an interrupted save leaves the old folder as it was.
@@ -173,6 +234,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         replace_dir(staged, output)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+    shutil.rmtree(run.resume_dir, ignore_errors=True)  # the checkpoint is whole: nothing left to resume
     return FinetuneResult(
         output=output,
         metrics=run.history[-1],
@@ -183,19 +245,29 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     )
 
 
-def _train_stage(run: _Run, stage, several: bool) -> None:
-    """One stage of the method's recipe (its own optimiser and warm-up), evaluated after every epoch."""
-    cfg, model, method = run.cfg, run.model, run.method
+def _train_stage(run: _Run, stage, several: bool, last: bool, index: int, optimizer_state: dict | None) -> None:
+    """One stage of the method's recipe (its own optimiser and warm-up), evaluated after every epoch (at the
+    stage's own knob, whatever knobs the sandwich trained it at). `optimizer_state`: resuming inside this stage."""
+    cfg, model, method, cursor = run.cfg, run.model, run.method, run.cursor
     method.soft = stage.soft
-    set_knob(model, method.dense_knob if stage.knob is None else stage.knob)
+    stage_knob = method.dense_knob if stage.knob is None else stage.knob
+    knob_range = cfg.knob_range if last else None
+    set_knob(model, stage_knob)
     steps = (len(run.train) + cfg.batch_size - 1) // cfg.batch_size * stage.epochs
     optimizer, scheduler = _optimizer(model, method, stage, cfg, steps)
-    stage_seconds = 0.0
-    for epoch in range(1, stage.epochs + 1):
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        scheduler.load_state_dict(optimizer_state["scheduler"])
+    else:
+        run.cursor = cursor = Cursor(stage=index)
+    for epoch in range(cursor.epoch, stage.epochs + 1):
+        cursor.epoch = epoch
         label = f"{stage.name} epoch {epoch}/{stage.epochs}" if several else f"epoch {epoch}/{stage.epochs}"
-        started = time.perf_counter()
-        loss = _train_epoch(run, stage, optimizer, scheduler, label, steps)
-        stage_seconds += (epoch_seconds := time.perf_counter() - started)
+        loss = _train_epoch(run, stage, optimizer, scheduler, label, steps, knob_range)
+        set_knob(model, stage_knob)
+        epoch_seconds = cursor.epoch_seconds
+        cursor.stage_seconds += epoch_seconds
+        cursor.epoch_seconds, cursor.step, cursor.order, cursor.running_loss = 0.0, 0, [], 0.0
         run.done_epochs += 1
         final = run.done_epochs == run.total_epochs and not stage.soft
         method.reset_metrics()
@@ -219,10 +291,11 @@ def _train_stage(run: _Run, stage, several: bool) -> None:
             run.progress(f"{label} {primary} {metrics[primary]:.4f}", run.done_epochs, run.total_epochs)
     method.soft = False
     method.end_stage(stage)
-    run.train_seconds += stage_seconds
+    run.train_seconds += cursor.stage_seconds
     run.stages.append(
-        {"name": stage.name, "epochs": stage.epochs, "seconds": round(stage_seconds, 2), **run.history[-1]}
+        {"name": stage.name, "epochs": stage.epochs, "seconds": round(cursor.stage_seconds, 2), **run.history[-1]}
     )
+    run.cursor = Cursor(stage=index + 1)
 
 
 def _optimizer(model, method, stage, cfg: TrainConfig, total_steps: int):
@@ -241,29 +314,89 @@ def _optimizer(model, method, stage, cfg: TrainConfig, total_steps: int):
     return optimizer, scheduler
 
 
-def _train_epoch(run: _Run, stage, optimizer, scheduler, label: str, stage_steps: int) -> float:
-    model, method, cfg = run.model, run.method, run.cfg
+def _train_epoch(
+    run: _Run, stage, optimizer, scheduler, label: str, stage_steps: int, knob_range: tuple[float, float] | None
+) -> float:
+    """The rest of the cursor's epoch (all of it unless resuming); saves a resumable state every
+    `save_every` steps, and on Ctrl-C saves one and raises TrainingInterrupted."""
+    model, method, cfg, cursor = run.model, run.method, run.cfg, run.cursor
     model.train()
-    order = torch.randperm(len(run.train), generator=run.generator).tolist()
-    total, running, seen = len(run.train), 0.0, 0
-    for step, batch in enumerate(batches(run.train, cfg.batch_size, run.pad_id, order=order)):
+    if not cursor.order:
+        cursor.order = torch.randperm(len(run.train), generator=run.generator).tolist()
+    total = len(run.train)
+    started = time.perf_counter()
+    rest = cursor.order[cursor.step * cfg.batch_size :]
+    for batch in batches(run.train, cfg.batch_size, run.pad_id, order=rest):
         method.stage_progress = scheduler.last_epoch / max(1, stage_steps)  # e.g. the gates' bi-modal ramp
-        loss = model(**batch).loss
-        penalty = method.regulariser()  # every step: it also forgets what the forward recorded for it
-        if penalty is not None and stage.regulariser_weight:
-            loss = loss + stage.regulariser_weight * penalty
-        loss.backward()
+        target = None  # the logits taught towards: the teacher's, or in a sandwich without one the near-dense pass's
+        if run.teacher is not None:
+            with torch.no_grad():
+                target = run.teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        knobs = sandwich_knobs(knob_range, method.dense_knob, cfg.random_knobs, run.knob_rng) if knob_range else [None]
+        step_loss = 0.0  # mean over the passes of this step
+        for knob in knobs:  # one pass, or a sandwich whose gradients add up
+            if knob is not None:
+                set_knob(model, knob)
+            output = model(**batch)
+            loss = output.loss
+            if target is not None:
+                loss = run.distillation.loss(output.logits, target, loss, run.info.regression)
+            else:  # the first pass of a sandwich without a teacher teaches the others (in-place distillation)
+                target = output.logits.detach() if knob is not None else None
+            penalty = method.regulariser()  # every pass: it also forgets what the forward recorded for it
+            if penalty is not None and stage.regulariser_weight:
+                loss = loss + stage.regulariser_weight * penalty
+            loss.backward()
+            step_loss += loss.item() / len(knobs)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         method.after_step()
-        running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
-        seen = min(seen + cfg.batch_size, total)
+        first = cursor.step == 0
+        cursor.running_loss = step_loss if first else 0.98 * cursor.running_loss + 0.02 * step_loss
+        cursor.step += 1
+        if (cfg.save_every and cursor.step % cfg.save_every == 0) or run.stop["interrupted"]:
+            now = time.perf_counter()
+            cursor.epoch_seconds += now - started
+            started = now
+            _save_state(run, optimizer, scheduler)
+            if run.stop["interrupted"]:
+                raise TrainingInterrupted(
+                    f"fine-tune stopped after {stage.name} epoch {cursor.epoch} step {cursor.step}; its state is in "
+                    f"{run.resume_dir}: rerun the same command to resume"
+                )
+        seen = min(cursor.step * cfg.batch_size, total)
         if run.progress:  # one bar over every stage and epoch
-            run.progress(f"{label} loss {running:.4f}", run.done_epochs + seen / total, run.total_epochs)
+            run.progress(f"{label} loss {cursor.running_loss:.4f}", run.done_epochs + seen / total, run.total_epochs)
+    cursor.epoch_seconds += time.perf_counter() - started
     model.eval()
-    return round(running, 5)
+    return round(cursor.running_loss, 5)
+
+
+def _save_state(run: _Run, optimizer, scheduler) -> None:
+    state = {
+        "cursor": asdict(run.cursor),
+        "model": run.model.state_dict(),
+        "method": run.method.state_dict(),
+        "optimizer": {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+        "random": random_states(run.knob_rng, run.generator),
+        "history": run.history,
+        "stages": run.stages,
+        "done_epochs": run.done_epochs,
+        "train_seconds": run.train_seconds,
+    }
+    save_state(run.resume_dir, run.cfg, state)
+
+
+def _restore(run: _Run, state: dict) -> None:
+    """Back to where a saved state left off (the optimiser is restored by its stage)."""
+    run.model.load_state_dict(state["model"])
+    run.method.load_state_dict(state["method"])
+    restore_random_states(state["random"], run.knob_rng, run.generator)
+    run.cursor = Cursor(**state["cursor"])
+    run.history, run.stages = state["history"], state["stages"]
+    run.done_epochs, run.train_seconds = state["done_epochs"], state["train_seconds"]
 
 
 def _save(out: Path, run: _Run, knob: float) -> None:

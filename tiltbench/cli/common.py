@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from typer import Abort
 
 from tiltbench.console import err_console
-from tiltbench.errors import UserError
+from tiltbench.errors import TrainingInterrupted, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -91,6 +91,9 @@ def handle_errors(command):
                 raise
             err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except TrainingInterrupted as stop:  # Ctrl-C in finetune, state saved: say how to go on
+            err_console.print(f"interrupted: {stop}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 

@@ -44,7 +44,12 @@ from tiltbench.errors import UserError
 @app.command()
 @handle_errors
 def finetune(
+    ctx: typer.Context,
     output: Annotated[str, typer.Option(help="Checkpoint folder to write (new or empty; see --overwrite).")],
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="A JSON/YAML recipe of finetune options (benchmarks/recipes/); options given here win."),
+    ] = None,
     model: ModelOpt = "minilm",
     task: TaskOpt = "sst2",
     data_dir: DataDirOpt = None,
@@ -94,6 +99,30 @@ def finetune(
         int,
         typer.Option(help="PoWER: epochs of re-training at the learned counts; gates, LTP: of the hard stage."),
     ] = 1,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="Distil from this fine-tuned checkpoint of the task (tiltbench or HF classifier folder)."),
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option(help="Weight of the teacher term: α·T²·KL(teacher‖student) + (1 − α)·task loss.")
+    ] = 0.5,
+    distill_temperature: Annotated[
+        float, typer.Option(help="Distillation temperature T (LTP's soft-mask T is --temperature).")
+    ] = 2.0,
+    knob_range: Annotated[
+        str | None,
+        typer.Option(
+            help="LOW:HIGH: train the last stage across this knob range (sandwich rule: both ends and "
+            "--random-knobs draws per step; without --teacher the near-dense pass teaches the others).",
+        ),
+    ] = None,
+    random_knobs: Annotated[int, typer.Option(help="Random knobs per sandwich step, besides the two ends.")] = 1,
+    save_every: Annotated[
+        int,
+        typer.Option(
+            help="Save a resumable state every N steps (and at Ctrl-C); rerunning the command resumes. 0: Ctrl-C only."
+        ),
+    ] = 200,
     batch_size: int = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
     warmup_ratio: float = 0.1,
@@ -108,8 +137,11 @@ def finetune(
     """Fine-tune with elimination on (tilted: at --tilt-rate; power: dense, search with --lambda, retrain; gates:
     soft with --lambda and --bimodal, then hard; ltp: dense, soft thresholds with --lambda, hard); write an HF
     checkpoint + tiltbench.json."""
+    if recipe is not None:  # the recipe's values replace the defaults, then the command runs as if typed so
+        return ctx.invoke(ctx.command.callback, **_with_recipe(ctx, recipe))
     setup(threads)
     from tiltbench.data import DataConfig
+    from tiltbench.distill import parse_knob_range
     from tiltbench.finetune import TrainConfig
     from tiltbench.finetune import finetune as run_finetune
 
@@ -144,6 +176,12 @@ def finetune(
         method_lr=method_lr,
         search_epochs=search_epochs,
         retrain_epochs=retrain_epochs,
+        teacher=teacher,
+        alpha=alpha,
+        distill_temperature=distill_temperature,
+        knob_range=parse_knob_range(knob_range),
+        random_knobs=random_knobs,
+        save_every=save_every,
         batch_size=batch_size,
         learning_rate=lr,
         warmup_ratio=warmup_ratio,
@@ -169,6 +207,28 @@ def finetune(
     if fractions is not None:
         shares = " ".join(f"{f:.3f}" for f in fractions)
         out_console.print(f"learned kept share of each example's real length, layers 1..L: {shares}")
+
+
+def _with_recipe(ctx: typer.Context, path: str) -> dict:
+    """ctx.params with the recipe's values wherever the command line left the default."""
+    from tiltbench.recipe import NOT_IN_RECIPES, load_recipe
+
+    params = {p.name: p for p in ctx.command.params}
+    allowed = sorted(n for n in params if n not in NOT_IN_RECIPES)
+    resolved = {**ctx.params, "recipe": None}
+    for name, value in load_recipe(path).items():
+        if name not in params or name in NOT_IN_RECIPES:
+            shown = ", ".join(n.rstrip("_").replace("_", "-") for n in allowed)
+            raise UserError(f"recipe {path!r}: {name.replace('_', '-')!r} is not a finetune setting; use: {shown}")
+        source = ctx.get_parameter_source(name)  # by name: typer may vendor its own click
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            continue  # given on the command line: it wins
+        try:
+            resolved[name] = None if value is None else params[name].process_value(ctx, value)
+        except Exception as err:  # click's BadParameter, from whichever click typer runs on
+            message = err.format_message() if hasattr(err, "format_message") else str(err)
+            raise UserError(f"recipe {path!r}: {name.replace('_', '-')}: {message}") from None
+    return resolved
 
 
 @app.command("offline-tune")

@@ -1,0 +1,146 @@
+"""Distillation from a teacher and training across a knob range (sandwich rule), on a tiny real model."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+from conftest import DATA_DIR
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from tiltbench.cli import app
+from tiltbench.data import DataConfig
+from tiltbench.distill import Distillation, parse_knob_range, sandwich_knobs
+from tiltbench.errors import UserError
+from tiltbench.finetune import TrainConfig, finetune
+
+
+def test_distillation_loss_is_the_tempered_kl_from_the_teacher_plus_the_task_loss():
+    student = torch.tensor([[2.0, 0.0], [0.5, 1.5]])
+    teacher = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    t, alpha, task = 2.0, 0.3, torch.tensor(0.7)
+    expected = 0.0
+    for s_row, t_row in zip(student.tolist(), teacher.tolist(), strict=True):
+        p_t = [math.exp(x / t) / sum(math.exp(y / t) for y in t_row) for x in t_row]
+        p_s = [math.exp(x / t) / sum(math.exp(y / t) for y in s_row) for x in s_row]
+        expected += sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s, strict=True)) / len(student)
+    got = Distillation(alpha, t).loss(student, teacher, task, regression=False)
+    assert got.item() == pytest.approx(alpha * t**2 * expected + (1 - alpha) * 0.7, rel=1e-6)
+    # the student that equals its teacher pays the task term only
+    assert Distillation(alpha, t).loss(teacher, teacher, task, False).item() == pytest.approx((1 - alpha) * 0.7)
+    # regression: squared error to the teacher's prediction
+    mse = Distillation(1.0, t).loss(torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [2.0]]), task, True)
+    assert mse.item() == pytest.approx(1.0)
+
+
+def test_sandwich_knobs_put_the_near_dense_end_first():
+    rng = random.Random(0)
+    knobs = sandwich_knobs((0.0, 0.4), 0.0, 3, rng)
+    assert knobs[:2] == [0.0, 0.4] and len(knobs) == 5 and all(0.0 <= k <= 0.4 for k in knobs[2:])
+    assert len(set(knobs[2:])) == 3  # drawn, not fixed
+    assert sandwich_knobs((0.2, 1.0), 1.0, 0, rng) == [1.0, 0.2]  # a method whose dense knob is the top
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [("0.4", "LOW:HIGH"), ("0.4:0.1", "LOW < HIGH"), ("a:b", "LOW:HIGH"), ("0:0:1", "LOW:HIGH")]
+)
+def test_knob_range_text_is_checked(text, message):
+    with pytest.raises(UserError, match=message):
+        parse_knob_range(text)
+
+
+def _train_file(tmp_path, name: str, flip: bool) -> str:
+    """32 SST-2 training sentences, labels as given or all flipped."""
+    lines = (DATA_DIR / "sst2" / "train.tsv").read_text().splitlines()[1:33]
+    rows = [line.rsplit("\t", 1) for line in lines]
+    path = tmp_path / f"{name}.tsv"
+    path.write_text("text\tlabel\n" + "".join(f"{text}\t{1 - int(label) if flip else label}\n" for text, label in rows))
+    return str(path)
+
+
+def _train(tmp_path, name: str, base: str, **options) -> dict[str, torch.Tensor]:
+    train_file = options.pop("train_file", None)
+    data = DataConfig(
+        "sst2", data_dir=str(DATA_DIR), train_file=train_file, max_train_samples=32, max_eval_samples=16, max_seq_len=32
+    )
+    if train_file:  # a custom file needs its evaluation file too: the dev set's first rows, as a file
+        dev = (DATA_DIR / "sst2" / "dev.tsv").read_text().splitlines()
+        (tmp_path / "dev.tsv").write_text("text\tlabel\n" + "\n".join(dev[1:17]) + "\n")
+        data = DataConfig("sst2", train_file=train_file, eval_file=str(tmp_path / "dev.tsv"), max_seq_len=32)
+    out = tmp_path / name
+    finetune(TrainConfig(str(out), data, model=base, batch_size=16, **options))
+    return load_file(str(out / "model.safetensors"))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_alpha_one_learns_from_the_teacher_alone_and_alpha_zero_from_the_labels_alone(tiny_checkpoint, tmp_path):
+    true, flipped = _train_file(tmp_path, "true", False), _train_file(tmp_path, "flipped", True)
+    taught = dict(teacher=tiny_checkpoint, alpha=1.0, tilt_rate=0.3)
+    # α = 1: the labels do not reach the weights (flipping them all changes nothing) ...
+    assert _same(_train(tmp_path, "t1", tiny_checkpoint, train_file=true, **taught),
+                 _train(tmp_path, "t2", tiny_checkpoint, train_file=flipped, **taught))  # fmt: skip
+    # ... but the teacher does: the same run without it is another model
+    plain = _train(tmp_path, "p1", tiny_checkpoint, train_file=true, tilt_rate=0.3)
+    assert not _same(plain, _train(tmp_path, "t3", tiny_checkpoint, train_file=true, **taught))
+    # α = 0: the teacher is computed but weighs nothing (and draws no random numbers): the plain run, bit for bit
+    zero = _train(tmp_path, "z1", tiny_checkpoint, train_file=true, tilt_rate=0.3, teacher=tiny_checkpoint, alpha=0.0)
+    assert _same(plain, zero)
+
+
+def test_the_teacher_is_not_trained(tiny_checkpoint, tmp_path):
+    before = load_file(f"{tiny_checkpoint}/model.safetensors")
+    _train(tmp_path, "s", tiny_checkpoint, teacher=tiny_checkpoint, tilt_rate=0.3)
+    assert _same(before, load_file(f"{tiny_checkpoint}/model.safetensors"))
+
+
+def test_a_knob_range_trains_every_step_at_both_ends_and_random_knobs(tiny_checkpoint, tmp_path, monkeypatch):
+    import tiltbench.finetune as finetune_module
+
+    seen = []
+    original = finetune_module.set_knob
+
+    def spy(model, knob, **kwargs):
+        seen.append(round(float(knob), 6))
+        return original(model, knob, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "set_knob", spy)
+    _train(tmp_path, "range", tiny_checkpoint, knob_range=(0.0, 0.4), random_knobs=2)
+    meta = json.loads((tmp_path / "range" / "tiltbench.json").read_text())
+    assert meta["knob"] == 0.4  # the checkpoint opens at the fastest point it was trained for
+    assert meta["train_config"]["knob_range"] == [0.0, 0.4]
+    # 32 sentences at batch 16: the stage opens at its knob, then 2 steps x (0, 0.4, two random draws), then back to
+    # the stage's knob for the evaluation, and the saved knob
+    assert seen[0] == 0.4 and seen[-2:] == [0.4, 0.4] and len(seen) == 1 + 2 * 4 + 2
+    for step in (seen[1:5], seen[5:9]):
+        assert step[:2] == [0.0, 0.4] and all(0 < k < 0.4 for k in step[2:])
+    assert len(set(seen[3:5] + seen[7:9])) == 4
+
+
+def test_bad_teacher_and_range_are_one_error_line(tiny_checkpoint, tmp_path):
+    from tiltbench.models import resolve_model
+
+    runner = CliRunner()
+    base = ["finetune", "--model", tiny_checkpoint, "--max-train-samples", "16", "--max-seq-len", "16"]
+    env = {"TILTBENCH_DATA_DIR": str(DATA_DIR)}
+    cases = [
+        (["--knob-range", "0.4"], "LOW:HIGH"),
+        (["--knob-range", "0:0.4", "--tilt-rate", "0.2"], "exclude each other"),
+        (["--knob-range", "0:1.5"], "tilt"),  # outside the tilt rate's range, refused before training
+        (["--teacher", resolve_model("minilm")], "not a fine-tuned sequence classifier"),
+        (["--teacher", tiny_checkpoint, "--task", "cola"], "was trained on 'sst2'"),
+        (["--teacher", tiny_checkpoint, "--alpha", "1.5"], "--alpha"),
+        (["--teacher", str(tmp_path / "missing")], "--teacher: model folder"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, [*base, "--output", str(tmp_path / "out"), *extra], env=env)
+        assert result.exit_code == 2, (extra, result.output)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert lines[0].startswith("error:") and message in " ".join(result.output.split()), (extra, result.output)
+        assert not (tmp_path / "out").exists()

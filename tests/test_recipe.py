@@ -1,0 +1,70 @@
+"""finetune --recipe: a committed file of settings reproduces a fine-tune; the command line still wins."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import DATA_DIR
+from typer.testing import CliRunner
+
+from tiltbench.cli import app
+
+runner = CliRunner()
+ENV = {"TILTBENCH_DATA_DIR": str(DATA_DIR)}
+
+
+def _meta(folder) -> dict:
+    return json.loads((folder / "tiltbench.json").read_text())
+
+
+def test_a_recipe_sets_the_fine_tune_and_the_command_line_wins(tiny_checkpoint, tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"model": tiny_checkpoint, "task": "sst2", "tilt-rate": 0.3, "seed": 3,
+                                  "max_train_samples": 16, "max-eval-samples": 8, "max-seq-len": 16}))  # fmt: skip
+    result = runner.invoke(app, ["finetune", "--output", str(tmp_path / "a"), "--recipe", str(recipe)], env=ENV)
+    assert result.exit_code == 0, result.output
+    config = _meta(tmp_path / "a")["train_config"]
+    assert (config["tilt_rate"], config["data"]["seed"], config["n_train"], config["n_eval"]) == (0.3, 3, 16, 8)
+    assert config["model"] == tiny_checkpoint
+    override = ["finetune", "--output", str(tmp_path / "b"), "--recipe", str(recipe), "--seed", "5"]
+    assert runner.invoke(app, override, env=ENV).exit_code == 0
+    config = _meta(tmp_path / "b")["train_config"]
+    assert (config["tilt_rate"], config["data"]["seed"]) == (0.3, 5)
+
+
+def test_a_yaml_recipe_with_a_knob_range_list(tiny_checkpoint, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model: {tiny_checkpoint}\nknob-range: [0, 0.4]\nrandom-knobs: 0\nmax-train-samples: 16\n"
+        "max-eval-samples: 8\nmax-seq-len: 16\n"
+    )
+    result = runner.invoke(app, ["finetune", "--output", str(tmp_path / "a"), "--recipe", str(recipe)], env=ENV)
+    assert result.exit_code == 0, result.output
+    meta = _meta(tmp_path / "a")
+    assert meta["train_config"]["knob_range"] == [0.0, 0.4] and meta["train_config"]["random_knobs"] == 0
+    assert meta["knob"] == 0.4
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("r.json", '{"tilt-rat": 0.3}', "'tilt-rat' is not a finetune setting"),
+        ("r.json", '{"output": "elsewhere"}', "'output' is not a finetune setting"),
+        ("r.json", '{"epochs": "many"}', "epochs"),
+        ("r.json", '{"epochs": ', "is not valid JSON"),
+        ("r.json", "[1, 2]", "must be a non-empty mapping"),
+        ("r.yaml", "epochs: [1\n", "is not valid YAML"),
+        ("r.yaml", "knob-range: [0, 0.2, 0.4]\n", "knob-range takes LOW:HIGH"),
+        ("r.toml", "epochs = 1", "use a .json, .yaml or .yml file"),
+        ("missing.json", None, "does not exist"),
+    ],
+)
+def test_a_bad_recipe_is_one_error_line(tmp_path, name, text, message):
+    recipe = tmp_path / name
+    if text is not None:
+        recipe.write_text(text)
+    result = runner.invoke(app, ["finetune", "--output", str(tmp_path / "out"), "--recipe", str(recipe)], env=ENV)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error:") and message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out").exists()

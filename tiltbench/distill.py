@@ -1,0 +1,136 @@
+"""Training for accuracy at speed: distillation from a teacher, and training across a knob range (sandwich rule).
+
+Distillation (`--teacher CKPT`): loss = α · T² · KL(teacher_T ‖ student_T) + (1 − α) · task loss, where x_T is
+softmax(logits / T) (Hinton et al. 2015; the T² keeps the soft term's gradient on the task loss's scale as T
+grows). The issue writes "KL(student ‖ teacher)"; we take the direction every reference uses (ToP, TR-BERT,
+DistilBERT: the teacher's distribution weights the log-ratio), which is also the one whose minimum over the
+student is the teacher. Regression tasks (STS-B) use the mean squared error to the teacher's prediction. The
+teacher runs under `no_grad` on the same batch, in eval mode (no dropout), as saved: a tiltbench checkpoint
+at its recorded knob, an HF folder as HF's own model.
+
+Knob range (`--knob-range a:b`): LengthDrop's sandwich rule (Kim & Cho 2021, "Length-Adaptive Transformer"):
+every step runs the batch at the range's end nearer the dense knob, at its far end, and at `random_knobs`
+knobs drawn uniformly in between, accumulating the gradients of all passes before one optimiser step. The
+end nearer dense learns from the labels (and the teacher, if any); the other passes learn from the teacher,
+or without one from the near-dense pass's own logits, detached ("in-place distillation", LAT's). So a step
+costs about 2 + `random_knobs` forward and backward passes, fewer FLOPs each at the eliminating knobs. The
+range applies to the recipe's last stage, the only one that removes tokens in every method here (tilted:
+its one stage; PoWER: retrain; gates, LTP: hard); earlier stages train as before.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tiltbench.data import TaskInfo
+from tiltbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """How a student learns from a teacher's logits."""
+
+    alpha: float = 0.5  # weight of the teacher term; 1 − alpha on the task loss
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.alpha <= 1:
+            raise UserError(f"--alpha must be in [0, 1], got {self.alpha}")
+        if not self.temperature > 0:
+            raise UserError(f"--distill-temperature must be positive, got {self.temperature}")
+
+    def loss(self, student: Tensor, teacher: Tensor, task_loss: Tensor, regression: bool) -> Tensor:
+        """α · soft term + (1 − α) · task loss (the student's logits carry the gradient, the teacher's none)."""
+        teacher = teacher.detach()
+        if regression:
+            soft = F.mse_loss(student.float().squeeze(-1), teacher.float().squeeze(-1))
+        else:
+            t = self.temperature
+            soft = (
+                F.kl_div(
+                    F.log_softmax(student.float() / t, dim=-1),
+                    F.log_softmax(teacher.float() / t, dim=-1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+                * t**2
+            )
+        return self.alpha * soft + (1 - self.alpha) * task_loss
+
+
+def parse_knob_range(text: str | None) -> tuple[float, float] | None:
+    """'0:0.4' -> (0.0, 0.4); None stays None; anything else is one UserError."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise UserError(f"--knob-range takes LOW:HIGH, e.g. 0:0.4, got {text!r}") from None
+    if not low < high:
+        raise UserError(f"--knob-range needs LOW < HIGH, got {text!r}")
+    return low, high
+
+
+def sandwich_knobs(
+    knob_range: tuple[float, float], dense_knob: float, random_knobs: int, rng: random.Random
+) -> list[float]:
+    """The knobs of one sandwich step: the end nearer `dense_knob` first (the pass that teaches in place), then
+    the far end, then `random_knobs` uniform draws in between."""
+    low, high = knob_range
+    near, far = (low, high) if abs(low - dense_knob) <= abs(high - dense_knob) else (high, low)
+    return [near, far, *(rng.uniform(low, high) for _ in range(random_knobs))]
+
+
+def far_end(knob_range: tuple[float, float], dense_knob: float) -> float:
+    """The end of the range farther from the dense knob: the fastest point it trains."""
+    low, high = knob_range
+    return high if abs(high - dense_knob) >= abs(low - dense_knob) else low
+
+
+def load_teacher(path: str, info: TaskInfo, student_tokenizer) -> torch.nn.Module:  # noqa: ANN001
+    """A teacher for `info`'s task, in eval mode with no gradients: a tiltbench checkpoint (at its recorded knob)
+    or an HF sequence-classification folder. Refused (UserError) when it was trained for another task, has
+    another label count, is not a classifier at all (a random head would teach noise), or reads the input ids
+    with another vocabulary."""
+    try:
+        teacher = _load_teacher(path, info, student_tokenizer)
+    except UserError as err:
+        raise UserError(f"--teacher: {err}") from None
+    return teacher.eval().requires_grad_(False)
+
+
+def _load_teacher(path: str, info: TaskInfo, student_tokenizer) -> torch.nn.Module:  # noqa: ANN001
+    from tiltbench.files import is_checkpoint
+    from tiltbench.models import load_checkpoint, load_model
+
+    if is_checkpoint(Path(path)):
+        teacher, tokenizer, _, teacher_info = load_checkpoint(path)
+        # a file-based task is "custom" on either side: then only its label count and kind can be checked
+        other_task = teacher_info.name != info.name and "custom" not in (teacher_info.name, info.name)
+        other_labels = (teacher_info.num_labels, teacher_info.regression) != (info.num_labels, info.regression)
+        if other_task or other_labels:
+            raise UserError(
+                f"{path} was trained on {teacher_info.name!r} ({teacher_info.num_labels} labels); "
+                f"this fine-tune is {info.name!r} ({info.num_labels} labels)"
+            )
+    else:
+        teacher, tokenizer = load_model(path, None)
+        architectures = getattr(teacher.config, "architectures", None) or []
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise UserError(
+                f"{path} is not a fine-tuned sequence classifier (architectures: "
+                f"{', '.join(architectures) or 'none recorded'}); give a tiltbench checkpoint or an HF "
+                "...ForSequenceClassification folder of the same task"
+            )
+        if teacher.config.num_labels != info.num_labels:
+            raise UserError(f"{path} has {teacher.config.num_labels} labels; {info.name!r} has {info.num_labels}")
+    if tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise UserError(f"{path} has another vocabulary than the student: its input ids would be other words")
+    return teacher
