@@ -68,3 +68,17 @@ def test_a_bad_recipe_is_one_error_line(tmp_path, name, text, message):
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error:") and message in " ".join(result.output.split()), result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_every_committed_recipe_names_only_finetune_settings():
+    from pathlib import Path
+
+    import typer
+
+    from tiltbench.recipe import NOT_IN_RECIPES, load_recipe
+
+    options = {p.name for p in typer.main.get_command(app).commands["finetune"].params} - set(NOT_IN_RECIPES)
+    recipes = sorted((Path(__file__).parents[1] / "benchmarks" / "recipes").glob("*.y*ml"))
+    assert recipes
+    for recipe in recipes:
+        assert set(load_recipe(recipe)) <= options, recipe.name
