@@ -22,9 +22,7 @@ from pathlib import Path
 
 import torch
 
-from tiltbench.errors import TrainingInterrupted, UserError
-
-__all__ = ["TrainingInterrupted"]
+from tiltbench.errors import UserError
 
 STATE_FILE = "state.pt"
 # Settings that do not change what is trained: they may differ between the interrupted run and its resumption.
