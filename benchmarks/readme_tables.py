@@ -205,7 +205,100 @@ def seeds(folder: str) -> str:
     return _md(["recipe", "knob", *(f"seed {s}" for s in data["seeds"]), "mean ± sd"], body)
 
 
+def recipe_full() -> str:
+    """The full-SST-2 recipes: accuracy and its drop against the dense model of the same data and epochs, measured
+    speedup at batch 1 and 32 against dense-dynamic, and the FLOP ratio."""
+    data = _load("recipe-minilm-sst2-full/summary.json")
+    names = {"sst2-full-dense": "dense", "sst2-full-tilted-range-teacher": "tilted, range 0:0.4 + teacher"}
+    cells: dict[tuple[str, float], dict[int, dict]] = {}
+    for row in data["rows"]:
+        cells.setdefault((row["checkpoint"], row["tilt_rate"]), {})[row["batch_size"]] = row
+    body = []
+    for (checkpoint, rate), by_batch in cells.items():
+        one, many = by_batch[1], by_batch[32]
+        body.append(
+            [
+                names.get(checkpoint, checkpoint),
+                f"{rate:g}",
+                f"{one['accuracy']:.3f}",
+                f"{-one['drop_vs_dense_points']:+.1f}",
+                f"{many['speedup_vs_dense_dynamic']:.2f}×",
+                f"{one['speedup_vs_dense_dynamic']:.2f}×",
+                f"{many['predicted_flop_speedup']:.2f}×",
+            ]
+        )
+    return _md(
+        ["checkpoint", "tilt rate", "dev accuracy", "vs dense (pts)", "speedup b32", "speedup b1", "FLOP ratio"],
+        body,
+    )
+
+
+def recipe_training() -> str:
+    """Seconds per training step of each recipe setting, measured alone (benchmarks/train_cost.py)."""
+    data = _load("recipe-train-cost/report.json")
+    return _md(
+        ["setting (MiniLM, SST-2, len 64, batch 32)", "s / step", "vs dense", "projected epoch, 67,349 sentences"],
+        [
+            [
+                row["setting"],
+                f"{row['seconds_per_step']:.3f}",
+                f"{row['vs_dense']:.2f}×",
+                f"{row['projected_full_epoch_minutes']:.0f} min",
+            ]
+            for row in data["rows"]
+        ],  # fmt: skip
+    )
+
+
+def recipe_ablation() -> str:
+    """Offline-tuning curves of the 8,000-sentence ablation: accuracy at each tilt rate, one checkpoint per recipe."""
+    names = {
+        "dense": "dense",
+        "tilted-0.2": "tilted at τ 0.2",
+        "tilted-0.2-teacher": "tilted at τ 0.2 + teacher",
+        "tilted-range": "tilted, range 0:0.4 (in-place distillation)",
+        "tilted-range-teacher": "tilted, range 0:0.4 + teacher",
+    }
+    reports = {name: _load(f"recipe-ablation-sst2-8k/{name}/report.json") for name in names}
+    rates = [r["knob"] for r in reports["tilted-0.2"]["rows"]]
+    body = [
+        [label, *(f"{r['metric']:.3f}" for r in reports[name]["rows"] if r["knob"] in rates)]
+        for name, label in names.items()
+        if name != "dense"
+    ]
+    ratios = [f"{r['predicted_speedup']:.2f}×" for r in reports["tilted-0.2"]["rows"]]
+    body.append(["FLOP ratio (encoder MACs)", *ratios])
+    dense = reports["dense"]["rows"][0]["metric"]
+    return f"Dense fine-tune of the same data: {dense:.3f}.\n\n" + _md(
+        ["recipe (8,000 sentences, 1 epoch)", *(f"τ {r:g}" for r in rates)], body
+    )
+
+
+def accelerate() -> str:
+    data = _load("accelerate-minilm-sst2/report.json")
+    rows = sorted(data["rows"], key=lambda r: (r["processes"], r["seed"]))
+    body = []
+    for processes in (1, 2):
+        own = [r for r in rows if r["processes"] == processes]
+        summary = data["summary"][f"{processes}_process"]
+        body.append(
+            [
+                f"{processes} process{'es' if processes > 1 else ''}",
+                *(f"{r['accuracy']:.3f}" for r in own),
+                f"{summary['mean_accuracy']:.3f} ± {summary['stdev']:.3f}",
+                f"{statistics.mean(r['train_seconds'] for r in own):.0f} s",
+            ]
+        )
+    return _md(["finetune", "seed 0", "seed 1", "seed 2", "mean ± sd", "training time"], body) + (
+        f"\n\nMean gap, 2 processes − 1: {data['mean_gap_points']:+.2f} points."
+    )
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "recipe-sst2-full": recipe_full,
+    "recipe-training": recipe_training,
+    "recipe-ablation-sst2-8k": recipe_ablation,
+    "accelerate-sst2": accelerate,
     "demo": demo,
     "measure-sst2": lambda: measured("measure-minilm-sst2"),
     "measure-imdb": lambda: measured("measure-minilm-imdb"),

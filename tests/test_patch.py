@@ -48,8 +48,8 @@ def test_cls_kept_and_padding_goes_first(monkeypatch):
     patch_module = importlib.import_module("tiltbench.patch")  # `tiltbench.patch` is the function
     original = patch_module.keep_indices
 
-    def spy(scores, valid, n_keep):
-        idx, new_valid = original(scores, valid, n_keep)
+    def spy(scores, valid, n_keep, width=None):
+        idx, new_valid = original(scores, valid, n_keep, width)
         kept_positions.append(idx.masked_fill(~new_valid, -1))
         return idx, new_valid
 

@@ -46,6 +46,7 @@ class CalibrateConfig:
     reps: int = 3  # timed rounds over all configurations (median per configuration), after one warm-up round
     max_tokens_per_batch: int = 16384  # skip larger configurations (time; ~3.5 min on 2 cores at 16384)
     max_len: int = 512
+    device: str = "cpu"  # where the model is timed (cpu or cuda); the profile records it
 
     def __post_init__(self) -> None:
         if self.reps < 1 or self.max_tokens_per_batch < 8 or not 8 <= self.max_len <= 512:
@@ -91,6 +92,7 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
     """Time every configuration on the real model, fit the coefficients, return the profile."""
     started = time.perf_counter()
     model, tokenizer = load_model(cfg.model)
+    model.to(cfg.device)
     patch(model, 0.0)
     dims, heads = ModelDims.from_config(model.config), model.config.num_attention_heads
     passage = tokenizer(PASSAGE * 8, add_special_tokens=False)["input_ids"]
@@ -103,7 +105,7 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
         for row, n in enumerate(lengths):
             ids[row, :n] = torch.tensor([cls, *passage[: n - 2], sep])
             mask[row, :n] = 1
-        batches.append({"input_ids": ids, "attention_mask": mask})
+        batches.append({"input_ids": ids.to(cfg.device), "attention_mask": mask.to(cfg.device)})
     samples: list[list[float]] = [[] for _ in configs]
     # Rounds over all configurations (one warm-up round, then `reps` timed ones), as `measure` cycles its
     # batches: a configuration's samples spread over the whole run, so machine drift and a burst of noise hit
@@ -123,7 +125,11 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
     coefficients, fitted, large_batch = fit_profile_coefficients(
         works, times, dims, heads, max(sum(lengths) for lengths, _ in configs)
     )
-    fit = {**fit_summary(fitted, times), "calibration_seconds": round(time.perf_counter() - started, 1)}
+    fit = {
+        **fit_summary(fitted, times),
+        "calibration_seconds": round(time.perf_counter() - started, 1),
+        "device": cfg.device,
+    }
     return LatencyProfile(
         cfg.model,
         dims.hidden,

@@ -59,18 +59,27 @@ def key_valid_from_hf_mask(mask: Tensor | None, batch: int, length: int, device:
     return row if row.dtype == torch.bool else row == 0
 
 
-def hf_mask(valid: Tensor, attn_implementation: str, dtype: torch.dtype) -> Tensor | None:
-    """The [B,1,1,n] mask HF's attention functions accept, from key validity; None when nothing is masked."""
-    if bool(valid.all()):
+def hf_mask(
+    valid: Tensor, attn_implementation: str, dtype: torch.dtype, all_valid: bool | None = None
+) -> Tensor | None:
+    """The [B,1,1,n] mask HF's attention functions accept, from key validity; None when nothing is masked.
+
+    `all_valid`: whether every key is real, when the caller knows it on the host (None: ask the tensor, one host
+    sync). A row with no real token (all padding) still attends to its first position: an all-False row makes
+    fused sdpa kernels return NaN, and the row's output is meaningless either way."""
+    if all_valid if all_valid is not None else bool(valid.all()):
         return None
     if attn_implementation == "sdpa":
-        return valid[:, None, None, :]
+        first = torch.zeros(valid.shape[1], dtype=torch.bool, device=valid.device)
+        first[0] = True
+        return (valid | first)[:, None, None, :]
     return additive_mask(valid, dtype)
 
 
 def additive_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
-    """[B,1,1,n] additive mask: 0 where valid, the dtype's minimum elsewhere (not -inf: no NaN rows)."""
-    return (~valid)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
+    """[B,1,1,n] additive mask: 0 where valid, half the dtype's minimum elsewhere. Not -inf, and not the minimum
+    itself: in fp16 the minimum plus a negative logit overflows to -inf, and a row of -inf is a NaN softmax."""
+    return (~valid)[:, None, None, :].to(dtype) * (torch.finfo(dtype).min / 2)
 
 
 # Probability blocks of about this many bytes: small enough to stay in cache. A fresh 400 MB [32,12,512,512]
@@ -78,10 +87,17 @@ def additive_mask(valid: Tensor, dtype: torch.dtype) -> Tensor:
 CHUNK_BYTES = 16 * 2**20
 
 
-def row_chunks(lengths: Sequence[int], heads: int, element_size: int = 4) -> list[tuple[int, int, int]]:
+def row_chunks(
+    lengths: Sequence[int], heads: int, element_size: int = 4, whole: bool = False
+) -> list[tuple[int, int, int]]:
     """Consecutive rows grouped into (start, stop, width) chunks whose [rows*H, width, width] block stays within
     CHUNK_BYTES (at least one row per chunk); width is the chunk's longest real row, so padding beyond it is
-    never computed. speed_model.py mirrors this to count the attention work."""
+    never computed. speed_model.py mirrors this to count the attention work.
+
+    `whole`: one chunk for the batch (on a GPU: CHUNK_BYTES is sized for CPU caches, and a GPU wants few large
+    kernels, not a loop of small ones)."""
+    if whole:
+        return [(0, len(lengths), max(lengths, default=0))]
     chunks: list[tuple[int, int, int]] = []
     start, width = 0, 0
     for i, n in enumerate(lengths):
@@ -127,7 +143,9 @@ def _probabilities(query: Tensor, key_t: Tensor, valid: Tensor | None, scaling: 
     return torch.softmax(out, dim=-1, out=out)
 
 
-def attention_with_scores(layer: nn.Module, hidden: Tensor, valid: Tensor, scorer: Scorer) -> tuple[Tensor, Tensor]:
+def attention_with_scores(
+    layer: nn.Module, hidden: Tensor, valid: Tensor, scorer: Scorer, lengths: Sequence[int] | None = None
+) -> tuple[Tensor, Tensor]:
     """Run a BertLayer-layout self-attention sub-layer and score its keys from pre-dropout probabilities.
 
     Uses the layer's own Linear/LayerNorm modules (no copied weights). The maths is HF's eager attention, done
@@ -135,6 +153,7 @@ def attention_with_scores(layer: nn.Module, hidden: Tensor, valid: Tensor, score
     as wide as its longest real row: rows are right-padded (the tokenizer pads right and `keep_indices` keeps
     right-padding), so a lone row needs no mask and no padding is computed. Pad positions get a zero context;
     they are never kept. Returns (attention sub-layer output [B,n,h] after residual + LayerNorm, scores [B,n]).
+    `lengths`: each row's real tokens, when the caller knows them on the host (None: read them, one host sync).
     """
     self_attn = layer.attention.self
     B, n, _ = hidden.shape
@@ -146,8 +165,8 @@ def attention_with_scores(layer: nn.Module, hidden: Tensor, valid: Tensor, score
     H, d = query.shape[1], query.shape[3]
     context = hidden.new_zeros(B, n, H, d)
     scores = hidden.new_zeros(B, n)
-    lengths = valid.sum(1).tolist()
-    for start, stop, m in row_chunks(lengths, H, hidden.element_size()):
+    lengths = valid.sum(1).tolist() if lengths is None else list(lengths)
+    for start, stop, m in row_chunks(lengths, H, hidden.element_size(), whole=hidden.device.type != "cpu"):
         c = stop - start
         rows_valid = valid[start:stop, :m]
         padded = min(lengths[start:stop]) < m  # known from the lengths: no device sync per chunk
@@ -163,18 +182,19 @@ def attention_with_scores(layer: nn.Module, hidden: Tensor, valid: Tensor, score
     return layer.attention.output(context.view(B, n, H * d), hidden), scores
 
 
-def keep_indices(scores: Tensor, valid: Tensor, n_keep: Tensor) -> tuple[Tensor, Tensor]:
+def keep_indices(scores: Tensor, valid: Tensor, n_keep: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
     """Indices of the tokens each row keeps, and the validity of the new rows.
 
     scores [B,n], valid [B,n] bool (right-padded), n_keep [B] tokens each row is asked to keep.
     Returns idx [B,k] with k = max(n_keep): the kept tokens in their original order, [CLS] first, then
     (for rows keeping fewer than k) filler slots; and new_valid [B,k], a right-padding mask of the real
-    tokens that were actually gathered. Padding goes before any real token because pads score -inf; [CLS]
+    tokens that were actually gathered. `width`: max(n_keep) when the caller knows it on the host (None: one host
+    sync). Padding goes before any real token because pads score -inf; [CLS]
     scores +inf. new_valid is the validity of what was gathered, not the plan: a row asked to keep more tokens
     than it has gets only its real ones, and `realised_counts` (new_valid.sum(1)) says so.
     """
     n = scores.shape[1]
-    k = int(n_keep.max())
+    k = int(n_keep.max()) if width is None else width
     ranked = scores.detach().masked_fill(~valid, float("-inf"))
     ranked[:, 0] = float("inf")
     top = ranked.topk(k, dim=1).indices  # [B,k], best first

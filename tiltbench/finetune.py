@@ -5,10 +5,12 @@ Elimination is active in training exactly as at inference: top-k + gather pass g
 
 References: Kachuee & Sharifkhani, arXiv 2201.03327 (abstract: "no extra training steps"); methods.md §2.2, §8.5.
 Distillation (`teacher`) and training across a knob range (`knob_range`, the sandwich rule): tiltbench/distill.py.
+Devices, mixed precision, gradient accumulation and several processes (`accelerate launch`): tiltbench/distributed.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -19,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tiltbench.data import DataConfig, TaskInfo, batches, encode, load_split
+from tiltbench.data import DataConfig, TaskInfo, collate, encode, load_split
 from tiltbench.distill import Distillation, load_teacher, sandwich_knobs
+from tiltbench.distributed import DEVICES, MIXED_PRECISION, evaluate_across, make_accelerator, on_device, share
 from tiltbench.environment import environment
 from tiltbench.errors import TrainingInterrupted, UserError
 from tiltbench.files import check_output_dir, is_checkpoint, normal_modes, replace_dir, write_json_atomic
-from tiltbench.inference import Progress, evaluate
+from tiltbench.inference import Progress
 from tiltbench.models import DEFAULT_MODEL, METHOD_WEIGHTS, load_model, write_meta
 from tiltbench.patch import patch, set_knob
 from tiltbench.resume import (
@@ -73,6 +76,10 @@ class TrainConfig:
     knob_range: tuple[float, float] | None = None  # the last stage trains across [a, b] (sandwich rule)
     random_knobs: int = 1  # knobs drawn uniformly in the range per step, besides its two ends
     save_every: int = 200  # steps between resumable states (tiltbench/resume.py); 0: only at Ctrl-C
+    # where and how (tiltbench/distributed.py); batch_size stays the global batch whatever the process count
+    device: str = "auto"  # cpu, cuda, or auto (cuda when visible)
+    mixed_precision: str = "no"  # no, bf16 or fp16 (autocast and, for fp16, loss scaling, by accelerate)
+    grad_accum: int = 1  # micro-batches per process and step
 
     def __post_init__(self) -> None:
         from tiltbench.methods import get_method
@@ -105,6 +112,13 @@ class TrainConfig:
                 raise UserError(f"--knob-range needs LOW < HIGH, got {low:g}:{high:g}")
             if self.tilt_rate:
                 raise UserError("--tilt-rate and --knob-range exclude each other: the range sets the knobs trained")
+        if self.device not in DEVICES:
+            raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            choices = ", ".join(MIXED_PRECISION)
+            raise UserError(f"--mixed-precision must be one of {choices}, got {self.mixed_precision!r}")
+        if self.grad_accum < 1:
+            raise UserError(f"--grad-accum must be at least 1, got {self.grad_accum}")
         if self.save_every < 0:
             raise UserError(f"--save-every must be >= 0, got {self.save_every}")
         if self.random_knobs < 0:
@@ -139,6 +153,7 @@ class FinetuneResult:
     train_seconds: float
     stages: list[dict] = field(default_factory=list)  # name, epochs, seconds, metrics of each training stage
     method_config: dict = field(default_factory=dict)  # e.g. PoWER's learned fractions
+    main_process: bool = True  # False in the other processes of `accelerate launch` (they print nothing)
 
 
 def seed_everything(seed: int) -> None:
@@ -162,6 +177,8 @@ class _Run:
     generator: torch.Generator
     total_epochs: int
     progress: Progress | None
+    accelerator: object  # accelerate.Accelerator
+    ddp: torch.nn.Module  # `model` as accelerate prepared it (DDP under several processes): what training calls
     teacher: torch.nn.Module | None = None
     distillation: Distillation | None = None
     knob_rng: random.Random = field(default_factory=random.Random)  # the sandwich's draws (not the data order's)
@@ -182,6 +199,9 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     from tiltbench.methods import get_method
 
     output = check_output_dir(cfg.output, "a tiltbench checkpoint", is_checkpoint, cfg.overwrite)
+    accelerator = make_accelerator(cfg.device, cfg.mixed_precision)
+    main = accelerator.is_main_process
+    progress = progress if main else None  # one bar, from the main process
     seed_everything(cfg.data.seed)
     train_set, info = load_split(cfg.data, "train")
     eval_set, info = load_split(cfg.data, "eval", info)
@@ -195,6 +215,10 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         for knob in cfg.knob_range:
             method.schedule(knob)  # UserError now, not after hours of training, when the range leaves the knob's
     teacher = load_teacher(cfg.teacher, info, tokenizer) if cfg.teacher else None
+    model.to(accelerator.device)
+    method.to(accelerator.device)  # outside the HF model: placed (and, under DDP, reduced) by us
+    if teacher is not None:
+        teacher.to(accelerator.device)
     run = _Run(
         cfg=cfg,
         model=model,
@@ -207,6 +231,8 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         generator=torch.Generator().manual_seed(cfg.data.seed),
         total_epochs=sum(stage.epochs for stage in stages),
         progress=progress,
+        accelerator=accelerator,
+        ddp=accelerator.prepare_model(model),  # DDP and autocast where asked; the same module otherwise
         teacher=teacher,
         distillation=Distillation(cfg.alpha, cfg.distill_temperature)
         if (teacher is not None or cfg.knob_range)
@@ -226,15 +252,20 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
                 _train_stage(run, stage, len(stages) > 1, number == len(stages) - 1, number, optimizer_state)
     final_knob = stages[-1].knob if stages[-1].knob is not None else method.dense_knob
     set_knob(model, final_knob)
-    # Written next to the target and moved into place whole: an interrupted save leaves the old folder as it was.
-    staged = output.parent / f".{output.name}.partial-{os.getpid()}"
-    try:
-        _save(staged, run, final_knob)
-        normal_modes(staged)
-        replace_dir(staged, output)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    shutil.rmtree(run.resume_dir, ignore_errors=True)  # the checkpoint is whole: nothing left to resume
+    accelerator.unwrap_model(run.ddp, keep_fp32_wrapper=False)  # model.forward without accelerate's autocast
+    model.to("cpu")  # the checkpoint, and the method's saved tensors, load anywhere
+    method.to("cpu")
+    if main:
+        # Written next to the target and moved into place whole: an interrupted save leaves the old folder as it was.
+        staged = output.parent / f".{output.name}.partial-{os.getpid()}"
+        try:
+            _save(staged, run, final_knob)
+            normal_modes(staged)
+            replace_dir(staged, output)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        shutil.rmtree(run.resume_dir, ignore_errors=True)  # the checkpoint is whole: nothing left to resume
+    accelerator.wait_for_everyone()
     return FinetuneResult(
         output=output,
         metrics=run.history[-1],
@@ -242,6 +273,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         train_seconds=run.train_seconds,
         stages=run.stages,
         method_config=method.config(),
+        main_process=main,
     )
 
 
@@ -255,6 +287,7 @@ def _train_stage(run: _Run, stage, several: bool, last: bool, index: int, optimi
     set_knob(model, stage_knob)
     steps = (len(run.train) + cfg.batch_size - 1) // cfg.batch_size * stage.epochs
     optimizer, scheduler = _optimizer(model, method, stage, cfg, steps)
+    optimizer = run.accelerator.prepare_optimizer(optimizer)  # fp16 loss scaling; the scheduler steps once per step
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state["optimizer"])
         scheduler.load_state_dict(optimizer_state["scheduler"])
@@ -273,7 +306,7 @@ def _train_stage(run: _Run, stage, several: bool, last: bool, index: int, optimi
         method.reset_metrics()
         method.collect_metrics = final  # the saved model's own figures (e.g. gate bi-modality), from this evaluation
         try:
-            metrics, _ = evaluate(model, run.evaluation, run.info, run.pad_id, cfg.eval_batch_size)
+            metrics = evaluate_across(run.accelerator, model, run.evaluation, run.info, run.pad_id, cfg.eval_batch_size)
         finally:
             method.collect_metrics = False
         metrics = {**metrics, **(method.metrics() if final else {})}
@@ -319,36 +352,54 @@ def _train_epoch(
 ) -> float:
     """The rest of the cursor's epoch (all of it unless resuming); saves a resumable state every
     `save_every` steps, and on Ctrl-C saves one and raises TrainingInterrupted."""
-    model, method, cfg, cursor = run.model, run.method, run.cfg, run.cursor
-    model.train()
+    model, method, cfg, cursor, acc = run.model, run.method, run.cfg, run.cursor, run.accelerator
+    world, rank = acc.num_processes, acc.process_index
+    run.ddp.train()
     if not cursor.order:
         cursor.order = torch.randperm(len(run.train), generator=run.generator).tolist()
     total = len(run.train)
     started = time.perf_counter()
     rest = cursor.order[cursor.step * cfg.batch_size :]
-    for batch in batches(run.train, cfg.batch_size, run.pad_id, order=rest):
+    for start in range(0, len(rest), cfg.batch_size):
+        global_batch = rest[start : start + cfg.batch_size]  # the same ids on every process (same seed)
         method.stage_progress = scheduler.last_epoch / max(1, stage_steps)  # e.g. the gates' bi-modal ramp
-        target = None  # the logits taught towards: the teacher's, or in a sandwich without one the near-dense pass's
-        if run.teacher is not None:
-            with torch.no_grad():
-                target = run.teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits
         knobs = sandwich_knobs(knob_range, method.dense_knob, cfg.random_knobs, run.knob_rng) if knob_range else [None]
+        mine = share(global_batch, rank, world)
+        micros = [share(mine, j, cfg.grad_accum) for j in range(min(cfg.grad_accum, len(mine)))]
+        # Each micro-batch's mean loss weighs len(micro) * N / len(global batch): after DDP's mean over the N
+        # processes the step's gradient is the global batch's mean (tiltbench/distributed.py).
+        weights = [len(micro) * world / len(global_batch) for micro in micros]
+        if not micros:  # a last global batch smaller than N: still take part in the collective, with no weight
+            micros, weights = [global_batch[:1]], [0.0]
         step_loss = 0.0  # mean over the passes of this step
-        for knob in knobs:  # one pass, or a sandwich whose gradients add up
-            if knob is not None:
-                set_knob(model, knob)
-            output = model(**batch)
-            loss = output.loss
-            if target is not None:
-                loss = run.distillation.loss(output.logits, target, loss, run.info.regression)
-            else:  # the first pass of a sandwich without a teacher teaches the others (in-place distillation)
-                target = output.logits.detach() if knob is not None else None
-            penalty = method.regulariser()  # every pass: it also forgets what the forward recorded for it
-            if penalty is not None and stage.regulariser_weight:
-                loss = loss + stage.regulariser_weight * penalty
-            loss.backward()
-            step_loss += loss.item() / len(knobs)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for j, (micro, weight) in enumerate(zip(micros, weights, strict=True)):
+            batch = on_device(collate([run.train[i] for i in micro], run.pad_id), acc.device)
+            target = None  # the logits taught towards: the teacher's, or in a sandwich without one the first pass's
+            if run.teacher is not None:
+                with torch.no_grad(), acc.autocast():
+                    target = run.teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+            for k, knob in enumerate(knobs):  # one pass, or a sandwich whose gradients add up
+                synced = j == len(micros) - 1 and k == len(knobs) - 1  # DDP reduces once per step, at the end
+                if knob is not None:
+                    set_knob(model, knob)
+                with contextlib.nullcontext() if synced else acc.no_sync(run.ddp):
+                    output = run.ddp(**batch)
+                    loss = output.loss.float()
+                    if target is not None:
+                        loss = run.distillation.loss(output.logits.float(), target, loss, run.info.regression)
+                    else:  # the first pass of a sandwich without a teacher teaches the others (in-place distillation)
+                        target = output.logits.detach().float() if knob is not None else None
+                    penalty = method.regulariser()  # every pass: it also forgets what the forward recorded for it
+                    if penalty is not None and stage.regulariser_weight:
+                        loss = loss + stage.regulariser_weight * penalty
+                    acc.backward(loss * weight)
+                step_loss += loss.item() * weight / world / len(knobs)
+        if world > 1:  # the method's own parameters are outside DDP: average their gradients here
+            for parameter in method.parameters():
+                if parameter.grad is not None:
+                    parameter.grad = acc.reduce(parameter.grad, "mean")
+            step_loss = float(acc.reduce(torch.tensor(step_loss, device=acc.device), "sum"))
+        acc.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -356,12 +407,15 @@ def _train_epoch(
         first = cursor.step == 0
         cursor.running_loss = step_loss if first else 0.98 * cursor.running_loss + 0.02 * step_loss
         cursor.step += 1
-        if (cfg.save_every and cursor.step % cfg.save_every == 0) or run.stop["interrupted"]:
+        stop = run.stop["interrupted"]
+        if world > 1:  # every process stops at the same step, whichever got the Ctrl-C
+            stop = bool(acc.reduce(torch.tensor(int(stop), device=acc.device), "sum") > 0)
+        if (cfg.save_every and cursor.step % cfg.save_every == 0) or stop:
             now = time.perf_counter()
             cursor.epoch_seconds += now - started
             started = now
             _save_state(run, optimizer, scheduler)
-            if run.stop["interrupted"]:
+            if stop:
                 raise TrainingInterrupted(
                     f"fine-tune stopped after {stage.name} epoch {cursor.epoch} step {cursor.step}; its state is in "
                     f"{run.resume_dir}: rerun the same command to resume"
@@ -386,12 +440,14 @@ def _save_state(run: _Run, optimizer, scheduler) -> None:
         "done_epochs": run.done_epochs,
         "train_seconds": run.train_seconds,
     }
-    save_state(run.resume_dir, run.cfg, state)
+    if run.accelerator.is_main_process:
+        save_state(run.resume_dir, run.cfg, state)
+    run.accelerator.wait_for_everyone()
 
 
 def _restore(run: _Run, state: dict) -> None:
     """Back to where a saved state left off (the optimiser is restored by its stage)."""
-    run.model.load_state_dict(state["model"])
+    run.model.load_state_dict(state["model"])  # load_state_dict copies onto the parameters' own device
     run.method.load_state_dict(state["method"])
     restore_random_states(state["random"], run.knob_rng, run.generator)
     run.cursor = Cursor(**state["cursor"])
@@ -424,6 +480,12 @@ def _save(out: Path, run: _Run, knob: float) -> None:
             "seed": cfg.data.seed,
             "stages": run.stages,
             "train_config": {**asdict(cfg), "n_train": len(run.train), "n_eval": len(run.evaluation)},
+            "distributed": {
+                "processes": run.accelerator.num_processes,
+                "device": run.accelerator.device.type,
+                "mixed_precision": cfg.mixed_precision,
+                "grad_accum": cfg.grad_accum,
+            },
             "environment": environment(model.config._attn_implementation, cfg.data.seed),
         },
     )

@@ -32,11 +32,13 @@ def run(
     logits: list[np.ndarray] = []
     kept: list[np.ndarray] = []
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for step, batch in enumerate(batches(examples, batch_size, pad_id, order=order)):
             batch.pop("labels")
-            logits.append(model(**batch).logits.float().numpy())
-            kept.append(realised_counts(model).numpy())
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits.append(model(**batch).logits.float().cpu().numpy())
+            kept.append(realised_counts(model).cpu().numpy())
             if progress:
                 progress("evaluating", min((step + 1) * batch_size, len(examples)), len(examples))
     inverse = np.argsort(order)

@@ -69,6 +69,7 @@ class MeasureConfig:
     pad_to_max: bool = False
     fvcore: bool = True
     eval_batch_size: int = 64
+    device: str = "cpu"  # cpu or cuda (resolved from --device auto by the caller: a run records where it timed)
 
     @property
     def headline_baseline(self) -> str:
@@ -81,6 +82,8 @@ class MeasureConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0 or self.min_seconds < 0:
             raise UserError("--warmup and --min-seconds must be >= 0")
+        if self.device not in ("cpu", "cuda"):
+            raise UserError(f"the measuring device must be cpu or cuda, got {self.device!r}")
 
 
 def measure_data(meta: dict, cfg: MeasureConfig) -> DataConfig:
@@ -114,6 +117,8 @@ class CheckpointBench:
         self.model, self.tokenizer, self.meta, self.info = load_checkpoint(self.checkpoint)
         self.dense, _ = load_model(self.checkpoint)
         self.eager, _ = load_model(self.checkpoint, attn_implementation="eager")
+        for model in (self.model, self.dense, self.eager):
+            model.to(cfg.device)
         eval_set, self.info = load_split(self.data, "eval", self.info)
         self.examples = encode(eval_set, self.tokenizer, self.data.max_seq_len)
         self.timing_examples = self.examples[: cfg.latency_examples]
@@ -139,7 +144,7 @@ class CheckpointBench:
     def fvcore(self, knob: float) -> dict:
         """fvcore vs analytic MACs on the first timing example alone (eager attention, so fvcore sees the matmuls)."""
         if knob not in self.fvcore_rows:
-            example = collate(self.timing_examples[:1], self.pad_id)
+            example = {k: v.to(self.cfg.device) for k, v in collate(self.timing_examples[:1], self.pad_id).items()}
             schedule = self.schedule(knob)
             patch(self.eager, schedule, method=method_from_meta(self.meta, self.dims.layers, self.checkpoint))
             try:
@@ -164,7 +169,7 @@ class CheckpointBench:
         for start in range(0, len(self.timing_examples), batch_size):
             batch = collate(self.timing_examples[start : start + batch_size], self.pad_id, pad_to)
             batch.pop("labels")
-            out.append(batch)
+            out.append({k: v.to(self.cfg.device) for k, v in batch.items()})
         return out
 
 
@@ -183,7 +188,7 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
 
     def collect() -> None:
         if len(kept) < len(inputs):  # realised counts of one full pass
-            kept.append(realised_counts(bench.model).numpy().copy())
+            kept.append(realised_counts(bench.model).cpu().numpy().copy())
 
     # The headline group is timed on its own: heavy baselines (eager attention allocates 400 MB tensors at
     # IMDB lengths) slow whatever runs near them, and the allocation-heavy eliminating path most. The other
@@ -206,6 +211,7 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
         min_seconds=cfg.min_seconds,
         min_rounds=cfg.min_rounds,
     )
+    peak_gpu = _peak_gpu_mib(headline, bench) if cfg.device == "cuda" else None
     latency = time_interleaved(headline, **timing, progress=_part(progress, "timing", 0.2, 0.7))
     latency.update(time_interleaved(anchored, **timing, progress=_part(progress, "timing baselines", 0.7, 1.0)))
     anchor = latency.pop("anchor")
@@ -280,6 +286,8 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
             for name, lat in latency.items()
         },
         peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        device=cfg.device,
+        peak_gpu_mib=peak_gpu,
         explicit_attention=not bench.method.decides_before_attention,
         always_eliminating=(
             [bench.method.prunes(i) for i in range(bench.dims.layers)]
@@ -289,6 +297,23 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
         kept_counts=counts.tolist(),  # [N][L+1] realised per example: the models re-predict from these
         fvcore=bench.fvcore(knob) if cfg.fvcore else None,
     )
+
+
+def _peak_gpu_mib(variants: list[Variant], bench: CheckpointBench) -> dict[str, float]:
+    """Peak CUDA memory (MiB) of one forward of each variant on its largest batch, each measured alone: what it
+    holds beyond the weights, which all variants share, plus the weights."""
+    out = {}
+    with torch.inference_mode():
+        for variant in variants:
+            batch = max(variant.batches, key=lambda b: b["input_ids"].numel())
+            if variant.before:
+                variant.before()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            variant.model(**batch)
+            torch.cuda.synchronize()
+            out[variant.name] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
 
 
 def _part(progress: Progress | None, label: str, start: float, stop: float) -> Progress | None:

@@ -38,6 +38,7 @@ class OfflineConfig:
     record: bool = False  # write the choice into the checkpoint's tiltbench.json (only when asked)
     output: str | None = None  # also write config/environment/report files into this folder
     overwrite: bool = False  # replace an earlier offline-tune run in `output`
+    device: str = "cpu"  # where the model evaluates (cpu or cuda)
 
     def __post_init__(self) -> None:
         if self.knobs is not None and not self.knobs:
@@ -84,6 +85,7 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
     if cfg.output:
         _check_output(cfg)
     model, tokenizer, meta, info = load_checkpoint(cfg.checkpoint)
+    model.to(cfg.device)
     eval_set, info = load_split(data, "eval", info)
     examples = encode(eval_set, tokenizer, data.max_seq_len)
     dims = ModelDims.from_config(model.config)

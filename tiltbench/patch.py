@@ -94,11 +94,29 @@ def _right_padded_validity(mask: Tensor | None, hidden: Tensor) -> Tensor:
     milliseconds)."""
     valid = key_valid_from_hf_mask(mask, hidden.shape[0], hidden.shape[1], hidden.device)
     if mask is not None and bool((valid[:, 1:] > valid[:, :-1]).any()):
-        raise UserError(
-            "the attention mask is not right-padded (a real token follows padding); BERT-family classifiers read "
-            "[CLS] at index 0: tokenize with padding_side='right'"
-        )
+        raise UserError(LEFT_PADDED)
     return valid
+
+
+LEFT_PADDED = (
+    "the attention mask is not right-padded (a real token follows padding); BERT-family classifiers read "
+    "[CLS] at index 0: tokenize with padding_side='right'"
+)
+
+
+def host_lengths(valid: Tensor, checked: bool = True) -> Tensor:
+    """Each row's real tokens [B] on the host, and the right-padding check, in one device-to-host copy: the one
+    host sync of a planned eliminating forward. Every later per-layer decision (which layers drop, how wide each
+    gather is, where attention chunks) is read from these host counts, so on a GPU the layer loop queues kernels
+    without waiting for them (methods.md §8.5; [scale])."""
+    lengths = valid.sum(1)
+    if checked:
+        left_padded = (valid[:, 1:] > valid[:, :-1]).any(1).to(lengths.dtype)
+        both = torch.stack([lengths, left_padded]).cpu()
+        if bool(both[1].any()):
+            raise UserError(LEFT_PADDED)
+        return both[0]
+    return lengths.cpu()
 
 
 def _refuse_per_layer_outputs(encoder: nn.Module, kwargs: dict) -> None:
@@ -117,37 +135,44 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     """The one layer loop, for every method: attention on n_{l-1} tokens, the method's scores, its counts (or, in a
     soft stage, its weights), gather, FFN on n_l tokens (methods.md §3.2 placement).
 
-    Counts are per example. A planned schedule gives them up front (one sync per forward says which layers drop);
-    an adaptive one (gates, ltp) has the method's `select` decide them from the content at every layer. Either
-    way a batch is as wide as its longest kept row, and the filler slots of shorter rows are masked."""
+    Counts are per example. A planned schedule gives them up front: one host sync per forward (`host_lengths`)
+    says which layers drop and how wide every gather is. An adaptive one (gates, ltp) has the method's `select`
+    decide them from the content at every layer, one sync per pruning layer. Either way a batch is as wide as its
+    longest kept row, and the filler slots of shorter rows are masked."""
     state: TiltState = encoder._tiltbench
     method = state.method
     impl = encoder.config._attn_implementation
-    valid = _right_padded_validity(mask, hidden)  # [B,n]
-    n0 = valid.sum(1)
+    valid = key_valid_from_hf_mask(mask, hidden.shape[0], hidden.shape[1], hidden.device)  # [B,n]
+    lengths = host_lengths(valid, checked=mask is not None)  # [B] on the host: the forward's one sync
     layers = len(encoder.layer)
     adaptive = state.schedule.adaptive and not (state.keep_all or method.soft)
-    counts: Tensor | None = None
+    counts: Tensor | None = None  # planned [B,L+1] on the device, and on the host
+    host_counts: Tensor | None = None
     if state.keep_all:  # the method's own path with nothing removed: where it would run HF's layer, so does this
-        counts = n0[:, None].expand(-1, layers + 1)
+        host_counts = lengths[:, None].expand(-1, layers + 1)
         drops = [method.prunes(i) and not method.decides_before_attention for i in range(layers)]
     elif method.soft:  # every layer that may prune takes the soft path (LTP's layer 0 never prunes)
-        counts, drops = n0[:, None].expand(-1, layers + 1), [method.prunes(i) for i in range(layers)]
+        host_counts = lengths[:, None].expand(-1, layers + 1)
+        drops = [method.prunes(i) for i in range(layers)]
     elif adaptive:
         drops = [method.prunes(i) for i in range(layers)]  # decided per layer, from the content
     else:
-        counts = state.counts_for(n0)  # planned [B,L+1]
-        drops = (counts[:, 1:] != counts[:, :-1]).any(0).tolist()  # one sync per forward, not one per layer
+        host_counts = state.counts_for(lengths)  # planned [B,L+1], from the host table
+        drops = (host_counts[:, 1:] != host_counts[:, :-1]).any(0).tolist()
+    if host_counts is not None:
+        counts = host_counts.to(hidden.device, non_blocking=True)
     if method.soft and method.decides_before_attention:
         hidden = _soft_input_gated(encoder, hidden, valid)
         state.valids, state.dense_input, state.kept = [valid] * (layers + 1), None, None
         return hidden
     valids = [valid]
     for i, layer in enumerate(encoder.layer):
+        width = valid.shape[1]
+        everyone = bool(lengths.min() == width) if len(lengths) else True  # host: no row has padding
         if not drops[i]:  # nothing leaves here: HF's own layer, its attention
-            hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype))
+            hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype, everyone))
         elif method.soft:  # weights, not removal: every token stays (PoWER's Soft-Extract, LTP's soft mask)
-            attended, scores = attention_with_scores(layer, hidden, valid, method.score)
+            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths.tolist())
             weights = method.soft_weights(i, scores, valid)[:, :, None]
             if method.soft_after_ffn:
                 hidden = layer.output(layer.intermediate(attended), attended) * weights
@@ -159,23 +184,27 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             # probabilities needed), and HF's own layer where the whole batch keeps everything.
             scores = method.input_scores(i, hidden, valid)
             n_out = method.select(LayerView(i, hidden, valid, None, state.schedule.knob), scores)
-            if bool((n_out >= valid.sum(1)).all()):
-                hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype))
+            kept = n_out.cpu()  # content decides the counts: one sync per pruning layer
+            if bool((kept >= lengths).all()):
+                hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype, everyone))
             else:
-                attended = layer.attention(hidden, hf_mask(valid, impl, hidden.dtype))[0]
-                idx, valid = keep_indices(scores, valid, n_out)
+                attended = layer.attention(hidden, hf_mask(valid, impl, hidden.dtype, everyone))[0]
+                idx, valid = keep_indices(scores, valid, n_out, int(kept.max()))
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
                 hidden = layer.output(layer.intermediate(attended), attended)
+                lengths = torch.minimum(kept, lengths)  # what the gather kept of each row's real tokens
         else:
-            attended, scores = attention_with_scores(layer, hidden, valid, method.score)
+            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths.tolist())
             if state.keep_all:
-                n_out = counts[:, i + 1]
+                n_out, kept = counts[:, i + 1], host_counts[:, i + 1]
             else:
                 planned = None if counts is None else counts[:, i + 1]
                 n_out = method.select(LayerView(i, attended, valid, planned, state.schedule.knob), scores)
-            if not adaptive or bool((n_out < valid.sum(1)).any()):  # adaptive: no gather when every row keeps all
-                idx, valid = keep_indices(scores, valid, n_out)
+                kept = n_out.cpu() if adaptive else host_counts[:, i + 1]  # adaptive: one sync per pruning layer
+            if not adaptive or bool((kept < lengths).any()):  # adaptive: no gather when every row keeps all
+                idx, valid = keep_indices(scores, valid, n_out, int(kept.max()) if len(kept) else 0)
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
+                lengths = torch.minimum(kept, lengths)  # what the gather kept of each row's real tokens
             hidden = layer.output(layer.intermediate(attended), attended)
         valids.append(valid)  # what the gather kept: realised counts come from these, not from the plan
     state.valids, state.dense_input, state.kept = valids, None, None
@@ -349,9 +378,9 @@ def set_schedule(
     if schedule != state.schedule:
         state.schedule = schedule
     if not schedule.adaptive:
-        # Build the table now, so the next (perhaps timed) forward does not.
-        device = next(model.parameters()).device
-        state.counts_for(torch.ones(1, dtype=torch.long, device=device))
+        # Build the table now, so the next (perhaps timed) forward does not. It lives on the host, where the
+        # forward reads its counts (host_lengths).
+        state.counts_for(torch.ones(1, dtype=torch.long))
     state.keep_all = keep_all
     if scorer is not None and scorer != state.method.scorer_name:
         if not state.method.uses_scorer:

@@ -36,7 +36,16 @@ TABLE_COLUMNS: list[Column] = [
     ("GFLOPs / example", lambda r: f"{r.flops_per_example / 1e9:.3f}"),
     ("kept after layers 1..L (mean±std)", lambda r: r.kept_summary()),
     ("tiltbench CV", lambda r: f"{r.latency['tiltbench']['cv']:.3f}"),
+    ("device", lambda r: r.device),
+    ("peak GPU MiB (tiltbench / dense)", lambda r: _peak_gpu(r)),
 ]
+
+
+def _peak_gpu(row: MeasureRow) -> str:
+    if not row.peak_gpu_mib:
+        return "-"
+    return f"{row.peak_gpu_mib.get('tiltbench', 0):.0f} / {row.peak_gpu_mib.get(row.headline_baseline, 0):.0f}"
+
 
 SHORT_METRIC = {"accuracy": "acc", "matthews_correlation": "mcc"}
 

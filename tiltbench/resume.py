@@ -26,7 +26,7 @@ from tiltbench.errors import UserError
 
 STATE_FILE = "state.pt"
 # Settings that do not change what is trained: they may differ between the interrupted run and its resumption.
-NOT_FINGERPRINTED = ("overwrite", "save_every")
+NOT_FINGERPRINTED = ("overwrite", "save_every", "device")  # a state resumes on any device
 
 
 @dataclass

@@ -30,6 +30,9 @@ OPTIONAL = (
     "kept_tokens_spread",
     "explicit_attention",
     "always_eliminating",
+    "environment",
+    "device",
+    "peak_gpu_mib",
 )  # absent from older rows
 
 
@@ -96,6 +99,11 @@ class MeasureRow:
     explicit_attention: bool = True
     # layers on the eliminating path whatever the counts (LTP from layer 1 on); None: only where tokens left
     always_eliminating: list[bool] | None = None
+    # where this row was measured, when it differs by row: set by `merge` on rows of sharded sweeps (None: the
+    # run's own environment.json)
+    environment: dict | None = None
+    device: str = "cpu"  # where the row was timed (cuda: CUDA events, synchronised)
+    peak_gpu_mib: dict[str, float] | None = None  # cuda only: peak memory of one forward of each variant
 
     @classmethod
     def from_dict(cls, data: dict) -> MeasureRow:

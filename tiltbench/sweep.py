@@ -7,6 +7,12 @@ The folder follows optimum-benchmark's layout: config.json, environment.json, re
 report.md, pareto.png, predicted_vs_measured.png. After every row the report files are rewritten atomically,
 so an interrupted sweep loses at most the row in flight; rerunning the same command skips finished rows
 (`force` redoes them). A folder holding a run with other settings is refused rather than mixed.
+
+Sharding (`shard=(i, N)`, `--shard i/N`): the grid, in its fixed order (checkpoint, batch size, knob), is dealt
+round-robin, and shard i (0-based, as a SLURM array index) measures entries i, i+N, i+2N, ... into its own folder
+`<run-name>.shard-<i>-of-<N>`. Round-robin rather than blocks: every shard gets a share of the long-input,
+large-batch rows. `merge` (tiltbench/merge.py) joins the shard folders. Every speedup is a ratio of times taken
+in one interleaved group inside one shard, so merging only concatenates rows.
 """
 
 from __future__ import annotations
@@ -38,8 +44,13 @@ class SweepConfig:
     force: bool = False
     command: str = "sweep"  # which command made the run ("measure" or "sweep"), recorded in config.json
     grids: dict[str, tuple[float, ...]] = field(default_factory=dict)  # checkpoint -> its own grid (overrides)
+    shard: tuple[int, int] | None = None  # (i, N): measure the i-th of N round-robin parts of the grid (0-based)
 
     def __post_init__(self) -> None:
+        if self.shard is not None:
+            index, count = self.shard
+            if count < 1 or not 0 <= index < count:
+                raise UserError(f"--shard must be i/N with 0 <= i < N, got {index}/{count}")
         if not self.checkpoints:
             raise UserError("pass at least one checkpoint")
         if self.knobs is not None and not self.knobs:
@@ -51,11 +62,29 @@ class SweepConfig:
 
     @property
     def folder(self) -> Path:
-        return Path(self.results_dir) / self.run_name
+        if self.shard is None:
+            return Path(self.results_dir) / self.run_name
+        return Path(self.results_dir) / shard_folder_name(self.run_name, *self.shard)
 
     def settings(self) -> dict:
         """What must match for rows to be comparable (the grid itself may grow between runs)."""
         return {"measure": asdict(self.measure)}
+
+
+def shard_folder_name(run_name: str, index: int, count: int) -> str:
+    return f"{run_name}.shard-{index}-of-{count}"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/N' (0-based i, as $SLURM_ARRAY_TASK_ID) -> (i, N)."""
+    index, slash, count = text.partition("/")
+    try:
+        parsed = int(index), int(count)
+    except ValueError:
+        parsed = None
+    if not slash or parsed is None or parsed[1] < 1 or not 0 <= parsed[0] < parsed[1]:
+        raise UserError(f"--shard must be i/N with 0 <= i < N (e.g. 0/3), got {text!r}")
+    return parsed
 
 
 @dataclass
@@ -93,9 +122,14 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     rows = list(previous["rows"]) if previous else []
     done = {r.key for r in rows}
     wanted = [(c, t, b) for c in cfg.checkpoints for b in cfg.batch_sizes for t in grids[c]]
-    todo = [(c, t, b) for c, t, b in wanted if (str(Path(c)), round(t, 6), b, cfg.measure.pad_to_max) not in done]
-    skipped = len(wanted) - len(todo)
     config = _merged_config(cfg, previous["config"] if previous else None)
+    if cfg.shard is not None:
+        index, count = cfg.shard
+        config["shard_grid_size"] = len(wanted)  # merge checks that the shards' rows cover the whole grid
+        wanted = wanted[index::count]
+        config["shard_keys"] = [_key(c, t, b, cfg.measure.pad_to_max) for c, t, b in wanted]
+    todo = [(c, t, b) for c, t, b in wanted if _key(c, t, b, cfg.measure.pad_to_max) not in done]
+    skipped = len(wanted) - len(todo)
     # A run with nothing left to measure keeps the environment its rows were measured in.
     env = previous["environment"] if previous and not todo else environment(seed=cfg.measure.seed)
     for i, (checkpoint, knob, batch_size) in enumerate(todo):
@@ -113,6 +147,11 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     report = SweepReport(config, env, rows, skipped)
     write_report(cfg.folder, report, plots=True)
     return report
+
+
+def _key(checkpoint: str, knob: float, batch_size: int, pad_to_max: bool) -> tuple:
+    """MeasureRow.key of the row this grid entry makes."""
+    return (str(Path(checkpoint)), round(knob, 6), batch_size, pad_to_max)
 
 
 def checkpoint_grid(cfg: SweepConfig, checkpoint: str, meta: dict) -> tuple[float, ...]:
@@ -180,7 +219,7 @@ def _previous_run(cfg: SweepConfig) -> dict | None:
         return None
     try:
         previous = json.loads(report_file.read_text())
-        old_settings = {"measure": previous["config"]["measure"]}
+        old_settings = {"measure": {"device": "cpu", **previous["config"]["measure"]}}  # older runs: cpu
         previous["rows"] = [MeasureRow.from_dict(r) for r in previous["rows"]]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise UserError(f"{report_file} is not a tiltbench report; use another --run-name or --force") from None

@@ -11,6 +11,7 @@ from tiltbench.cli.common import (
     BatchSizesOpt,
     CheckpointArg,
     DataDirOpt,
+    DeviceOpt,
     EvalFileOpt,
     ForceOpt,
     FvcoreOpt,
@@ -65,6 +66,7 @@ def measure(
     force: ForceOpt = False,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Latency, FLOPs and the task metric of one checkpoint over tilt rates and batch sizes, against dense
@@ -106,6 +108,14 @@ def sweep(
     force: ForceOpt = False,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = "auto",
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="i/N: measure only the i-th (0-based) of N round-robin parts of the grid, into "
+            "<run-name>.shard-i-of-N; join the parts with `tiltbench merge`."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Checkpoints x knob values x batch sizes, one measured row each; resumable (reruns skip finished rows)."""
@@ -113,6 +123,40 @@ def sweep(
     settings["checkpoints"] = settings.pop("checkpoint")
     settings["run_name"] = run_name or "sweep"
     _run_sweep(command="sweep", **settings)
+
+
+@app.command()
+@handle_errors
+def merge(
+    shards: Annotated[list[str], typer.Argument(help="The shard folders of one `sweep --shard i/N`, all N of them.")],
+    run_name: RunNameOpt = None,
+    results_dir: ResultsDirOpt = "results",
+    allow_mixed_hardware: Annotated[
+        bool, typer.Option(help="Merge shards measured on different CPUs, core or thread counts, or GPUs.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Replace an earlier merge in the output folder.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Join the shard folders of a sharded sweep into one run folder (rows keep their own environment; no time
+    is ever divided by one taken in another shard)."""
+    from tiltbench.merge import MergeConfig
+    from tiltbench.merge import merge as run_merge
+
+    folder, report = run_merge(
+        MergeConfig(
+            tuple(shards),
+            run_name=run_name,
+            results_dir=results_dir,
+            allow_mixed_hardware=allow_mixed_hardware,
+            force=force,
+        )
+    )
+    if json_out:
+        return emit_json({"folder": str(folder), "rows": len(report.rows), "shards": report.config["merged_from"]})
+    mixed = " (mixed hardware: each row keeps its own environment)" if report.environment["mixed_hardware"] else ""
+    out_console.print(
+        f"merged {len(shards)} shards, {len(report.rows)} rows -> {folder}{mixed}", markup=False, highlight=False
+    )
 
 
 def _run_sweep(
@@ -125,13 +169,17 @@ def _run_sweep(
     force: bool,
     threads: int | None,
     json_out: bool,
+    shard: str | None = None,
     **measure_settings,
 ) -> None:
     setup(threads)
+    from tiltbench.distributed import resolve_device
     from tiltbench.measure import MeasureConfig
+
+    measure_settings["device"] = resolve_device(measure_settings.get("device", "auto"))
     from tiltbench.results import screen_tables
     from tiltbench.schedule import parse_grid
-    from tiltbench.sweep import SweepConfig, SweepInterrupted
+    from tiltbench.sweep import SweepConfig, SweepInterrupted, parse_shard
     from tiltbench.sweep import sweep as run_sweep
 
     grids = {}
@@ -149,6 +197,7 @@ def _run_sweep(
         force=force,
         command=command,
         grids=grids,
+        shard=parse_shard(shard) if shard is not None else None,
     )
     try:
         with progress_bar(not json_out) as progress:

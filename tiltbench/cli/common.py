@@ -74,6 +74,7 @@ MethodOpt = Annotated[
         "or ltp (learned token pruning)."
     ),
 ]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when a GPU is visible).")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch threads (default: torch's, all cores).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (no table, no progress).")]
 CheckpointArg = Annotated[str, typer.Argument(help="A folder written by `tiltbench finetune`.")]

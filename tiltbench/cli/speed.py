@@ -10,6 +10,7 @@ import typer
 
 from tiltbench.cli.common import (
     DataDirOpt,
+    DeviceOpt,
     JsonOpt,
     MaxEvalOpt,
     MinTokensOpt,
@@ -136,17 +137,22 @@ def calibrate(
     reps: Annotated[int, typer.Option(help="Timed rounds over all configurations (median per one).")] = 3,
     max_tokens_per_batch: Annotated[int, typer.Option(help="Skip larger calibration batches.")] = 16384,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Fit the latency model to this machine (about 3.5 minutes on 2 cores) and save it as a machine profile."""
     setup(threads)
     from tiltbench.calibrate import CalibrateConfig, check_profile_path, default_profile_path
     from tiltbench.calibrate import calibrate as run_calibrate
+    from tiltbench.distributed import resolve_device
     from tiltbench.speed_model import FEATURES, UNITS
 
     path = check_profile_path(Path(profile) if profile else default_profile_path(model))
     with progress_bar(not json_out) as progress:
-        result = run_calibrate(CalibrateConfig(model, reps=reps, max_tokens_per_batch=max_tokens_per_batch), progress)
+        cfg = CalibrateConfig(
+            model, reps=reps, max_tokens_per_batch=max_tokens_per_batch, device=resolve_device(device)
+        )
+        result = run_calibrate(cfg, progress)
     result.save(path)
     if json_out:
         return emit_json(

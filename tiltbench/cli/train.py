@@ -11,6 +11,7 @@ import typer
 from tiltbench.cli.common import (
     CheckpointArg,
     DataDirOpt,
+    DeviceOpt,
     EvalFileOpt,
     JsonOpt,
     KnobGridOpt,
@@ -123,7 +124,16 @@ def finetune(
             help="Save a resumable state every N steps (and at Ctrl-C); rerunning the command resumes. 0: Ctrl-C only."
         ),
     ] = 200,
-    batch_size: int = 32,
+    batch_size: Annotated[
+        int, typer.Option(help="Global batch: split across processes under `accelerate launch`, and --grad-accum.")
+    ] = 32,
+    grad_accum: Annotated[
+        int, typer.Option(help="Micro-batches per process and step (the global batch stays --batch-size).")
+    ] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when a GPU is visible).")] = "auto",
+    mixed_precision: Annotated[
+        str, typer.Option(help="no, bf16 or fp16 (fp16 on CUDA only): autocast through accelerate.")
+    ] = "no",
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
@@ -183,6 +193,9 @@ def finetune(
         random_knobs=random_knobs,
         save_every=save_every,
         batch_size=batch_size,
+        grad_accum=grad_accum,
+        device=device,
+        mixed_precision=mixed_precision,
         learning_rate=lr,
         warmup_ratio=warmup_ratio,
         weight_decay=weight_decay,
@@ -190,6 +203,8 @@ def finetune(
     )
     with progress_bar(not json_out) as progress:
         result = run_finetune(cfg, progress)
+    if not result.main_process:  # another process of `accelerate launch`: the main one reports
+        return None
     summary = {**result.metrics, "train_seconds": round(result.train_seconds, 2), "output": str(result.output)}
     fractions = result.method_config.get("fractions")
     if fractions is not None:
@@ -251,6 +266,7 @@ def offline_tune(
     batch_size: int = 64,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = "auto",
     output: Annotated[str | None, typer.Option(help="Also write config/environment/report files here.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier offline-tune run in --output.")] = False,
     record: Annotated[
@@ -261,6 +277,7 @@ def offline_tune(
     """Evaluate a checkpoint over a grid of its method's knob (tilt rates for tilted) and choose one value."""
     setup(threads)
     from tiltbench.data import DataConfig
+    from tiltbench.distributed import resolve_device
     from tiltbench.models import read_meta
     from tiltbench.offline import OfflineConfig, offline_table
     from tiltbench.offline import offline_tune as run_offline
@@ -280,6 +297,7 @@ def offline_tune(
     )
     cfg = OfflineConfig(
         checkpoint=checkpoint,
+        device=resolve_device(device),
         knobs=tuple(parse_grid(tilt_rates)) if tilt_rates else None,
         max_drop=max_drop,
         target_speedup=target_speedup,
@@ -331,10 +349,12 @@ def predict(
         ),
     ] = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Classify texts at a knob value; print label, logits and the realised kept tokens per layer."""
     setup(threads)
+    from tiltbench.distributed import resolve_device
     from tiltbench.inference import predict_texts
     from tiltbench.models import load_checkpoint, read_meta
     from tiltbench.patch import set_knob
@@ -342,6 +362,7 @@ def predict(
     meta = read_meta(checkpoint)
     texts, pairs = _inputs(text, input_file)
     model, tokenizer, meta, info = load_checkpoint(checkpoint)
+    model.to(resolve_device(device))
     if tilt_rate is not None:
         set_knob(model, tilt_rate)
     results = predict_texts(model, tokenizer, info, texts, pairs, meta["max_seq_len"])

@@ -106,7 +106,8 @@ class LTP(Method):
 
     def select(self, view: LayerView, scores: Tensor) -> Tensor:
         scale = 1.0 if view.knob is None else view.knob
-        threshold = max(FLOOR, scale * float(self.thresholds()[view.index]))
+        # a tensor, not a float: reading it on the host would be one more GPU sync per layer
+        threshold = (scale * self.thresholds()[view.index].detach()).clamp(min=FLOOR).to(scores.device, scores.dtype)
         others = view.valid.clone()
         others[:, 0] = False  # [CLS] is always kept
         kept = 1 + ((scores >= threshold) & others).sum(1)

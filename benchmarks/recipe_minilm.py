@@ -1,0 +1,125 @@
+"""Benchmark: accuracy at speed on the full SST-2 training set ([recipe]): a dense fine-tune and TiltedBERT trained
+across tilt rates 0-0.4 (sandwich rule) with the dense model as teacher, each by a committed recipe.
+
+1. Trains what is missing, by `tiltbench finetune --recipe`, in its own process (resumable: an interrupted
+   training continues where it stopped):
+     benchmarks/recipes/sst2-full-dense.yaml               -> runs/recipes/sst2-full-dense
+     benchmarks/recipes/sst2-full-tilted-range-teacher.yaml -> runs/recipes/sst2-full-tilted-range-teacher
+2. One sweep of both checkpoints at batch 1 and 32 (the range checkpoint over tilt rates 0-0.4, the dense one at 0),
+   against dense-dynamic, on the full dev set (872) with timing on its first 256 sentences:
+   results/recipe-minilm-sst2-full/. Dense-dynamic is the plain HF model with the checkpoint's own weights: the
+   same architecture, inputs and time as the dense model's.
+3. summary.json: every row's accuracy and its drop against the *dense* model trained by the same recipe (not
+   against the checkpoint's own tilt rate 0), and each training's seconds per epoch.
+4. --ablation: offline-tune (accuracy only) of the 8,000-sentence ablation checkpoints (runs/recipes/sst2-8k-*) into
+   results/recipe-ablation-sst2-8k/<name>/.
+
+    TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py [--ablation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tiltbench.cli.common import setup
+from tiltbench.console import progress_bar
+from tiltbench.data import DataConfig
+from tiltbench.environment import environment
+from tiltbench.files import write_json_atomic
+from tiltbench.measure import MeasureConfig
+from tiltbench.models import read_meta
+from tiltbench.offline import OfflineConfig, offline_tune
+from tiltbench.sweep import SweepConfig, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "benchmarks" / "recipes"
+RUNS = ROOT / "runs" / "recipes"
+RESULTS = ROOT / "results"
+GRID = (0.0, 0.1, 0.2, 0.3, 0.4)
+ABLATION = ("dense", "tilted-0.2", "tilted-0.2-teacher", "tilted-range", "tilted-range-teacher")
+
+
+def train(name: str) -> Path:
+    """runs/recipes/<name>, trained by its recipe in a separate process unless it exists."""
+    output = RUNS / name
+    if not (output / "tiltbench.json").is_file():
+        command = [sys.executable, "-m", "tiltbench", "finetune", "--recipe", str(RECIPES / f"{name}.yaml")]
+        subprocess.run([*command, "--output", str(output), "--save-every", "100"], check=True, cwd=ROOT)
+    return output
+
+
+def full() -> None:
+    dense, ranged = train("sst2-full-dense"), train("sst2-full-tilted-range-teacher")
+    cfg = SweepConfig(
+        (str(dense), str(ranged)),
+        batch_sizes=(1, 32),
+        run_name="recipe-minilm-sst2-full",
+        results_dir=str(RESULTS),
+        measure=MeasureConfig(latency_examples=256, min_iterations=10, min_seconds=2.0),
+        grids={str(dense): (0.0,), str(ranged): GRID},
+    )
+    with progress_bar() as progress:
+        report = sweep(cfg, progress)
+    dense_accuracy = next(r.metric for r in report.rows if r.checkpoint == str(dense))
+    rows = [
+        {
+            "checkpoint": Path(r.checkpoint).name,
+            "tilt_rate": r.knob,
+            "batch_size": r.batch_size,
+            "accuracy": r.metric,
+            "drop_vs_dense_points": round(100 * (dense_accuracy - r.metric), 2),
+            "speedup_vs_dense_dynamic": round(r.speedup_vs_dense_dynamic, 3),
+            "predicted_flop_speedup": round(r.predicted_speedup, 3),
+        }
+        for r in sorted(report.rows, key=lambda r: (r.checkpoint, r.batch_size, r.knob))
+    ]
+    training = {}
+    for folder in (dense, ranged):
+        meta = read_meta(str(folder))
+        training[folder.name] = {
+            "train_seconds": json.loads((folder / "metrics.json").read_text())["train_seconds"],
+            "epochs": meta["train_config"]["epochs"],
+            "n_train": meta["train_config"]["n_train"],
+            "recipe": f"benchmarks/recipes/{folder.name}.yaml",
+            "note": "wall time of the training process; another process shared the 2 cores for part of it"
+            if folder.name.endswith("teacher")
+            else "wall time; another process shared the 2 cores for part of it",
+        }
+    write_json_atomic(
+        RESULTS / cfg.run_name / "summary.json",
+        {"dense_accuracy": dense_accuracy, "rows": rows, "training": training, "environment": environment()},
+    )
+    for row in rows:
+        print(row)
+
+
+def ablation() -> None:
+    for name in ABLATION:
+        checkpoint = RUNS / f"sst2-8k-{name}"
+        if not (checkpoint / "tiltbench.json").is_file():
+            print(f"skip {name}: {checkpoint} missing (train it with benchmarks/recipes/sst2-8k-{name}.yaml)")
+            continue
+        out = RESULTS / "recipe-ablation-sst2-8k" / name
+        meta = read_meta(str(checkpoint))
+        report = offline_tune(
+            OfflineConfig(
+                str(checkpoint), knobs=GRID, data=DataConfig.for_checkpoint(meta), output=str(out), overwrite=True
+            )
+        )
+        print(name, [(r.knob, round(r.metric, 4), round(r.predicted_speedup, 2)) for r in report.rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ablation", action="store_true", help="offline-tune the 8k ablation checkpoints only")
+    args = parser.parse_args()
+    setup()
+    ablation() if args.ablation else full()
+
+
+if __name__ == "__main__":
+    main()
