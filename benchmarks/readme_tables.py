@@ -221,7 +221,7 @@ def recipe_full() -> str:
                 names.get(checkpoint, checkpoint),
                 f"{rate:g}",
                 f"{one['accuracy']:.3f}",
-                f"{-one['drop_vs_dense_points']:+.1f}",
+                "—" if checkpoint == "sst2-full-dense" else f"{0.0 - one['drop_vs_dense_points']:+.1f}",
                 f"{many['speedup_vs_dense_dynamic']:.2f}×",
                 f"{one['speedup_vs_dense_dynamic']:.2f}×",
                 f"{many['predicted_flop_speedup']:.2f}×",

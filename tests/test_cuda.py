@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -54,3 +55,17 @@ def test_half_precision_on_cuda_with_an_all_padding_row_is_finite(dtype, impl):
     with torch.inference_mode():
         assert torch.isfinite(model(**batch).logits).all()
     assert realised_counts(model)[2, 0] == 0
+
+
+@cuda
+def test_power_and_fp16_finetune_on_cuda(tiny_checkpoint, tmp_path):
+    """PoWER's regulariser and parameters on the GPU; fp16 loss scaling across its three stages."""
+    args = "--task sst2 --max-train-samples 64 --max-eval-samples 32 --max-seq-len 32 --method power --lambda 0.05"
+    result = CliRunner().invoke(
+        app,
+        ["finetune", "--model", tiny_checkpoint, *args.split(), "--device", "cuda", "--mixed-precision", "fp16",
+         "--json", "--output", str(tmp_path / "p")],
+        env={"TILTBENCH_DATA_DIR": str(DATA_DIR)},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert math.isfinite(json.loads(result.stdout)["train_loss"])

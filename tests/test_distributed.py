@@ -4,6 +4,7 @@ gradient accumulation; bf16 autocast; --device and --mixed-precision mistakes ar
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def test_gradient_accumulation_trains_what_one_batch_trains(base, tmp_path):
 
 def test_bf16_autocast_trains_and_saves_fp32_weights(base, tmp_path):
     summary = _finetune(base, tmp_path / "bf16", "--tilt-rate", "0.3", "--mixed-precision", "bf16")
-    assert 0.0 <= summary["accuracy"] <= 1.0 and summary["train_loss"] == summary["train_loss"]  # not NaN
+    assert 0.0 <= summary["accuracy"] <= 1.0 and math.isfinite(summary["train_loss"])
     weights = load_file(str(tmp_path / "bf16" / "model.safetensors"))
     assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in weights.values())
     assert json.loads((tmp_path / "bf16" / "tiltbench.json").read_text())["distributed"]["mixed_precision"] == "bf16"

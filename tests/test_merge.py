@@ -101,7 +101,9 @@ def test_merge_refuses_an_unfinished_shard_and_mixed_hardware_unless_asked(shard
     (copies[1] / "report.json").write_text(json.dumps(unfinished))
     with pytest.raises(UserError, match="shard 1/3 .* has measured 1 of its 2 rows"):
         merge(MergeConfig(tuple(map(str, copies)), results_dir=str(tmp_path)))
-    report["environment"]["cpu"] = "Some Other CPU"
+    report["environment"]["cpu"] = "Some Other CPU"  # as if shard 1 ran on another machine
+    for row in report["rows"]:
+        row["environment"]["cpu"] = "Some Other CPU"
     (copies[1] / "report.json").write_text(json.dumps(report))
     with pytest.raises(UserError, match="different hardware.*Some Other CPU"):
         merge(MergeConfig(tuple(map(str, copies)), results_dir=str(tmp_path)))
@@ -127,3 +129,15 @@ def test_merge_cli_errors_are_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     result = CliRunner().invoke(app, ["sweep", "--checkpoint", str(tmp_path), "--shard", "2/2"])
     assert result.exit_code == 2 and "--shard must be i/N" in result.stderr
+
+
+def test_a_value_given_twice_is_one_row(tiny_checkpoint, tmp_path):
+    """--knobs 0.2,0.2 or a repeated batch size: one row each, so every shard deals the same distinct grid."""
+    cfg = _config(tiny_checkpoint, tmp_path, "dup", shard=(0, 2))
+    cfg = SweepConfig(cfg.checkpoints, knobs=(0.2, 0.2), batch_sizes=(4, 4), run_name="dup",
+                      results_dir=str(tmp_path), measure=cfg.measure, shard=(0, 2))  # fmt: skip
+    sweep(cfg)
+    config = json.loads((cfg.folder / "config.json").read_text())
+    assert config["shard_grid_size"] == 1 and len(config["shard_keys"]) == 1
+    report = json.loads((cfg.folder / "report.json").read_text())
+    assert len(report["rows"]) == 1 and report["rows"][0]["environment"]["cpu"]  # the row keeps where it ran

@@ -89,3 +89,22 @@ def test_a_state_of_other_settings_is_refused(tiny_checkpoint, tmp_path):
     (tmp_path / ".out.resume" / "state.pt").write_bytes(b"not a state")
     with pytest.raises(UserError, match="not a readable training state"):
         finetune(cfg)
+
+
+def test_a_state_saved_before_a_setting_existed_resumes_with_its_default(tiny_checkpoint, tmp_path):
+    """A state from an older version lacks settings added since (grad_accum, mixed_precision): they read as their
+    defaults, so it resumes; with another value than the default it is refused."""
+    import torch
+
+    cfg = _config(tiny_checkpoint, tmp_path / "out", tilt_rate=0.3, save_every=1)
+    with pytest.raises(RuntimeError):
+        finetune(cfg, progress=_StopAt(1, _crash))
+    path = tmp_path / ".out.resume" / "state.pt"
+    state = torch.load(path, weights_only=False)
+    for name in ("grad_accum", "mixed_precision"):
+        del state["fingerprint"][name]
+    torch.save(state, path)
+    with pytest.raises(UserError, match="other settings .*grad_accum"):
+        finetune(_config(tiny_checkpoint, tmp_path / "out", tilt_rate=0.3, save_every=1, grad_accum=2))
+    assert finetune(cfg).output == tmp_path / "out"
+    assert not path.exists()

@@ -53,11 +53,12 @@ class CalibrateConfig:
             raise UserError("--reps >= 1, --max-tokens-per-batch >= 8 and --max-len in [8, 512] please")
 
 
-def default_profile_path(model: str) -> Path:
-    """Under the user's cache dir, per model and thread count (a profile is only valid for both)."""
+def default_profile_path(model: str, device: str = "cpu") -> Path:
+    """Under the user's cache dir, per model, thread count and device (a profile is only valid for all three)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tiltbench" / "profiles"
     name = "minilm" if model == "minilm" else Path(model).name.replace("/", "--")
-    return cache / f"{name}-{torch.get_num_threads()}threads.json"
+    suffix = "" if device == "cpu" else f"-{device}"
+    return cache / f"{name}-{torch.get_num_threads()}threads{suffix}.json"
 
 
 def check_profile_path(path: Path) -> Path:

@@ -17,6 +17,8 @@ How a step is split (our interpretation, chosen so N processes train the same mo
 - Evaluation: every process runs a contiguous share of the evaluation set; the outputs are gathered in order and
   every process computes the metric on all examples once (none duplicated, none dropped).
 - The checkpoint and resumable states are written by the main process only; progress comes from it alone.
+- A method's own evaluation figures (the gates' bi-modality share) describe the main process's share of the
+  evaluation set; the task metric is over all of it.
 """
 
 from __future__ import annotations

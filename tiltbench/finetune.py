@@ -255,17 +255,19 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     accelerator.unwrap_model(run.ddp, keep_fp32_wrapper=False)  # model.forward without accelerate's autocast
     model.to("cpu")  # the checkpoint, and the method's saved tensors, load anywhere
     method.to("cpu")
-    if main:
-        # Written next to the target and moved into place whole: an interrupted save leaves the old folder as it was.
-        staged = output.parent / f".{output.name}.partial-{os.getpid()}"
-        try:
-            _save(staged, run, final_knob)
-            normal_modes(staged)
-            replace_dir(staged, output)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-        shutil.rmtree(run.resume_dir, ignore_errors=True)  # the checkpoint is whole: nothing left to resume
-    accelerator.wait_for_everyone()
+    try:
+        if main:
+            # Written beside the target and moved into place whole: an interrupted save leaves the old folder as it was.
+            staged = output.parent / f".{output.name}.partial-{os.getpid()}"
+            try:
+                _save(staged, run, final_knob)
+                normal_modes(staged)
+                replace_dir(staged, output)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+            shutil.rmtree(run.resume_dir, ignore_errors=True)  # the checkpoint is whole: nothing left to resume
+    finally:  # the other processes wait for the save, and are released even when it fails
+        accelerator.wait_for_everyone()
     return FinetuneResult(
         output=output,
         metrics=run.history[-1],
@@ -399,7 +401,9 @@ def _train_epoch(
                 if parameter.grad is not None:
                     parameter.grad = acc.reduce(parameter.grad, "mean")
             step_loss = float(acc.reduce(torch.tensor(step_loss, device=acc.device), "sum"))
-        acc.clip_grad_norm_(model.parameters(), 1.0)
+        if acc.scaler is not None:  # fp16: unscale this stage's optimiser only (accelerate's clip_grad_norm_ would
+            acc.unscale_gradients(optimizer)  # unscale every optimiser it ever prepared, earlier stages' too)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -440,9 +444,11 @@ def _save_state(run: _Run, optimizer, scheduler) -> None:
         "done_epochs": run.done_epochs,
         "train_seconds": run.train_seconds,
     }
-    if run.accelerator.is_main_process:
-        save_state(run.resume_dir, run.cfg, state)
-    run.accelerator.wait_for_everyone()
+    try:
+        if run.accelerator.is_main_process:
+            save_state(run.resume_dir, run.cfg, state)
+    finally:
+        run.accelerator.wait_for_everyone()
 
 
 def _restore(run: _Run, state: dict) -> None:

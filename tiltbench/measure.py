@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from tiltbench.data import DataConfig, collate, encode, load_split
+from tiltbench.eliminate import _WORKSPACE
 from tiltbench.errors import UserError
 from tiltbench.flops import fvcore_macs
 from tiltbench.inference import Progress, evaluate
@@ -119,6 +120,7 @@ class CheckpointBench:
         self.eager, _ = load_model(self.checkpoint, attn_implementation="eager")
         for model in (self.model, self.dense, self.eager):
             model.to(cfg.device)
+        method_of(self.model).to(cfg.device)  # the method's own weights (gates, thresholds) beside the model's
         eval_set, self.info = load_split(self.data, "eval", self.info)
         self.examples = encode(eval_set, self.tokenizer, self.data.max_seq_len)
         self.timing_examples = self.examples[: cfg.latency_examples]
@@ -308,6 +310,7 @@ def _peak_gpu_mib(variants: list[Variant], bench: CheckpointBench) -> dict[str, 
             batch = max(variant.batches, key=lambda b: b["input_ids"].numel())
             if variant.before:
                 variant.before()
+            _WORKSPACE.clear()  # the eliminating path's reusable buffer would count against the next variant
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             variant.model(**batch)

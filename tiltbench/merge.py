@@ -125,13 +125,22 @@ def _read_shard(folder: Path) -> _Shard:
     if not folder.is_dir():
         raise UserError(f"shard folder {str(folder)!r} does not exist")
     config = _json(folder / "config.json", folder)
-    if not isinstance(config.get("shard"), list) or "shard_keys" not in config:
+    shard = config.get("shard")
+    if (
+        not isinstance(shard, list)
+        or len(shard) != 2
+        or not all(isinstance(v, int) for v in shard)
+        or not isinstance(config.get("shard_keys"), list)
+        or not isinstance(config.get("shard_grid_size"), int)
+    ):
         raise UserError(f"{folder} is not a shard of a sweep (made by `tiltbench sweep --shard i/N`)")
     report = _json(folder / "report.json", folder)
     try:
         rows = [MeasureRow.from_dict(r) for r in report["rows"]]
         environment = report["environment"]
-    except (KeyError, TypeError):
+        if not isinstance(environment, dict):
+            raise TypeError
+    except (KeyError, TypeError, AttributeError):
         raise UserError(f"{folder / 'report.json'} is not a tiltbench report") from None
     return _Shard(folder, config, environment, rows)
 
@@ -172,7 +181,10 @@ def _check_complete(shards: list[_Shard]) -> None:
                 f"its {len(wanted)} rows: rerun its sweep command to finish it"
             )
         shard.rows = [row for row in shard.rows if row.key in set(wanted)]
-    total = sum(len(s.rows) for s in shards)
+    keys = [row.key for s in shards for row in s.rows]
+    if len(set(keys)) != len(keys):
+        raise UserError("the shards hold the same row twice: they are not one sweep's disjoint parts")
+    total = len(keys)
     if total != shards[0].config["shard_grid_size"]:
         raise UserError(f"the shards hold {total} rows, but the sweep's grid has {shards[0].config['shard_grid_size']}")
 

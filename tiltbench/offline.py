@@ -86,6 +86,7 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
         _check_output(cfg)
     model, tokenizer, meta, info = load_checkpoint(cfg.checkpoint)
     model.to(cfg.device)
+    method_of(model).to(cfg.device)
     eval_set, info = load_split(data, "eval", info)
     examples = encode(eval_set, tokenizer, data.max_seq_len)
     dims = ModelDims.from_config(model.config)

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -67,12 +68,15 @@ def load_state(folder: Path, cfg) -> dict | None:  # noqa: ANN001
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, weights_only=False)  # our own file, written by save_state
+        # our own file, written by save_state; on the host, so a GPU run's state resumes anywhere
+        state = torch.load(path, weights_only=False, map_location="cpu")
         saved = state["fingerprint"]
     except Exception:  # noqa: BLE001 (a truncated or foreign file: any unpickling error)
         raise UserError(f"{path} is not a readable training state; delete {folder} to start afresh") from None
-    if saved != fingerprint(cfg):
-        now = fingerprint(cfg)
+    now = fingerprint(cfg)
+    # a setting added after the state was saved reads as its default (states of older versions still resume)
+    saved = {**{k: v for k, v in fingerprint(type(cfg)(cfg.output)).items() if k not in saved}, **saved}
+    if saved != now:
         differing = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         raise UserError(
             f"{folder} holds an interrupted fine-tune with other settings ({', '.join(differing)} differ); rerun "
@@ -82,11 +86,16 @@ def load_state(folder: Path, cfg) -> dict | None:  # noqa: ANN001
 
 
 def random_states(knob_rng: random.Random, generator: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "generator": generator.get_state(), "knob_rng": knob_rng.getstate()}
+    states = {"torch": torch.get_rng_state(), "generator": generator.get_state(), "knob_rng": knob_rng.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its own generator
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
 
 def restore_random_states(states: dict, knob_rng: random.Random, generator: torch.Generator) -> None:
     torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
     generator.set_state(states["generator"])
     knob_rng.setstate(states["knob_rng"])
 
@@ -102,9 +111,16 @@ def interruptible() -> Iterator[dict]:
         yield flag
         return
 
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    first: list[float] = []
+
     def handler(signum, frame):  # noqa: ANN001
         flag["interrupted"] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # Under a launcher (accelerate, torchrun) the terminal's Ctrl-C reaches every worker and the launcher sends
+        # its own SIGINT right after: one more within seconds is that echo, not a user asking to stop at once.
+        if not several or (first and time.monotonic() - first[0] > 5):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        first.append(time.monotonic())
 
     try:
         signal.signal(signal.SIGINT, handler)

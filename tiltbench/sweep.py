@@ -121,7 +121,12 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     previous = _previous_run(cfg)
     rows = list(previous["rows"]) if previous else []
     done = {r.key for r in rows}
-    wanted = [(c, t, b) for c in cfg.checkpoints for b in cfg.batch_sizes for t in grids[c]]
+    # a value given twice (--knobs 0.1,0.1) is one row, not two: every shard must deal the same distinct grid
+    wanted, seen = [], set()
+    for entry in ((c, t, b) for c in cfg.checkpoints for b in cfg.batch_sizes for t in grids[c]):
+        if _key(*entry, False) not in seen:
+            seen.add(_key(*entry, False))
+            wanted.append(entry)
     config = _merged_config(cfg, previous["config"] if previous else None)
     if cfg.shard is not None:
         index, count = cfg.shard
@@ -139,6 +144,8 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
             row = measure_row(bench, knob, batch_size, _row_progress(progress, label, i, len(todo)))
         except KeyboardInterrupt:
             raise SweepInterrupted(len(rows), cfg.folder) from None
+        if cfg.shard is not None:  # a shard may resume on another node: each row keeps where it was measured
+            row.environment = {**env, "attn_implementation": bench.dense.config._attn_implementation}
         rows = [r for r in rows if r.key != row.key] + [row]
         env["attn_implementation"] = bench.dense.config._attn_implementation
         write_report(cfg.folder, SweepReport(config, env, rows), plots=False)

@@ -147,11 +147,10 @@ def calibrate(
     from tiltbench.distributed import resolve_device
     from tiltbench.speed_model import FEATURES, UNITS
 
-    path = check_profile_path(Path(profile) if profile else default_profile_path(model))
+    device = resolve_device(device)
+    path = check_profile_path(Path(profile) if profile else default_profile_path(model, device))
     with progress_bar(not json_out) as progress:
-        cfg = CalibrateConfig(
-            model, reps=reps, max_tokens_per_batch=max_tokens_per_batch, device=resolve_device(device)
-        )
+        cfg = CalibrateConfig(model, reps=reps, max_tokens_per_batch=max_tokens_per_batch, device=device)
         result = run_calibrate(cfg, progress)
     result.save(path)
     if json_out:

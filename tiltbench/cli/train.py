@@ -357,12 +357,13 @@ def predict(
     from tiltbench.distributed import resolve_device
     from tiltbench.inference import predict_texts
     from tiltbench.models import load_checkpoint, read_meta
-    from tiltbench.patch import set_knob
+    from tiltbench.patch import method_of, set_knob
 
     meta = read_meta(checkpoint)
     texts, pairs = _inputs(text, input_file)
     model, tokenizer, meta, info = load_checkpoint(checkpoint)
     model.to(resolve_device(device))
+    method_of(model).to(resolve_device(device))
     if tilt_rate is not None:
         set_knob(model, tilt_rate)
     results = predict_texts(model, tokenizer, info, texts, pairs, meta["max_seq_len"])

@@ -102,7 +102,7 @@ class Power(Method):
         return self.retention.mean(1)
 
     def regulariser(self) -> Tensor:
-        depth = torch.arange(1, self.num_layers + 1, dtype=self.retention.dtype)
+        depth = torch.arange(1, self.num_layers + 1, dtype=self.retention.dtype, device=self.retention.device)
         return (depth * self.mass()).sum()
 
     def after_step(self) -> None:
