@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import DATA_DIR
 from typer.testing import CliRunner
 
@@ -393,7 +394,22 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "check {tmp}/missing": "holds no report.json",
     "check {tmp}/offline-run": "is an offline-tune run",
     "check {tmp}/offline-run --tolerance 0": "--tolerance must be positive",
+    # [scale]: devices, processes, shards
+    "finetune --output {tmp}/o --grad-accum 0": "--grad-accum must be at least 1",
+    "finetune --output {tmp}/o --mixed-precision fp8": "--mixed-precision must be one of no, bf16, fp16",
+    "finetune --output {tmp}/o --device tpu": "--device must be one of auto, cpu, cuda",
+    "measure {ckpt} --device tpu": "--device must be one of auto, cpu, cuda",
+    "predict {ckpt} --text hi --device tpu": "--device must be one of auto, cpu, cuda",
+    "offline-tune {ckpt} --device tpu": "--device must be one of auto, cpu, cuda",
+    "calibrate --profile {tmp}/p.json --device tpu": "--device must be one of auto, cpu, cuda",
+    "sweep --checkpoint {ckpt} --shard 3/3": "--shard must be i/N with 0 <= i < N",
+    "sweep --checkpoint {ckpt} --shard x": "--shard must be i/N",
+    "merge {tmp}/missing": "does not exist",
+    "merge {tmp}": "not a sweep shard",
 }
+if not torch.cuda.is_available():  # without a GPU, asking for one is a user mistake
+    BAD_INPUTS["measure {ckpt} --device cuda"] = "no CUDA GPU is visible"
+    BAD_INPUTS["finetune --output {tmp}/o --mixed-precision fp16"] = "fp16 needs a CUDA GPU"
 
 
 @pytest.fixture(scope="module")

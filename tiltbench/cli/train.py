@@ -359,11 +359,12 @@ def predict(
     from tiltbench.models import load_checkpoint, read_meta
     from tiltbench.patch import method_of, set_knob
 
+    device = resolve_device(device)  # before any loading
     meta = read_meta(checkpoint)
     texts, pairs = _inputs(text, input_file)
     model, tokenizer, meta, info = load_checkpoint(checkpoint)
-    model.to(resolve_device(device))
-    method_of(model).to(resolve_device(device))
+    model.to(device)
+    method_of(model).to(device)
     if tilt_rate is not None:
         set_knob(model, tilt_rate)
     results = predict_texts(model, tokenizer, info, texts, pairs, meta["max_seq_len"])
