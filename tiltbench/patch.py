@@ -110,6 +110,10 @@ def host_lengths(valid: Tensor, checked: bool = True) -> Tensor:
     gather is, where attention chunks) is read from these host counts, so on a GPU the layer loop queues kernels
     without waiting for them (methods.md §8.5; [scale])."""
     lengths = valid.sum(1)
+    if checked and valid.device.type == "cpu":  # already on the host: two small ops, no copy
+        if bool((valid[:, 1:] > valid[:, :-1]).any()):
+            raise UserError(LEFT_PADDED)
+        return lengths
     if checked:
         left_padded = (valid[:, 1:] > valid[:, :-1]).any(1).to(lengths.dtype)
         both = torch.stack([lengths, left_padded]).cpu()
@@ -143,24 +147,27 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     method = state.method
     impl = encoder.config._attn_implementation
     valid = key_valid_from_hf_mask(mask, hidden.shape[0], hidden.shape[1], hidden.device)  # [B,n]
-    lengths = host_lengths(valid, checked=mask is not None)  # [B] on the host: the forward's one sync
+    real = host_lengths(valid, checked=mask is not None)  # [B] on the host: the forward's one sync
     layers = len(encoder.layer)
     adaptive = state.schedule.adaptive and not (state.keep_all or method.soft)
     counts: Tensor | None = None  # planned [B,L+1] on the device, and on the host
     host_counts: Tensor | None = None
     if state.keep_all:  # the method's own path with nothing removed: where it would run HF's layer, so does this
-        host_counts = lengths[:, None].expand(-1, layers + 1)
+        host_counts = real[:, None].expand(-1, layers + 1)
         drops = [method.prunes(i) and not method.decides_before_attention for i in range(layers)]
     elif method.soft:  # every layer that may prune takes the soft path (LTP's layer 0 never prunes)
-        host_counts = lengths[:, None].expand(-1, layers + 1)
+        host_counts = real[:, None].expand(-1, layers + 1)
         drops = [method.prunes(i) for i in range(layers)]
     elif adaptive:
         drops = [method.prunes(i) for i in range(layers)]  # decided per layer, from the content
     else:
-        host_counts = state.counts_for(lengths)  # planned [B,L+1], from the host table
+        host_counts = state.counts_for(real)  # planned [B,L+1], from the host table
         drops = (host_counts[:, 1:] != host_counts[:, :-1]).any(0).tolist()
+    plan: list[list[int]] | None = None  # [L+1][B] as Python ints: per-layer bookkeeping costs no tensor ops
     if host_counts is not None:
         counts = host_counts.to(hidden.device, non_blocking=True)
+        plan = host_counts.T.tolist()
+    lengths: list[int] = real.tolist()  # each row's real tokens now
     if method.soft and method.decides_before_attention:
         hidden = _soft_input_gated(encoder, hidden, valid)
         state.valids, state.dense_input, state.kept = [valid] * (layers + 1), None, None
@@ -168,11 +175,11 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     valids = [valid]
     for i, layer in enumerate(encoder.layer):
         width = valid.shape[1]
-        everyone = bool(lengths.min() == width) if len(lengths) else True  # host: no row has padding
+        everyone = min(lengths, default=width) == width  # no row has padding (known on the host)
         if not drops[i]:  # nothing leaves here: HF's own layer, its attention
             hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype, everyone))
         elif method.soft:  # weights, not removal: every token stays (PoWER's Soft-Extract, LTP's soft mask)
-            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths.tolist())
+            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths)
             weights = method.soft_weights(i, scores, valid)[:, :, None]
             if method.soft_after_ffn:
                 hidden = layer.output(layer.intermediate(attended), attended) * weights
@@ -184,27 +191,27 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             # probabilities needed), and HF's own layer where the whole batch keeps everything.
             scores = method.input_scores(i, hidden, valid)
             n_out = method.select(LayerView(i, hidden, valid, None, state.schedule.knob), scores)
-            kept = n_out.cpu()  # content decides the counts: one sync per pruning layer
-            if bool((kept >= lengths).all()):
+            kept = n_out.tolist()  # content decides the counts: one sync per pruning layer
+            if all(k >= n for k, n in zip(kept, lengths, strict=True)):
                 hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype, everyone))
             else:
                 attended = layer.attention(hidden, hf_mask(valid, impl, hidden.dtype, everyone))[0]
-                idx, valid = keep_indices(scores, valid, n_out, int(kept.max()))
+                idx, valid = keep_indices(scores, valid, n_out, max(kept))
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
                 hidden = layer.output(layer.intermediate(attended), attended)
-                lengths = torch.minimum(kept, lengths)  # what the gather kept of each row's real tokens
+                lengths = [min(k, n) for k, n in zip(kept, lengths, strict=True)]  # what the gather kept
         else:
-            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths.tolist())
+            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths)
             if state.keep_all:
-                n_out, kept = counts[:, i + 1], host_counts[:, i + 1]
+                n_out, kept = counts[:, i + 1], plan[i + 1]
             else:
                 planned = None if counts is None else counts[:, i + 1]
                 n_out = method.select(LayerView(i, attended, valid, planned, state.schedule.knob), scores)
-                kept = n_out.cpu() if adaptive else host_counts[:, i + 1]  # adaptive: one sync per pruning layer
-            if not adaptive or bool((kept < lengths).any()):  # adaptive: no gather when every row keeps all
-                idx, valid = keep_indices(scores, valid, n_out, int(kept.max()) if len(kept) else 0)
+                kept = n_out.tolist() if adaptive else plan[i + 1]  # adaptive: one sync per pruning layer
+            if not adaptive or any(k < n for k, n in zip(kept, lengths, strict=True)):  # adaptive: no gather when
+                idx, valid = keep_indices(scores, valid, n_out, max(kept, default=0))  # every row keeps all
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
-                lengths = torch.minimum(kept, lengths)  # what the gather kept of each row's real tokens
+                lengths = [min(k, n) for k, n in zip(kept, lengths, strict=True)]  # what the gather kept
             hidden = layer.output(layer.intermediate(attended), attended)
         valids.append(valid)  # what the gather kept: realised counts come from these, not from the plan
     state.valids, state.dense_input, state.kept = valids, None, None
