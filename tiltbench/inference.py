@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tiltbench.data import TaskInfo, batches, encode, length_sorted
+from tiltbench.distributed import on_device
 from tiltbench.errors import UserError
 from tiltbench.metrics import compute_metrics
 from tiltbench.patch import realised_counts
@@ -36,7 +37,7 @@ def run(
     with torch.inference_mode():
         for step, batch in enumerate(batches(examples, batch_size, pad_id, order=order)):
             batch.pop("labels")
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = on_device(batch, device)
             logits.append(model(**batch).logits.float().cpu().numpy())
             kept.append(realised_counts(model).cpu().numpy())
             if progress:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from tiltbench.data import DataConfig, collate, encode, load_split
+from tiltbench.distributed import on_device
 from tiltbench.eliminate import _WORKSPACE
 from tiltbench.errors import UserError
 from tiltbench.flops import fvcore_macs
@@ -146,7 +147,7 @@ class CheckpointBench:
     def fvcore(self, knob: float) -> dict:
         """fvcore vs analytic MACs on the first timing example alone (eager attention, so fvcore sees the matmuls)."""
         if knob not in self.fvcore_rows:
-            example = {k: v.to(self.cfg.device) for k, v in collate(self.timing_examples[:1], self.pad_id).items()}
+            example = on_device(collate(self.timing_examples[:1], self.pad_id), torch.device(self.cfg.device))
             schedule = self.schedule(knob)
             patch(self.eager, schedule, method=method_from_meta(self.meta, self.dims.layers, self.checkpoint))
             try:
@@ -171,7 +172,7 @@ class CheckpointBench:
         for start in range(0, len(self.timing_examples), batch_size):
             batch = collate(self.timing_examples[start : start + batch_size], self.pad_id, pad_to)
             batch.pop("labels")
-            out.append({k: v.to(self.cfg.device) for k, v in batch.items()})
+            out.append(on_device(batch, torch.device(self.cfg.device)))
         return out
 
 

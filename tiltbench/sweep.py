@@ -122,11 +122,10 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     rows = list(previous["rows"]) if previous else []
     done = {r.key for r in rows}
     # a value given twice (--knobs 0.1,0.1) is one row, not two: every shard must deal the same distinct grid
-    wanted, seen = [], set()
+    unique: dict[tuple, tuple] = {}
     for entry in ((c, t, b) for c in cfg.checkpoints for b in cfg.batch_sizes for t in grids[c]):
-        if _key(*entry, False) not in seen:
-            seen.add(_key(*entry, False))
-            wanted.append(entry)
+        unique.setdefault(_key(*entry, False), entry)
+    wanted = list(unique.values())
     config = _merged_config(cfg, previous["config"] if previous else None)
     if cfg.shard is not None:
         index, count = cfg.shard
