@@ -394,6 +394,18 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "check {tmp}/missing": "holds no report.json",
     "check {tmp}/offline-run": "is an offline-tune run",
     "check {tmp}/offline-run --tolerance 0": "--tolerance must be positive",
+    # [stack]: transforms
+    "measure {ckpt} --results-dir {tmp}/r --quantize int4": "--quantize must be none or int8, got 'int4'",
+    "measure {ckpt} --results-dir {tmp}/r --dtype fp16": "--dtype must be fp32 or bf16, got 'fp16'",
+    "measure {ckpt} --results-dir {tmp}/r --quantize int8 --dtype bf16": "do not stack",
+    "sweep --checkpoint {ckpt} --results-dir {tmp}/r --transforms fp32,int4": "unknown transform 'int4'",
+    "sweep --checkpoint {ckpt} --results-dir {tmp}/r --transforms ,": "--transforms is empty",
+    "sweep --checkpoint {ckpt} --results-dir {tmp}/r --transforms int8 --dtype bf16": "--transforms, or --quantize",
+    "offline-tune {ckpt} --quantize int8 --dtype bf16": "do not stack",
+    "offline-tune {ckpt} --dtype bf8": "--dtype must be fp32 or bf16",
+    "predict {ckpt} --text hi --quantize yes": "--quantize must be none or int8",
+    "calibrate --profile {tmp}/p.json --quantize int8 --dtype bf16": "do not stack",
+    "check {tmp}/offline-run --quantize int4": "--quantize must be none or int8",
     # [scale]: devices, processes, shards
     "finetune --output {tmp}/o --grad-accum 0": "--grad-accum must be at least 1",
     "finetune --output {tmp}/o --mixed-precision fp8": "--mixed-precision must be one of no, bf16, fp16",
@@ -410,6 +422,8 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
 if not torch.cuda.is_available():  # without a GPU, asking for one is a user mistake
     BAD_INPUTS["measure {ckpt} --device cuda"] = "no CUDA GPU is visible"
     BAD_INPUTS["finetune --output {tmp}/o --mixed-precision fp16"] = "fp16 needs a CUDA GPU"
+else:  # with one, int8 there is the mistake: dynamic int8 Linear has no CUDA kernel
+    BAD_INPUTS["measure {ckpt} --device cuda --quantize int8"] = "runs on the CPU only"
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from tiltbench.models import load_model
 from tiltbench.patch import patch, set_schedule
 from tiltbench.schedule import Schedule
 from tiltbench.speed_model import LatencyProfile, ModelDims, batch_work, fit_profile_coefficients, fit_summary
+from tiltbench.transforms import apply_spec, check_transform
 
 PASSAGE = (
     "The film opens on a quiet harbour town where nothing much happens, and for the first half hour the director "
@@ -47,17 +48,20 @@ class CalibrateConfig:
     max_tokens_per_batch: int = 16384  # skip larger configurations (time; ~3.5 min on 2 cores at 16384)
     max_len: int = 512
     device: str = "cpu"  # where the model is timed (cpu or cuda); the profile records it
+    transform: str = "fp32"  # numerics of the timed model (fp32, int8, bf16); the profile records it
 
     def __post_init__(self) -> None:
         if self.reps < 1 or self.max_tokens_per_batch < 8 or not 8 <= self.max_len <= 512:
             raise UserError("--reps >= 1, --max-tokens-per-batch >= 8 and --max-len in [8, 512] please")
+        check_transform(self.transform, self.device)
 
 
-def default_profile_path(model: str, device: str = "cpu") -> Path:
-    """Under the user's cache dir, per model, thread count and device (a profile is only valid for all three)."""
+def default_profile_path(model: str, device: str = "cpu", transform: str = "fp32") -> Path:
+    """Under the user's cache dir, per model, thread count, device and transform (a profile is only valid for
+    all four)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tiltbench" / "profiles"
     name = "minilm" if model == "minilm" else Path(model).name.replace("/", "--")
-    suffix = "" if device == "cpu" else f"-{device}"
+    suffix = ("" if device == "cpu" else f"-{device}") + ("" if transform == "fp32" else f"-{transform}")
     return cache / f"{name}-{torch.get_num_threads()}threads{suffix}.json"
 
 
@@ -95,6 +99,7 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
     model, tokenizer = load_model(cfg.model)
     model.to(cfg.device)
     patch(model, 0.0)
+    model, _ = apply_spec(model, cfg.transform)  # the profile models this transform's dense and eliminating times
     dims, heads = ModelDims.from_config(model.config), model.config.num_attention_heads
     passage = tokenizer(PASSAGE * 8, add_special_tokens=False)["input_ids"]
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0
@@ -143,4 +148,5 @@ def calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Latency
         environment(model.config._attn_implementation),
         timings,
         large_batch,
+        cfg.transform,
     )

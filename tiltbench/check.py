@@ -4,7 +4,9 @@ Prediction check: each row's measured speedup against dense-dynamic is compared 
 calibrated latency model when a profile is given, else the FLOP ratio); the run fails when the median
 absolute relative error over the eliminating rows exceeds `tolerance`. Rows at tilt rate 0 are shown but left
 out of the median: both sides are 1 by construction there, and counting them would dilute the error.
-Regression check (`baseline`): rows are matched by their place in the grid (checkpoint, tilt rate, batch size);
+Transforms: a row under int8 or bf16 is held to the profile calibrated under the same transform (`--profile`
+once per transform), by its speedup against the same-transform dense model, which is what that profile models.
+Regression check (`baseline`): rows are matched by their place in the grid (checkpoint, knob, batch, transform);
 matched rows must share their full identity (`IDENTITY`: model, task, method, knob, threads, lengths, ...),
 else the comparison is refused and the differing field named. A row regresses when its metric drops by more
 than `metric_tolerance` points, or its speedup against the headline baseline moves, down *or up*, by more than
@@ -28,10 +30,12 @@ from pathlib import Path
 from tiltbench.errors import UserError
 from tiltbench.rows import MeasureRow, short_name
 from tiltbench.speed_model import LatencyProfile, ModelDims, calibrated_speedup
+from tiltbench.transforms import FP32
 
 # What must be equal for two rows at the same grid place to be compared.
 IDENTITY = (
     "model",
+    "transform",
     "task",
     "method",
     "knob_name",
@@ -53,10 +57,17 @@ HARDWARE = ("cpu", "cores", "gpu")
 class CheckConfig:
     results_dir: str
     _: KW_ONLY  # the rest by name: a dozen positional settings are unreadable and easy to shift
-    profile: str | None = None
+    profile: str | tuple[str, ...] | None = None  # one profile, or one per transform the run measured
     tolerance: float = 0.10
     baseline: str | None = None
     metric_tolerance: float = 1.0  # points
+    transform: str | None = None  # check only the rows under this transform (None: every row)
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        if self.profile is None:
+            return ()
+        return (self.profile,) if isinstance(self.profile, str) else tuple(self.profile)
 
     def __post_init__(self) -> None:
         if self.tolerance <= 0 or self.metric_tolerance < 0:
@@ -73,7 +84,8 @@ class CheckRow:
     knob_name: str
     knob: float
     batch_size: int
-    measured: float  # speedup vs dense-dynamic
+    transform: str  # fp32, int8, bf16
+    measured: float  # speedup vs dense-dynamic (a transformed row: vs the same-transform dense model)
     predicted: float
     error: float  # measured / predicted - 1
     counted: bool  # False at the dense knob (HF's own forward: 1 vs 1 by construction, not evidence)
@@ -157,12 +169,20 @@ def predicted(row: MeasureRow, profile: LatencyProfile | None) -> float:
 
 def check(cfg: CheckConfig) -> CheckReport:
     rows = load_rows(cfg.results_dir)
+    if cfg.transform is not None:
+        rows = [r for r in rows if r.transform == cfg.transform]
+        if not rows:
+            raise UserError(f"{cfg.results_dir} has no rows measured under {cfg.transform}")
     baseline = load_rows(cfg.baseline) if cfg.baseline else None
-    profile = LatencyProfile.load(cfg.profile) if cfg.profile else None
+    if baseline is not None and cfg.transform is not None:
+        baseline = [r for r in baseline if r.transform == cfg.transform]
+    profiles = _profiles_by_transform(cfg.profiles, {r.transform for r in rows})
     table = []
-    for row in sorted(rows, key=lambda r: (r.checkpoint, r.batch_size, r.knob)):
-        expected = predicted(row, profile)
-        measured = row.speedup_vs_dense_dynamic
+    for row in sorted(rows, key=lambda r: (r.checkpoint, r.transform, r.batch_size, r.knob)):
+        expected = predicted(row, profiles.get(row.transform))
+        # a profile models its own transform's dense and eliminating times: a transformed row is held to it by
+        # its speedup against the same-transform dense model
+        measured = row.speedup_vs_dense_dynamic if row.transform == FP32 else row.same_transform_speedup
         table.append(
             CheckRow(
                 checkpoint=short_name(row.checkpoint),
@@ -171,6 +191,7 @@ def check(cfg: CheckConfig) -> CheckReport:
                 knob_name=row.knob_name,
                 knob=row.knob,
                 batch_size=row.batch_size,
+                transform=row.transform,
                 measured=measured,
                 predicted=expected,
                 error=measured / expected - 1,
@@ -184,7 +205,7 @@ def check(cfg: CheckConfig) -> CheckReport:
             "the prediction to; measure some knob values above 0, or pass --baseline"
         )
     median = statistics.median(counted) if counted else None
-    report = CheckReport("calibrated" if profile else "FLOP", table, median, cfg.tolerance)
+    report = CheckReport("calibrated" if profiles else "FLOP", table, median, cfg.tolerance)
     if baseline is not None:
         difference = hardware_difference(load_hardware(cfg.baseline), load_hardware(cfg.results_dir))
         if difference:
@@ -197,6 +218,25 @@ def check(cfg: CheckConfig) -> CheckReport:
     return report
 
 
+def _profiles_by_transform(paths: tuple[str, ...], transforms: set[str]) -> dict[str, LatencyProfile]:
+    """The given profiles keyed by the transform each was calibrated under; every transform among the rows
+    needs one (or none is given: the FLOP prediction for all)."""
+    profiles: dict[str, LatencyProfile] = {}
+    for path in paths:
+        profile = LatencyProfile.load(path)
+        if profile.transform in profiles:
+            raise UserError(f"two profiles for {profile.transform}: give one per transform")
+        profiles[profile.transform] = profile
+    missing = sorted(transforms - set(profiles))
+    if profiles and missing:
+        have = ", ".join(sorted(profiles))
+        raise UserError(
+            f"the run has rows under {', '.join(missing)} but the profiles given were calibrated under {have}; "
+            "calibrate with --quantize/--dtype for each, or check one transform with --quantize/--dtype"
+        )
+    return profiles
+
+
 def _match(old: MeasureRow, candidates: list[MeasureRow]) -> MeasureRow:
     """The candidate with the same identity as `old`; UserError naming the first differing field otherwise."""
     for row in candidates:
@@ -204,7 +244,7 @@ def _match(old: MeasureRow, candidates: list[MeasureRow]) -> MeasureRow:
             return row
     row = candidates[0]
     name = next(k for k in IDENTITY if getattr(row, k) != getattr(old, k))
-    checkpoint, knob, batch = old.place
+    checkpoint, knob, batch, _ = old.place
     raise UserError(
         f"the baseline's row {checkpoint} {old.knob_label(short=True)} {knob:g} batch {batch} differs from this "
         f"run in {name!r}: {getattr(old, name)!r} there, {getattr(row, name)!r} here; compare runs made with the "
@@ -243,8 +283,10 @@ def regressions(
     """One line per regressed, suspiciously improved or missing row; UserError when rows are not comparable."""
     found = []
     for old in baseline:
-        checkpoint, knob, batch = old.place
-        label = f"{checkpoint} {old.knob_label(short=True)} {knob:g} batch {batch}"
+        checkpoint, knob, batch, transform = old.place
+        label = f"{checkpoint} {old.knob_label(short=True)} {knob:g} batch {batch}" + (
+            f" {transform}" if transform != "fp32" else ""
+        )
         candidates = [r for r in rows if r.place == old.place]
         if not candidates:
             found.append(f"{label}: missing from the new run")

@@ -13,7 +13,7 @@ from tiltbench.data import TaskInfo, batches, encode, length_sorted
 from tiltbench.distributed import on_device
 from tiltbench.errors import UserError
 from tiltbench.metrics import compute_metrics
-from tiltbench.patch import realised_counts
+from tiltbench.patch import is_patched, realised_counts
 
 Progress = Callable[[str, int, int], None]
 
@@ -28,7 +28,8 @@ def run(
     model: nn.Module, examples: list[dict], pad_id: int, batch_size: int = 64, progress: Progress | None = None
 ) -> Outputs:
     """Logits and realised counts for every example. Batches are length-sorted (less padding); an
-    example's result does not depend on its batch, so the order changes nothing but speed."""
+    example's result does not depend on its batch, so the order changes nothing but speed. An unpatched (HF)
+    model keeps every real token in every layer."""
     order = length_sorted(examples)
     logits: list[np.ndarray] = []
     kept: list[np.ndarray] = []
@@ -39,7 +40,11 @@ def run(
             batch.pop("labels")
             batch = on_device(batch, device)
             logits.append(model(**batch).logits.float().cpu().numpy())
-            kept.append(realised_counts(model).cpu().numpy())
+            if is_patched(model):
+                kept.append(realised_counts(model).cpu().numpy())
+            else:  # HF's own model (a dense baseline): every real token through every layer
+                lengths = batch["attention_mask"].sum(1, keepdim=True).cpu().numpy()
+                kept.append(np.repeat(lengths, model.config.num_hidden_layers + 1, axis=1))
             if progress:
                 progress("evaluating", min((step + 1) * batch_size, len(examples)), len(examples))
     inverse = np.argsort(order)

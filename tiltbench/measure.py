@@ -9,6 +9,8 @@ Variants, all on the same real dev-set inputs (dataset order), the same threads,
   dense-dynamic  the plain HF model, its default attention, padded to the batch maximum: the headline baseline
   dense-padded   the plain HF model on inputs padded to --max-seq-len, as papers measure
   dense-eager    the plain HF model with eager attention (dynamic padding)
+  dense-int8     with --quantize int8 / --dtype bf16 ([stack]): the plain HF model under tiltbench's transform,
+  dense-bf16     in the headline group; the fp32 baselines above stay fp32 (what users compare with)
 Speedup against a baseline = its robust total / tiltbench's: per batch, the median over (at least 3) rounds,
 summed over the batches; the same batches for every variant, so the total is content-weighted. tiltbench,
 keep-all and the headline baseline are timed as one interleaved group; the other baselines are timed
@@ -48,6 +50,8 @@ from tiltbench.patch import method_of, patch, realised_counts, set_schedule, unp
 from tiltbench.rows import MeasureRow
 from tiltbench.schedule import Schedule
 from tiltbench.speed_model import ModelDims, encoder_macs
+from tiltbench.transforms import FP32, apply_spec, check_transform
+from tiltbench.transforms.base import model_megabytes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +76,7 @@ class MeasureConfig:
     fvcore: bool = True
     eval_batch_size: int = 64
     device: str = "cpu"  # cpu or cuda (resolved from --device auto by the caller: a run records where it timed)
+    transform: str = "fp32"  # tiltbench's numerics: fp32, int8 or bf16 (tiltbench/transforms/); a sweep's grid
 
     @property
     def headline_baseline(self) -> str:
@@ -86,6 +91,12 @@ class MeasureConfig:
             raise UserError("--warmup and --min-seconds must be >= 0")
         if self.device not in ("cpu", "cuda"):
             raise UserError(f"the measuring device must be cpu or cuda, got {self.device!r}")
+        check_transform(self.transform, self.device)
+
+    @property
+    def transform_baseline(self) -> str | None:
+        """The dense model under tiltbench's transform (dense-int8, dense-bf16); None for fp32."""
+        return None if self.transform == FP32 else f"dense-{self.transform}"
 
 
 def measure_data(meta: dict, cfg: MeasureConfig) -> DataConfig:
@@ -117,11 +128,19 @@ class CheckpointBench:
         cfg = self.cfg
         self.data = measure_data(read_meta(self.checkpoint), cfg)
         self.model, self.tokenizer, self.meta, self.info = load_checkpoint(self.checkpoint)
-        self.dense, _ = load_model(self.checkpoint)
+        self.dense, _ = load_model(self.checkpoint)  # fp32, whatever the transform: the headline baseline
         self.eager, _ = load_model(self.checkpoint, attn_implementation="eager")
-        for model in (self.model, self.dense, self.eager):
-            model.to(cfg.device)
+        self.dense_transformed = None  # dense-int8 / dense-bf16: the same HF model under tiltbench's transform
+        if cfg.transform != FP32:
+            self.dense_transformed, _ = apply_spec(load_model(self.checkpoint)[0], cfg.transform)
+        for model in (self.model, self.dense, self.eager, self.dense_transformed):
+            if model is not None:
+                model.to(cfg.device)
         method_of(self.model).to(cfg.device)  # the method's own weights (gates, thresholds) beside the model's
+        # after the move: a transform is applied on the device the model runs on (bf16 casts there too)
+        self.model, _ = apply_spec(self.model, cfg.transform)
+        self.model_mb, self.dense_fp32_mb = model_megabytes(self.model), model_megabytes(self.dense)
+        self._fp32_metric: dict[str, float] | None = None
         eval_set, self.info = load_split(self.data, "eval", self.info)
         self.examples = encode(eval_set, self.tokenizer, self.data.max_seq_len)
         self.timing_examples = self.examples[: cfg.latency_examples]
@@ -143,6 +162,15 @@ class CheckpointBench:
                 self.model, self.examples, self.info, self.pad_id, self.cfg.eval_batch_size, progress
             )
         return self.metrics[knob]
+
+    def fp32_metric(self, progress: Progress | None = None) -> dict[str, float]:
+        """Task metrics of HF's dense fp32 model on the evaluation set: what a transformed row's total drop is
+        measured against."""
+        if self._fp32_metric is None:
+            self._fp32_metric, _ = evaluate(
+                self.dense, self.examples, self.info, self.pad_id, self.cfg.eval_batch_size, progress
+            )
+        return self._fp32_metric
 
     def fvcore(self, knob: float) -> dict:
         """fvcore vs analytic MACs on the first timing example alone (eager attention, so fvcore sees the matmuls)."""
@@ -204,6 +232,9 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
         headline.append(
             Variant("keep-all", bench.model, inputs, lambda: set_schedule(bench.model, keep_all, keep_all=True))
         )
+    same_transform = cfg.transform_baseline
+    if same_transform:  # dense-int8 / dense-bf16 in tiltbench's own group: the speedup a user of int8 gains
+        headline.append(Variant(same_transform, bench.dense_transformed, inputs))
     others = {"dense-dynamic": (bench.dense, dynamic), "dense-padded": (bench.dense, padded)}
     others["dense-eager"] = (bench.eager, inputs)
     anchored = [Variant("anchor", bench.dense, inputs)]
@@ -223,6 +254,13 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
     for name in others:
         if name != headline_name:
             totals[name] *= chain
+    # the part of the speedup the transform itself brings (1 for fp32), then padding and elimination against
+    # the same-transform dense model
+    transformed_dense = totals[same_transform] if same_transform else totals[headline_name]
+    fp32_drop = None
+    if same_transform:
+        fp32 = bench.fp32_metric()
+        fp32_drop = round(100 * (fp32[bench.info.primary_metric] - metrics[bench.info.primary_metric]), 4)
     counts = np.concatenate(kept)  # [N, L+1]
     macs = [encoder_macs(row.tolist(), bench.dims) for row in counts]
     dense_macs = [encoder_macs([int(row[0])] * (bench.dims.layers + 1), bench.dims) for row in counts]
@@ -254,11 +292,12 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
         speedup_vs_dense_padded=totals["dense-padded"] / totals["tiltbench"],
         speedup_vs_dense_eager=totals["dense-eager"] / totals["tiltbench"],
         # at tilt rate 0 (HF's forward: no padding skipped, no token removed) the split is 1 x the speedup
-        speedup_from_padding=totals[headline_name] / totals.get("keep-all", totals[headline_name]),
-        speedup_from_elimination=totals.get("keep-all", totals[headline_name]) / totals["tiltbench"],
+        speedup_from_padding=transformed_dense / totals.get("keep-all", transformed_dense),
+        speedup_from_elimination=totals.get("keep-all", transformed_dense) / totals["tiltbench"],
         speedup_estimator="sum over batches of the median over rounds, baseline / tiltbench; baselines outside "
         "the headline group timed against an anchor and chained through it; speedup vs the headline baseline = "
-        "speedup_from_padding (headline / keep-all) x speedup_from_elimination (keep-all / tiltbench)",
+        "speedup_from_transform (headline / same-transform dense, 1 for fp32) x speedup_from_padding "
+        "(same-transform dense / keep-all) x speedup_from_elimination (keep-all / tiltbench)",
         anchor_latency=anchor.to_dict(),
         predicted_speedup=sum(dense_macs) / sum(macs),
         macs_per_example=sum(macs) / n_examples,
@@ -298,8 +337,27 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
             else None
         ),
         kept_counts=counts.tolist(),  # [N][L+1] realised per example: the models re-predict from these
-        fvcore=bench.fvcore(knob) if cfg.fvcore else None,
+        fvcore=_fvcore_note(bench.fvcore(knob), cfg.transform) if cfg.fvcore else None,
+        transform=cfg.transform,
+        transform_baseline=same_transform,
+        speedup_vs_dense_transform=totals[same_transform] / totals["tiltbench"] if same_transform else None,
+        speedup_from_transform=totals[headline_name] / transformed_dense,
+        metric_drop_vs_fp32_points=fp32_drop,
+        model_mb=bench.model_mb,
+        dense_fp32_mb=bench.dense_fp32_mb,
     )
+
+
+def _fvcore_note(row: dict, transform: str) -> dict:
+    """fvcore traces the fp32 eager model: quantised Linear ops are opaque to it (it counts none of their MACs),
+    and a bf16 model does the same MACs. The analytic count stands for every transform."""
+    if transform == FP32:
+        return row
+    return {
+        **row,
+        "note": f"counted on the fp32 model: fvcore cannot count {transform} Linear ops; the "
+        "analytic MAC count is the same for every transform",
+    }
 
 
 def _peak_gpu_mib(variants: list[Variant], bench: CheckpointBench) -> dict[str, float]:

@@ -150,12 +150,15 @@ def write_meta(checkpoint: str | Path, meta: dict) -> None:
     write_json_atomic(Path(checkpoint) / CHECKPOINT_META, meta)
 
 
-def load_checkpoint(checkpoint: str | Path, attn_implementation: str | None = None):
-    """(patched model, tokenizer, meta, TaskInfo) of a tiltbench checkpoint, at its recorded schedule."""
+def load_checkpoint(checkpoint: str | Path, attn_implementation: str | None = None, transform: str = "fp32"):
+    """(patched model, tokenizer, meta, TaskInfo) of a tiltbench checkpoint, at its recorded schedule, under
+    `transform` (fp32, int8, bf16: tiltbench/transforms/), applied after the patch."""
     from tiltbench.patch import patch
+    from tiltbench.transforms import apply_spec
 
     meta = read_meta(checkpoint)
     model, tokenizer = load_model(str(checkpoint), None, attn_implementation)
     layers = model.config.num_hidden_layers
     patch(model, schedule_from_meta(meta, layers), method=method_from_meta(meta, layers, checkpoint))
+    model, _ = apply_spec(model, transform)
     return model, tokenizer, meta, TaskInfo.from_dict(meta["task"])

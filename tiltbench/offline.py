@@ -24,6 +24,7 @@ from tiltbench.models import load_checkpoint, read_meta, write_meta
 from tiltbench.patch import method_of, set_knob
 from tiltbench.schedule import parse_grid
 from tiltbench.speed_model import ModelDims, predict_speedup, speedup_from_counts
+from tiltbench.transforms import FP32, apply_spec, check_transform
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class OfflineConfig:
     output: str | None = None  # also write config/environment/report files into this folder
     overwrite: bool = False  # replace an earlier offline-tune run in `output`
     device: str = "cpu"  # where the model evaluates (cpu or cuda)
+    transform: str = "fp32"  # numerics after loading: fp32, int8 or bf16 (tiltbench/transforms/)
 
     def __post_init__(self) -> None:
         if self.knobs is not None and not self.knobs:
@@ -49,6 +51,7 @@ class OfflineConfig:
             raise UserError(f"--target-speedup must be positive, got {self.target_speedup}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_transform(self.transform, self.device)
 
 
 @dataclass
@@ -73,6 +76,8 @@ class OfflineReport:
     chosen_knob: float
     criterion: str
     environment: dict = field(default_factory=dict)
+    transform: str = "fp32"  # the numerics every row was evaluated under
+    fp32_dense_metric: float | None = None  # a transformed run: the fp32 checkpoint at its dense knob
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +96,14 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
     examples = encode(eval_set, tokenizer, data.max_seq_len)
     dims = ModelDims.from_config(model.config)
     method = method_of(model)
+    for knob in cfg.knobs or ():
+        method.schedule(knob)  # an out-of-range value fails before any work
+    fp32_dense = None
+    if cfg.transform != FP32:  # the total drop of a transformed row is against this, before the transform
+        set_knob(model, method.dense_knob)
+        fp32_metrics, _ = evaluate(model, examples, info, tokenizer.pad_token_id or 0, cfg.batch_size)
+        fp32_dense = fp32_metrics[info.primary_metric]
+        model, _ = apply_spec(model, cfg.transform)
     label = method.knob_name.replace("_", " ")
     knobs = sorted({method.dense_knob, *(cfg.knobs or parse_grid(method.default_grid))})
     schedules = {knob: method.schedule(knob) for knob in knobs}  # an out-of-range value fails before any work
@@ -140,6 +153,8 @@ def offline_tune(cfg: OfflineConfig, progress: Progress | None = None) -> Offlin
         chosen_knob=chosen,
         criterion=criterion,
         environment=environment(model.config._attn_implementation, data.seed),
+        transform=cfg.transform,
+        fp32_dense_metric=fp32_dense,
     )
     if cfg.record:
         meta["schedule"] = schedules[chosen].to_dict()
@@ -197,8 +212,16 @@ def _write_run(folder: Path, cfg: OfflineConfig, report: OfflineReport) -> None:
     headers, rows = offline_table(report)
     write_text_atomic(
         folder / "report.md",
-        f"# offline-tune: {report.checkpoint} on {report.task}\n\n"
-        f"{report.n_examples} evaluation examples; predicted speedup = dense encoder MACs / "
+        f"# offline-tune: {report.checkpoint} on {report.task}"
+        + ("" if report.transform == FP32 else f" under {report.transform}")
+        + "\n\n"
+        + (
+            ""
+            if report.fp32_dense_metric is None
+            else f"Every row evaluated under {report.transform}; the fp32 checkpoint at its dense knob: "
+            f"{report.fp32_dense_metric:.4f}.\n\n"
+        )
+        + f"{report.n_examples} evaluation examples; predicted speedup = dense encoder MACs / "
         f"MACs with the counts kept (planned, or realised by an adaptive method), each example at its real "
         f"length (FLOPs = 2 x MACs).\n\n"
         + markdown_table(headers, rows)

@@ -428,6 +428,10 @@ def realised_counts_of(state: TiltState) -> Tensor | None:
     return state.kept
 
 
+def is_patched(model: nn.Module) -> bool:
+    return hasattr(model, "_tiltbench")
+
+
 def _state(model: nn.Module) -> TiltState:
     state = getattr(find_encoder(model), "_tiltbench", None)
     if state is None:

@@ -26,33 +26,42 @@ def _save(fig, path: Path) -> None:
 METHOD_STYLE = {"tilted": ("C0", "o"), "power": ("C1", "s"), "gates": ("C2", "^"), "ltp": ("C3", "D")}
 
 
+TRANSFORM_MARKER = {"fp32": None, "int8": "s", "bf16": "^"}  # None: the method's own marker
+
+
 def plot_pareto(rows: list[MeasureRow], path: Path) -> None:
-    """Task metric vs measured speedup against dense-dynamic: one panel per batch size, one curve per checkpoint
-    (coloured by its method), each point labelled with its knob value; the dense knob is the black star."""
+    """Task metric vs measured speedup against dense-dynamic fp32: one panel per batch size, one curve per
+    checkpoint and transform (coloured by its method, a marker per transform), each point labelled with its knob
+    value; the fp32 dense knob is the black star, each transform's dense model (dense-int8, dense-bf16) a grey
+    marker of that transform at its own speedup over fp32."""
     batches = sorted({row.batch_size for row in rows})
-    curves: dict[tuple[int, str, str], list[MeasureRow]] = defaultdict(list)
+    curves: dict[tuple[int, str, str, str], list[MeasureRow]] = defaultdict(list)
     for row in rows:
-        curves[(row.batch_size, row.method, short_name(row.checkpoint))].append(row)
+        curves[(row.batch_size, row.method, short_name(row.checkpoint), row.transform)].append(row)
     fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches) + 2.5, 4.5), sharey=True, squeeze=False)
     panel = {batch: ax for batch, ax in zip(batches, axes[0], strict=True)}
-    labelled: set[str] = set()  # a checkpoint's legend entry, from the first panel that draws it
+    labelled: set[str] = set()  # a curve's legend entry, from the first panel that draws it
     styles = ["-", "--", ":", "-."]  # checkpoints of one method: one colour, a line style each
     by_method: dict[str, list[str]] = defaultdict(list)
-    for _, method, name in sorted(curves):
+    for _, method, name, _ in sorted(curves):
         if name not in by_method[method]:
             by_method[method].append(name)
-    for (batch, method, name), points in sorted(curves.items()):
+    for (batch, method, name, transform), points in sorted(curves.items()):
         ax = panel[batch]
         points.sort(key=lambda p: p.knob)
         colour, marker = METHOD_STYLE.get(method, ("C7", "x"))
+        marker = TRANSFORM_MARKER.get(transform) or marker
         line = styles[by_method[method].index(name) % len(styles)]
+        numerics = "" if transform == "fp32" else f", {transform}"
+        legend = f"{method}: {name}{numerics} ({points[0].knob_label()})"
         ax.plot(
             [p.speedup_vs_dense_dynamic for p in points],
             [100 * p.metric for p in points],
             marker=marker,
             linestyle=line,
             color=colour,
-            label=None if name in labelled else labelled.add(name) or f"{method}: {name} ({points[0].knob_label()})",
+            markerfacecolor="none" if transform != "fp32" else colour,
+            label=None if legend in labelled else labelled.add(legend) or legend,
         )
         for p in points:
             ax.annotate(
@@ -62,13 +71,26 @@ def plot_pareto(rows: list[MeasureRow], path: Path) -> None:
                 textcoords="offset points",
                 xytext=(3, 3),
             )
+        if transform != "fp32":  # the same-transform dense model: what a user of int8 alone gets
+            gain = sorted(p.speedup_from_transform for p in points)[len(points) // 2]
+            metric = 100 * (points[0].metric + points[0].metric_drop_points / 100)
+            label = f"dense-{transform}"
+            ax.plot(
+                [gain],
+                [metric],
+                marker=marker,
+                color="0.3",
+                markersize=9,
+                linestyle="none",
+                label=None if label in labelled else labelled.add(label) or label,
+            )
     for batch, ax in panel.items():
-        dense = [r for r in rows if r.knob == 0 and r.batch_size == batch]  # every method's dense knob is 0
-        if dense:
-            label = None if "dense" in labelled else labelled.add("dense") or "dense (knob 0)"
+        dense = [r for r in rows if r.knob == 0 and r.batch_size == batch and r.transform == "fp32"]
+        if dense:  # every method's dense knob is 0
+            label = None if "dense" in labelled else labelled.add("dense") or "dense fp32 (knob 0)"
             ax.plot([1.0] * len(dense), [100 * r.metric for r in dense], "k*", markersize=10, label=label)
         ax.set_title(f"batch {batch}")
-        ax.set_xlabel("measured speedup vs dense-dynamic (x)")
+        ax.set_xlabel("measured speedup vs dense-dynamic fp32 (x)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{rows[0].metric_name} (%)")
     fig.suptitle("Metric vs measured speedup (labels: knob value)")

@@ -18,14 +18,22 @@ Column = tuple[str, Callable[[MeasureRow], object]]
 TABLE_COLUMNS: list[Column] = [
     ("checkpoint", lambda r: short_name(r.checkpoint)),
     ("method", lambda r: r.method),
+    ("transform", lambda r: r.transform),
     ("knob", lambda r: f"{r.knob_label(short=True)} {r.knob:g}"),
     ("batch", lambda r: r.batch_size),
     ("metric", lambda r: f"{r.metric_name} {r.metric:.4f}"),
     ("drop (pts)", lambda r: f"{r.metric_drop_points:.2f}"),
+    (
+        "drop vs dense fp32 (pts)",
+        lambda r: "-" if r.metric_drop_vs_fp32_points is None else f"{r.metric_drop_vs_fp32_points:.2f}",
+    ),
+    ("model MB", lambda r: "-" if r.model_mb is None else f"{r.model_mb:.1f}"),
     ("tiltbench p50 ms", lambda r: f"{r.latency['tiltbench']['p50']:.2f}"),
     ("dense-dynamic p50 ms", lambda r: f"{r.latency['dense-dynamic']['p50']:.2f}"),
     ("headline baseline", lambda r: r.headline_baseline),
     ("speedup vs headline", lambda r: f"{r.headline_speedup:.3f}x"),
+    ("vs same-transform dense", lambda r: f"{r.same_transform_speedup:.3f}x"),
+    ("of which transform", lambda r: f"{r.speedup_from_transform:.3f}x"),
     ("of which padding", lambda r: f"{r.speedup_from_padding:.3f}x"),
     ("of which elimination", lambda r: f"{r.speedup_from_elimination:.3f}x"),
     ("vs dense-dynamic", lambda r: f"{r.speedup_vs_dense_dynamic:.3f}x"),
@@ -54,37 +62,34 @@ def screen_tables(rows: list[MeasureRow]) -> list[tuple[str, list[str], list[lis
     """(checkpoint, headers, rows) per checkpoint for the terminal: few columns, readable at 100 columns (the
     files hold everything). Speedup is against the row's headline baseline and splits into padding x elimination."""
     out = []
-    for checkpoint in dict.fromkeys(r.checkpoint for r in rows):
-        own = sorted(  # one checkpoint, so one method and one knob
-            (r for r in rows if r.checkpoint == checkpoint), key=lambda r: (r.batch_size, r.knob)
+    for checkpoint, transform in dict.fromkeys((r.checkpoint, r.transform) for r in rows):
+        own = sorted(  # one checkpoint, so one method and one knob; one transform
+            (r for r in rows if (r.checkpoint, r.transform) == (checkpoint, transform)),
+            key=lambda r: (r.batch_size, r.knob),
         )
         metric = SHORT_METRIC.get(own[0].metric_name, own[0].metric_name)
-        headers = [
-            own[0].knob_label(short=True),
-            "batch",
-            metric,
-            "drop",
-            "ms/batch",
-            "speedup",
-            "padding",
-            "removal",
-            "FLOPs",
-        ]
+        # a transformed table trades the padding column for the speedup against the same-transform dense model
+        third = ("padding", lambda r: r.speedup_from_padding)
+        if transform != "fp32":
+            third = (f"vs {own[0].transform_baseline}", lambda r: r.same_transform_speedup)
+        headers = [own[0].knob_label(short=True), "batch", metric, "drop", "ms/batch", "speedup", third[0]]
+        headers += ["removal", "FLOPs"]
         body = [
             [
                 f"{r.knob:g}",
                 r.batch_size,
                 f"{r.metric:.4f}",
-                f"{r.metric_drop_points:.2f}",
+                f"{r.metric_drop_points if r.metric_drop_vs_fp32_points is None else r.metric_drop_vs_fp32_points:.2f}",
                 f"{r.latency['tiltbench']['p50']:.2f}",
                 f"{r.headline_speedup:.2f}x",
-                f"{r.speedup_from_padding:.2f}x",
+                f"{third[1](r):.2f}x",
                 f"{r.speedup_from_elimination:.2f}x",
                 f"{r.predicted_speedup:.2f}x",
             ]
             for r in own
         ]
-        out.append((short_name(checkpoint), headers, body))
+        title = short_name(checkpoint) + ("" if transform == "fp32" else f" · {transform}")
+        out.append((title, headers, body))
     return out
 
 
@@ -145,7 +150,13 @@ def to_markdown(config: dict, env: dict, rows: list[MeasureRow]) -> str:
         "padding to skip, as at batch 1) x **elimination** (keep-all / tiltbench: the removed tokens). Knob: "
         "the method's (tilt rate for tilted, retention scale for power). At the dense knob value (tilt rate 0, "
         "scale 0) tiltbench is HF's own forward and the split is 1 x the speedup. Predicted = dense / eliminated "
-        "encoder MACs, each example at its real length. FLOPs = 2 x MACs.\n\n" + markdown_table(headers, body)
+        "encoder MACs, each example at its real length. FLOPs = 2 x MACs. **Transforms** (int8: dynamic int8 "
+        "Linear layers; bf16: bfloat16 weights and activations): a transformed row's tiltbench runs under the "
+        "transform and is also timed against the same HF model under it (**vs same-transform dense**, dense-int8 "
+        "or dense-bf16, in tiltbench's group); its speedup vs the fp32 headline = transform (fp32 headline / "
+        "same-transform dense) x padding x elimination; **drop vs dense fp32** is the total metric drop against "
+        "HF's dense fp32 model. fvcore cannot count quantised Linear ops: FLOPs are the analytic count, the same "
+        "for every transform. Model MB: the serialised state_dict.\n\n" + markdown_table(headers, body)
     )
 
 

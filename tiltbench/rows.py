@@ -33,6 +33,13 @@ OPTIONAL = (
     "environment",
     "device",
     "peak_gpu_mib",
+    "transform",
+    "transform_baseline",
+    "speedup_vs_dense_transform",
+    "speedup_from_transform",
+    "metric_drop_vs_fp32_points",
+    "model_mb",
+    "dense_fp32_mb",
 )  # absent from older rows
 
 
@@ -104,6 +111,17 @@ class MeasureRow:
     environment: dict | None = None
     device: str = "cpu"  # where the row was timed (cuda: CUDA events, synchronised)
     peak_gpu_mib: dict[str, float] | None = None  # cuda only: peak memory of one forward of each variant
+    # [stack]: the numerics of tiltbench's model (fp32, int8, bf16: tiltbench/transforms/). A transformed row
+    # is also timed against the same HF model under the same transform (`transform_baseline`, dense-int8 or
+    # dense-bf16) in the headline group; then speedup vs headline = speedup_from_transform (headline /
+    # dense-<t>) x speedup_from_padding (dense-<t> / keep-all) x speedup_from_elimination (keep-all / tiltbench).
+    transform: str = "fp32"
+    transform_baseline: str | None = None  # dense-int8 / dense-bf16; None for fp32 rows (there: dense-dynamic)
+    speedup_vs_dense_transform: float | None = None  # same-transform dense total / tiltbench total
+    speedup_from_transform: float = 1.0  # headline baseline / same-transform dense
+    metric_drop_vs_fp32_points: float | None = None  # against HF's dense fp32 model on the same examples
+    model_mb: float | None = None  # tiltbench's model, serialised state_dict (10^6 bytes)
+    dense_fp32_mb: float | None = None  # the fp32 dense model, the same way
 
     @classmethod
     def from_dict(cls, data: dict) -> MeasureRow:
@@ -133,18 +151,30 @@ class MeasureRow:
         return out
 
     @property
+    def same_transform_speedup(self) -> float:
+        """Speedup against the dense model of the row's own transform (dense-dynamic fp32 for fp32 rows; with
+        --pad-to-max, the padded one)."""
+        return self.headline_speedup if self.speedup_vs_dense_transform is None else self.speedup_vs_dense_transform
+
+    @property
     def headline_speedup(self) -> float:
         return getattr(self, f"speedup_vs_{self.headline_baseline.replace('-', '_')}")
 
     @property
     def key(self) -> tuple:
         """What makes a row unique within a run (for resuming)."""
-        return (str(Path(self.checkpoint)), round(self.knob, 6), int(self.batch_size), bool(self.pad_to_max))
+        return (
+            str(Path(self.checkpoint)),
+            round(self.knob, 6),
+            int(self.batch_size),
+            bool(self.pad_to_max),
+            self.transform,
+        )
 
     @property
     def place(self) -> tuple:
         """Where a row sits in a run's grid, wherever the run's folder lies (baseline comparisons)."""
-        return (short_name(self.checkpoint), round(self.knob, 6), int(self.batch_size))
+        return (short_name(self.checkpoint), round(self.knob, 6), int(self.batch_size), self.transform)
 
     def knob_label(self, short: bool = False) -> str:
         return knob_label(self.knob_name, short)

@@ -283,6 +283,7 @@ class LatencyProfile:
     # (`refit`) without timing again
     timings: list = field(default_factory=list)
     large_batch: int | None = None  # T of the large-batch term, chosen by `calibrate`
+    transform: str = "fp32"  # the numerics it was timed under (fp32, int8, bf16): `check` matches rows by it
 
     @property
     def dims(self) -> ModelDims:

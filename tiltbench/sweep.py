@@ -8,17 +8,20 @@ report.md, pareto.png, predicted_vs_measured.png. After every row the report fil
 so an interrupted sweep loses at most the row in flight; rerunning the same command skips finished rows
 (`force` redoes them). A folder holding a run with other settings is refused rather than mixed.
 
-Sharding (`shard=(i, N)`, `--shard i/N`): the grid, in its fixed order (checkpoint, batch size, knob), is dealt
-round-robin, and shard i (0-based, as a SLURM array index) measures entries i, i+N, i+2N, ... into its own folder
-`<run-name>.shard-<i>-of-<N>`. Round-robin rather than blocks: every shard gets a share of the long-input,
-large-batch rows. `merge` (tiltbench/merge.py) joins the shard folders. Every speedup is a ratio of times taken
-in one interleaved group inside one shard, so merging only concatenates rows.
+Transforms (`transforms`, [stack]): each checkpoint is measured under every named numerics (fp32, int8, bf16),
+a grid axis like the knob values; a transformed row is timed against the same-transform dense model too.
+
+Sharding (`shard=(i, N)`, `--shard i/N`): the grid, in its fixed order (checkpoint, transform, batch size,
+knob), is dealt round-robin, and shard i (0-based, as a SLURM array index) measures entries i, i+N, i+2N, ...
+into its own folder `<run-name>.shard-<i>-of-<N>`. Round-robin rather than blocks: every shard gets a share of
+the long-input, large-batch rows. `merge` (tiltbench/merge.py) joins the shard folders. Every speedup is a ratio
+of times taken in one interleaved group inside one shard, so merging only concatenates rows.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import KW_ONLY, asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field, replace
 from pathlib import Path
 
 from tiltbench.environment import environment
@@ -30,6 +33,7 @@ from tiltbench.models import method_from_meta, read_meta
 from tiltbench.results import write_report as write_report_files
 from tiltbench.rows import MeasureRow
 from tiltbench.schedule import parse_grid
+from tiltbench.transforms import FP32, check_transform
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class SweepConfig:
     command: str = "sweep"  # which command made the run ("measure" or "sweep"), recorded in config.json
     grids: dict[str, tuple[float, ...]] = field(default_factory=dict)  # checkpoint -> its own grid (overrides)
     shard: tuple[int, int] | None = None  # (i, N): measure the i-th of N round-robin parts of the grid (0-based)
+    transforms: tuple[str, ...] = ("fp32",)  # numerics to measure each checkpoint under ([stack]): a grid axis
 
     def __post_init__(self) -> None:
         if self.shard is not None:
@@ -57,6 +62,10 @@ class SweepConfig:
             raise UserError("the knob grid is empty")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserError(f"batch sizes must be at least 1, got {list(self.batch_sizes)}")
+        if not self.transforms:
+            raise UserError("give at least one transform (fp32, int8, bf16)")
+        for name in self.transforms:
+            check_transform(name, self.measure.device)
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
             raise UserError(f"--run-name must be a plain folder name, got {self.run_name!r}")
 
@@ -68,7 +77,13 @@ class SweepConfig:
 
     def settings(self) -> dict:
         """What must match for rows to be comparable (the grid itself may grow between runs)."""
-        return {"measure": asdict(self.measure)}
+        return {"measure": _comparable(asdict(self.measure))}
+
+
+def _comparable(measure: dict) -> dict:
+    """Measurement settings that must match across runs of one folder: the transform is a grid axis (like the
+    knob values), so a run may add transforms."""
+    return {k: v for k, v in measure.items() if k != "transform"}
 
 
 def shard_folder_name(run_name: str, index: int, count: int) -> str:
@@ -123,23 +138,26 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     done = {r.key for r in rows}
     # a value given twice (--knobs 0.1,0.1) is one row, not two: every shard must deal the same distinct grid
     unique: dict[tuple, tuple] = {}
-    for entry in ((c, t, b) for c in cfg.checkpoints for b in cfg.batch_sizes for t in grids[c]):
-        unique.setdefault(_key(*entry, False), entry)
+    entries = ((c, t, b, x) for c in cfg.checkpoints for x in cfg.transforms for b in cfg.batch_sizes for t in grids[c])
+    for entry in entries:
+        unique.setdefault(_key(*entry[:3], False, entry[3]), entry)
     wanted = list(unique.values())
+    pad = cfg.measure.pad_to_max
     config = _merged_config(cfg, previous["config"] if previous else None)
     if cfg.shard is not None:
         index, count = cfg.shard
         config["shard_grid_size"] = len(wanted)  # merge checks that the shards' rows cover the whole grid
         wanted = wanted[index::count]
-        config["shard_keys"] = [_key(c, t, b, cfg.measure.pad_to_max) for c, t, b in wanted]
-    todo = [(c, t, b) for c, t, b in wanted if _key(c, t, b, cfg.measure.pad_to_max) not in done]
+        config["shard_keys"] = [_key(c, t, b, pad, x) for c, t, b, x in wanted]
+    todo = [(c, t, b, x) for c, t, b, x in wanted if _key(c, t, b, pad, x) not in done]
     skipped = len(wanted) - len(todo)
     # A run with nothing left to measure keeps the environment its rows were measured in.
     env = previous["environment"] if previous and not todo else environment(seed=cfg.measure.seed)
-    for i, (checkpoint, knob, batch_size) in enumerate(todo):
-        label = f"row {i + 1}/{len(todo)}: {Path(checkpoint).name} knob {knob:g} batch {batch_size}"
+    for i, (checkpoint, knob, batch_size, transform) in enumerate(todo):
+        numerics = "" if transform == FP32 else f" {transform}"
+        label = f"row {i + 1}/{len(todo)}: {Path(checkpoint).name}{numerics} knob {knob:g} batch {batch_size}"
         try:
-            bench = _bench(checkpoint, cfg.measure)
+            bench = _bench(checkpoint, replace(cfg.measure, transform=transform))
             row = measure_row(bench, knob, batch_size, _row_progress(progress, label, i, len(todo)))
         except KeyboardInterrupt:
             raise SweepInterrupted(len(rows), cfg.folder) from None
@@ -155,9 +173,9 @@ def sweep(cfg: SweepConfig, progress: Progress | None = None) -> SweepReport:
     return report
 
 
-def _key(checkpoint: str, knob: float, batch_size: int, pad_to_max: bool) -> tuple:
+def _key(checkpoint: str, knob: float, batch_size: int, pad_to_max: bool, transform: str = FP32) -> tuple:
     """MeasureRow.key of the row this grid entry makes."""
-    return (str(Path(checkpoint)), round(knob, 6), batch_size, pad_to_max)
+    return (str(Path(checkpoint)), round(knob, 6), batch_size, pad_to_max, transform)
 
 
 def checkpoint_grid(cfg: SweepConfig, checkpoint: str, meta: dict) -> tuple[float, ...]:
@@ -197,6 +215,7 @@ def _merged_config(cfg: SweepConfig, old: dict | None) -> dict:
         if cfg.knobs is not None or old.get("knobs") is not None:
             config["knobs"] = sorted({*(old.get("knobs") or old.get("tilt_rates") or []), *(cfg.knobs or [])})
         config["batch_sizes"] = sorted({*old.get("batch_sizes", []), *cfg.batch_sizes})
+        config["transforms"] = list(dict.fromkeys([*old.get("transforms", [FP32]), *cfg.transforms]))
     return config
 
 
@@ -225,14 +244,14 @@ def _previous_run(cfg: SweepConfig) -> dict | None:
         return None
     try:
         previous = json.loads(report_file.read_text())
-        old_settings = {"measure": {"device": "cpu", **previous["config"]["measure"]}}  # older runs: cpu
+        old_settings = {"measure": _comparable({"device": "cpu", **previous["config"]["measure"]})}  # older: cpu
         previous["rows"] = [MeasureRow.from_dict(r) for r in previous["rows"]]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise UserError(f"{report_file} is not a tiltbench report; use another --run-name or --force") from None
     except UserError as old_format:  # rows from an older report format: they cannot be extended, only redone
         raise UserError(f"{report_file}: {old_format} (--force, or another --run-name)") from None
     if old_settings != cfg.settings():
-        now = asdict(cfg.measure)
+        now = _comparable(asdict(cfg.measure))
         changed = sorted(k for k in now if old_settings["measure"].get(k) != now[k])
         raise UserError(
             f"{cfg.folder} holds a run with other settings ({', '.join(changed)}); "

@@ -12,6 +12,7 @@ from tiltbench.cli.common import (
     CheckpointArg,
     DataDirOpt,
     DeviceOpt,
+    DtypeOpt,
     EvalFileOpt,
     ForceOpt,
     FvcoreOpt,
@@ -26,11 +27,13 @@ from tiltbench.cli.common import (
     OptTaskOpt,
     PadToMaxOpt,
     PairColOpt,
+    QuantizeOpt,
     ResultsDirOpt,
     RunNameOpt,
     SeedOpt,
     TextColOpt,
     ThreadsOpt,
+    TransformsOpt,
     WarmupOpt,
     app,
     emit_json,
@@ -67,6 +70,9 @@ def measure(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",
+    quantize: QuantizeOpt = "none",
+    dtype: DtypeOpt = "fp32",
+    transforms: TransformsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Latency, FLOPs and the task metric of one checkpoint over tilt rates and batch sizes, against dense
@@ -109,6 +115,9 @@ def sweep(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",
+    quantize: QuantizeOpt = "none",
+    dtype: DtypeOpt = "fp32",
+    transforms: TransformsOpt = None,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -170,11 +179,20 @@ def _run_sweep(
     threads: int | None,
     json_out: bool,
     shard: str | None = None,
+    quantize: str = "none",
+    dtype: str = "fp32",
+    transforms: str | None = None,
     **measure_settings,
 ) -> None:
     setup(threads)
     from tiltbench.distributed import resolve_device
     from tiltbench.measure import MeasureConfig
+    from tiltbench.transforms import parse_transforms, transform_spec
+
+    single = transform_spec(quantize, dtype)
+    if transforms is not None and (quantize, dtype) != ("none", "fp32"):
+        raise UserError("give --transforms, or --quantize/--dtype, not both")
+    numerics = parse_transforms(transforms) if transforms is not None else (single,)
 
     measure_settings["device"] = resolve_device(measure_settings.get("device", "auto"))
     from tiltbench.results import screen_tables
@@ -198,6 +216,7 @@ def _run_sweep(
         command=command,
         grids=grids,
         shard=parse_shard(shard) if shard is not None else None,
+        transforms=numerics,
     )
     try:
         with progress_bar(not json_out) as progress:
@@ -228,11 +247,14 @@ def _run_sweep(
                 f"{checkpoint} ({report.environment['threads']} threads) -> {cfg.folder}",
                 headers,
                 rows,
-                "knob: tilt rate (tilted) or retention scale (power); drop: metric points below the dense knob; "
+                "knob: tilt rate (tilted) or retention scale (power); drop: metric points below the dense knob "
+                "(a transformed table: below HF's dense fp32 model); "
                 f"ms/batch: tiltbench p50; speedup = {baseline} time / "
                 "tiltbench time (per-batch medians over rounds, summed; same inputs, interleaved) = padding "
                 "(skipping the batch's padding, net of the eliminating path's overhead: below 1 when there is "
-                "little padding) x removal (the removed tokens); FLOPs: the FLOP-ratio prediction. "
+                "little padding) x removal (the removed tokens), times the transform's own gain in an int8/bf16 "
+                "table, whose 'vs dense-int8' column is against the same-transform dense model; FLOPs: the "
+                "FLOP-ratio prediction. "
                 "Every column: report.md, report.csv, report.json.",
             )
         )

@@ -74,6 +74,10 @@ MethodOpt = Annotated[
         "or ltp (learned token pruning)."
     ),
 ]
+QuantizeOpt = Annotated[
+    str, typer.Option(help="none or int8: dynamic int8 Linear layers (CPU), applied after loading ([stack]).")
+]
+DtypeOpt = Annotated[str, typer.Option(help="fp32 or bf16: the model's weights and activations in bfloat16.")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when a GPU is visible).")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch threads (default: torch's, all cores).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON only (no table, no progress).")]
@@ -122,6 +126,13 @@ def emit_json(obj: object) -> None:
 
 
 # measure / sweep options
+TransformsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma list of numerics to measure each checkpoint under, e.g. fp32,int8,bf16 (a grid axis; instead "
+        "of --quantize/--dtype). Each transformed row is also timed against the same-transform dense model."
+    ),
+]
 BatchSizesOpt = Annotated[str, typer.Option(help="Comma list of batch sizes.")]
 RunNameOpt = Annotated[str | None, typer.Option(help="Folder under --results-dir (default: from the command).")]
 ResultsDirOpt = Annotated[str, typer.Option(help="Where run folders go.")]

@@ -11,10 +11,12 @@ import typer
 from tiltbench.cli.common import (
     DataDirOpt,
     DeviceOpt,
+    DtypeOpt,
     JsonOpt,
     MaxEvalOpt,
     MinTokensOpt,
     ModelOpt,
+    QuantizeOpt,
     ShapeOpt,
     ThreadsOpt,
     app,
@@ -138,6 +140,8 @@ def calibrate(
     max_tokens_per_batch: Annotated[int, typer.Option(help="Skip larger calibration batches.")] = 16384,
     threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",
+    quantize: QuantizeOpt = "none",
+    dtype: DtypeOpt = "fp32",
     json_out: JsonOpt = False,
 ) -> None:
     """Fit the latency model to this machine (about 3.5 minutes on 2 cores) and save it as a machine profile."""
@@ -146,11 +150,15 @@ def calibrate(
     from tiltbench.calibrate import calibrate as run_calibrate
     from tiltbench.distributed import resolve_device
     from tiltbench.speed_model import FEATURES, UNITS
+    from tiltbench.transforms import check_transform, transform_spec
 
     device = resolve_device(device)
-    path = check_profile_path(Path(profile) if profile else default_profile_path(model, device))
+    transform = check_transform(transform_spec(quantize, dtype), device)
+    path = check_profile_path(Path(profile) if profile else default_profile_path(model, device, transform))
     with progress_bar(not json_out) as progress:
-        cfg = CalibrateConfig(model, reps=reps, max_tokens_per_batch=max_tokens_per_batch, device=device)
+        cfg = CalibrateConfig(
+            model, reps=reps, max_tokens_per_batch=max_tokens_per_batch, device=device, transform=transform
+        )
         result = run_calibrate(cfg, progress)
     result.save(path)
     if json_out:
@@ -160,6 +168,7 @@ def calibrate(
                 **result.fit,
                 "coefficients": result.coefficients,
                 "large_batch_threshold_tokens": result.large_batch,
+                "transform": result.transform,
             }
         )
     rows = [[f, f"{result.coefficients[f]:.4g}", u] for f, u in zip(FEATURES, UNITS, strict=True)]
@@ -180,19 +189,36 @@ def calibrate(
 @handle_errors
 def check(
     results: Annotated[str, typer.Argument(help="A folder written by measure or sweep.")],
-    profile: Annotated[str | None, typer.Option(help="Machine profile: check the calibrated prediction.")] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Machine profile: check the calibrated prediction. Repeatable, one per transform: each row is "
+            "predicted by the profile calibrated under its own transform (calibrate --quantize/--dtype)."
+        ),
+    ] = None,
     tolerance: Annotated[float, typer.Option(help="Allowed median |measured/predicted - 1|.")] = 0.10,
     baseline: Annotated[str | None, typer.Option(help="Another results folder: also check for regressions.")] = None,
     metric_tolerance: Annotated[float, typer.Option(help="Allowed metric drop vs the baseline, in points.")] = 1.0,
+    quantize: Annotated[str | None, typer.Option(help="Check only the rows under none or int8.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Check only the rows under fp32 or bf16.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Compare measured speedups with the prediction (and a baseline run); exit 1 when they disagree."""
     from tiltbench.check import CheckConfig
     from tiltbench.check import check as run_check
     from tiltbench.rows import knob_label
+    from tiltbench.transforms import transform_spec
 
+    only = None if quantize is None and dtype is None else transform_spec(quantize or "none", dtype or "fp32")
     report = run_check(
-        CheckConfig(results, profile=profile, tolerance=tolerance, baseline=baseline, metric_tolerance=metric_tolerance)
+        CheckConfig(
+            results,
+            profile=tuple(profile or ()),
+            tolerance=tolerance,
+            baseline=baseline,
+            metric_tolerance=metric_tolerance,
+            transform=only,
+        )
     )
     if json_out:
         emit_json(report.to_dict())
@@ -200,7 +226,8 @@ def check(
         rows = [
             [
                 r.checkpoint,
-                f"{knob_label(r.knob_name, short=True)} {r.knob:g}",
+                f"{knob_label(r.knob_name, short=True)} {r.knob:g}"
+                + ("" if r.transform == "fp32" else f" {r.transform}"),
                 r.batch_size,
                 f"{r.measured:.3f}x",
                 f"{r.predicted:.3f}x",
@@ -213,7 +240,8 @@ def check(
                 f"check {results} ({report.prediction} prediction)",
                 ["checkpoint", "knob", "batch", "measured", "predicted", "error"],
                 rows,
-                "measured = speedup vs dense-dynamic; rows at the dense knob (tilt 0, scale 0) are 1 vs 1 by "
+                "measured = speedup vs dense-dynamic (an int8/bf16 row: vs the same-transform dense model, what "
+                "its profile predicts); rows at the dense knob (tilt 0, scale 0) are 1 vs 1 by "
                 "construction and not counted",
             )
         )

@@ -12,6 +12,7 @@ from tiltbench.cli.common import (
     CheckpointArg,
     DataDirOpt,
     DeviceOpt,
+    DtypeOpt,
     EvalFileOpt,
     JsonOpt,
     KnobGridOpt,
@@ -25,6 +26,7 @@ from tiltbench.cli.common import (
     OptMaxLenOpt,
     OptTaskOpt,
     PairColOpt,
+    QuantizeOpt,
     ScorerOpt,
     SeedOpt,
     ShapeOpt,
@@ -267,6 +269,8 @@ def offline_tune(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",
+    quantize: QuantizeOpt = "none",
+    dtype: DtypeOpt = "fp32",
     output: Annotated[str | None, typer.Option(help="Also write config/environment/report files here.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier offline-tune run in --output.")] = False,
     record: Annotated[
@@ -282,7 +286,9 @@ def offline_tune(
     from tiltbench.offline import OfflineConfig, offline_table
     from tiltbench.offline import offline_tune as run_offline
     from tiltbench.schedule import parse_grid
+    from tiltbench.transforms import transform_spec
 
+    transform = transform_spec(quantize, dtype)
     data = DataConfig.for_checkpoint(
         read_meta(checkpoint),
         task,
@@ -298,6 +304,7 @@ def offline_tune(
     cfg = OfflineConfig(
         checkpoint=checkpoint,
         device=resolve_device(device),
+        transform=transform,
         knobs=tuple(parse_grid(tilt_rates)) if tilt_rates else None,
         max_drop=max_drop,
         target_speedup=target_speedup,
@@ -320,14 +327,22 @@ def offline_tune(
                 "knob_name": report.knob_name,
                 "chosen_knob": report.chosen_knob,
                 "recorded": record,
+                "transform": report.transform,
+                "fp32_dense_metric": report.fp32_dense_metric,
             }
         )
     headers, rows = offline_table(report)
-    title = f"offline-tune {report.checkpoint} on {report.task} ({report.n_examples} examples)"
+    numerics = "" if report.transform == "fp32" else f", {report.transform}"
+    title = f"offline-tune {report.checkpoint} on {report.task} ({report.n_examples} examples{numerics})"
     caption = (
         "predicted speedup = dense encoder MACs / MACs with the counts kept (planned, or realised by an adaptive "
         "method), each example at its real length"
     )
+    if report.fp32_dense_metric is not None:
+        caption += (
+            f"; every row under {report.transform}, drop against the {report.transform} dense knob; the fp32 "
+            f"checkpoint at its dense knob: {report.fp32_dense_metric:.4f}"
+        )
     out_console.print(table(title, headers, rows, caption))
     recorded = "recorded in tiltbench.json" if record else "not recorded; --record writes it into tiltbench.json"
     label = report.knob_name.replace("_", " ")
@@ -350,6 +365,8 @@ def predict(
     ] = None,
     threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",
+    quantize: QuantizeOpt = "none",
+    dtype: DtypeOpt = "fp32",
     json_out: JsonOpt = False,
 ) -> None:
     """Classify texts at a knob value; print label, logits and the realised kept tokens per layer."""
@@ -358,13 +375,16 @@ def predict(
     from tiltbench.inference import predict_texts
     from tiltbench.models import load_checkpoint, read_meta
     from tiltbench.patch import method_of, set_knob
+    from tiltbench.transforms import apply_spec, check_transform, transform_spec
 
     device = resolve_device(device)  # before any loading
+    transform = check_transform(transform_spec(quantize, dtype), device)
     meta = read_meta(checkpoint)
     texts, pairs = _inputs(text, input_file)
     model, tokenizer, meta, info = load_checkpoint(checkpoint)
     model.to(device)
     method_of(model).to(device)
+    model, _ = apply_spec(model, transform)
     if tilt_rate is not None:
         set_knob(model, tilt_rate)
     results = predict_texts(model, tokenizer, info, texts, pairs, meta["max_seq_len"])

@@ -8,10 +8,32 @@ a new transform file registers itself by being present.
 import importlib
 import pkgutil
 
-from tiltbench.transforms.base import TRANSFORMS, Transform, apply_transforms, get_transform, register
+from tiltbench.transforms.base import (
+    FP32,
+    TRANSFORMS,
+    Transform,
+    apply_spec,
+    apply_transforms,
+    check_transform,
+    get_transform,
+    parse_transforms,
+    register,
+    transform_spec,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["TRANSFORMS", "Transform", "apply_transforms", "get_transform", "register"]
+__all__ = [
+    "FP32",
+    "TRANSFORMS",
+    "Transform",
+    "apply_spec",
+    "apply_transforms",
+    "check_transform",
+    "get_transform",
+    "parse_transforms",
+    "register",
+    "transform_spec",
+]

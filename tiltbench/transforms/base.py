@@ -51,3 +51,60 @@ def apply_transforms(model: nn.Module, names: Sequence[str]) -> tuple[nn.Module,
     for transform in transforms:
         model = transform.apply(model)
     return model, [t.config() for t in transforms]
+
+
+# What a run's numerics are: "fp32" (no transform) or one registered transform. int8 and bf16 do not compose
+# (dynamic int8 Linear takes and returns fp32 activations), so a run has one.
+FP32 = "fp32"
+
+
+def transform_spec(quantize: str = "none", dtype: str = "fp32") -> str:
+    """The CLI's `--quantize none|int8` and `--dtype fp32|bf16` as one transform name (fp32: none)."""
+    if quantize not in ("none", "int8"):
+        raise UserError(f"--quantize must be none or int8, got {quantize!r}")
+    if dtype not in ("fp32", "bf16"):
+        raise UserError(f"--dtype must be fp32 or bf16, got {dtype!r}")
+    if quantize != "none" and dtype != "fp32":
+        raise UserError(
+            "--quantize int8 and --dtype bf16 do not stack (dynamic int8 Linear layers compute around fp32 "
+            "activations); choose one"
+        )
+    return quantize if quantize != "none" else dtype
+
+
+def check_transform(name: str, device: str = "cpu") -> str:
+    """`name` if it is fp32 or a registered transform that runs on `device`; UserError otherwise."""
+    if name != FP32:
+        get_transform(name)
+    if name == "int8" and device != "cpu":
+        raise UserError("--quantize int8 runs on the CPU only (dynamic int8 Linear has no CUDA kernel); --device cpu")
+    return name
+
+
+def parse_transforms(text: str) -> tuple[str, ...]:
+    """`--transforms fp32,int8,bf16` (a sweep's grid of numerics), each checked, duplicates dropped."""
+    names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    if not names:
+        raise UserError("--transforms is empty; give a comma list of fp32, int8, bf16")
+    for name in names:
+        if name != FP32 and name not in TRANSFORMS:
+            raise UserError(
+                f"unknown transform {name!r} in --transforms; choose from fp32, {', '.join(sorted(TRANSFORMS))}"
+            )
+    return names
+
+
+def apply_spec(model: nn.Module, name: str) -> tuple[nn.Module, list[dict]]:
+    """`model` under the transform `name` (fp32: unchanged)."""
+    return (model, []) if name == FP32 else apply_transforms(model, [name])
+
+
+def model_megabytes(model: nn.Module) -> float:
+    """Size of the model's serialised state_dict in MB (10^6 bytes): what a saved checkpoint of it weighs."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return round(buffer.tell() / 1e6, 2)
