@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tiltbench.eliminate import (
@@ -102,3 +103,22 @@ def test_keep_indices_validity_is_what_was_gathered():
     idx, new_valid = keep_indices(torch.rand(2, 4), valid, torch.tensor([3, 4]))
     assert new_valid.sum(1).tolist() == [3, 2]
     assert idx[1, :2].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("scorer", [score_acc, score_acc_nodiag, score_acc_norm])
+def test_unpadded_batch_attention_and_scores_match_the_masked_path(scorer):
+    """Rows without padding take the short path (no mask, scorer given valid=None): HF's attention output, and the
+    scores the masked computation gives with every slot marked real."""
+    from conftest import random_batch, tiny_bert
+
+    model = tiny_bert("eager")
+    batch = random_batch([8, 8], seed=5)
+    layer = model.bert.encoder.layer[1]
+    valid = batch["attention_mask"].bool()
+    with torch.inference_mode():
+        hidden = model.bert.embeddings(batch["input_ids"])
+        reference = layer.attention(hidden, None)[0]
+        ours, scores = attention_with_scores(layer, hidden, valid, scorer, [8, 8], scorer_takes_none=True)
+        _, masked_scores = attention_with_scores(layer, hidden, valid, scorer, [8, 8], scorer_takes_none=False)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert torch.allclose(scores, masked_scores, atol=1e-6)

@@ -350,3 +350,21 @@ def test_inference_mode_then_no_grad():
     with torch.no_grad():
         second = model(**batch).logits
     assert torch.allclose(first, second, atol=1e-6)
+
+
+@pytest.mark.parametrize("scorer", ["acc", "acc-nodiag", "acc-norm"])
+@pytest.mark.parametrize("lengths", [[13], [11, 11, 11]])
+def test_the_unpadded_inference_path_equals_the_general_one(scorer, lengths):
+    """Batch 1 (or rows of one length) at inference takes the short path (no masks, no select, top_tokens); with
+    autograd on the same forward takes the general one. Same tokens kept, same outputs."""
+    model = tiny_bert()
+    patch(model, Schedule(model.config.num_hidden_layers, 0.3), scorer=scorer)
+    batch = random_batch(lengths=lengths, seed=3)
+    with torch.no_grad():
+        short = model.bert(**batch).last_hidden_state
+        short_counts = realised_counts(model).clone()
+    with torch.enable_grad():
+        general = model.bert(**batch).last_hidden_state.detach()
+    assert torch.equal(short_counts, realised_counts(model)) and short_counts[0, -1] < lengths[0]
+    assert short.shape == general.shape
+    assert torch.allclose(short, general, atol=1e-5)

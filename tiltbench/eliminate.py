@@ -14,29 +14,35 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-# scorer(probs [B,H,n,n] pre-dropout, valid [B,n] bool, values [B,H,n,d]) -> importance [B,n]
+# scorer(probs [B,H,n,n] pre-dropout, valid [B,n] bool or None (every slot real), values [B,H,n,d]) -> importance [B,n]
 Scorer = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def _received(probs: Tensor, valid: Tensor) -> Tensor:
-    """Attention each key receives from the real queries, per head: [B,H,n]."""
+def _received(probs: Tensor, valid: Tensor | None) -> Tensor:
+    """Attention each key receives from the real queries, per head: [B,H,n]. `valid` None: every slot is real."""
+    if valid is None:  # no pad query rows to zero: one reduction
+        return probs.sum(2)
     # Pad query rows are zeroed so a token's score does not depend on how much padding its batch has.
     # A [1,n] x [n,n] matmul per head reads probs once and never permutes it (einsum would copy it).
     return torch.matmul(valid.to(probs.dtype)[:, None, None, :], probs).squeeze(2)
 
 
-def score_acc(probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
+def score_acc(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
     """ACC: attention a word vector receives, summed over heads and real queries (methods.md §2.4 acc_colsum)."""
+    if valid is None:
+        return probs.sum((1, 2))
     return _received(probs, valid).sum(1)
 
 
-def score_acc_nodiag(probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
+def score_acc_nodiag(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
     """ACC minus self-attention, as PoWER-BERT's code does (methods.md §3.1)."""
-    self_attention = probs.diagonal(dim1=2, dim2=3) * valid.to(probs.dtype)[:, None, :]  # [B,H,n]
+    self_attention = probs.diagonal(dim1=2, dim2=3)  # [B,H,n]
+    if valid is not None:
+        self_attention = self_attention * valid.to(probs.dtype)[:, None, :]
     return (_received(probs, valid) - self_attention).sum(1)
 
 
-def score_acc_norm(probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
+def score_acc_norm(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
     """ACC with each term weighted by the value-vector norm: how much of j actually flows into the context."""
     return (_received(probs, valid) * values.norm(dim=-1)).sum(1)
 
@@ -144,7 +150,12 @@ def _probabilities(query: Tensor, key_t: Tensor, valid: Tensor | None, scaling: 
 
 
 def attention_with_scores(
-    layer: nn.Module, hidden: Tensor, valid: Tensor, scorer: Scorer, lengths: Sequence[int] | None = None
+    layer: nn.Module,
+    hidden: Tensor,
+    valid: Tensor,
+    scorer: Scorer,
+    lengths: Sequence[int] | None = None,
+    scorer_takes_none: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Run a BertLayer-layout self-attention sub-layer and score its keys from pre-dropout probabilities.
 
@@ -154,6 +165,7 @@ def attention_with_scores(
     right-padding), so a lone row needs no mask and no padding is computed. Pad positions get a zero context;
     they are never kept. Returns (attention sub-layer output [B,n,h] after residual + LayerNorm, scores [B,n]).
     `lengths`: each row's real tokens, when the caller knows them on the host (None: read them, one host sync).
+    `scorer_takes_none`: the scorer accepts valid=None for a batch without padding (the built-in ones do).
     """
     self_attn = layer.attention.self
     B, n, _ = hidden.shape
@@ -163,10 +175,19 @@ def attention_with_scores(
     key_t = self_attn.key(hidden).view(heads_shape).permute(0, 2, 3, 1)  # [B,H,d,n]
     value = self_attn.value(hidden).view(heads_shape).transpose(1, 2)  # [B,H,n,d]
     H, d = query.shape[1], query.shape[3]
+    lengths = valid.sum(1).tolist() if lengths is None else list(lengths)
+    chunks = row_chunks(lengths, H, hidden.element_size(), whole=hidden.device.type != "cpu")
+    if len(chunks) == 1 and min(lengths, default=0) == n:
+        # No padding and one chunk (always at batch 1): no mask, no zeroed buffers, no copies into them, and the
+        # scorer told every slot is real. A dozen fewer kernels per layer, which is what batch 1 pays for.
+        probs = _probabilities(query.reshape(B * H, n, d), key_t.reshape(B * H, d, n), None, scaling).view(B, H, n, n)
+        scores = scorer(probs, None if scorer_takes_none else valid, value)
+        dropped = self_attn.dropout(probs) if self_attn.training else probs  # eval: skip the no-op call too
+        context = torch.matmul(dropped, value).transpose(1, 2).reshape(B, n, H * d)
+        return layer.attention.output(context, hidden), scores
     context = hidden.new_zeros(B, n, H, d)
     scores = hidden.new_zeros(B, n)
-    lengths = valid.sum(1).tolist() if lengths is None else list(lengths)
-    for start, stop, m in row_chunks(lengths, H, hidden.element_size(), whole=hidden.device.type != "cpu"):
+    for start, stop, m in chunks:
         c = stop - start
         rows_valid = valid[start:stop, :m]
         padded = min(lengths[start:stop]) < m  # known from the lengths: no device sync per chunk
@@ -205,6 +226,16 @@ def keep_indices(scores: Tensor, valid: Tensor, n_keep: Tensor, width: int | Non
     return idx, slots & valid.gather(1, idx)
 
 
+def top_tokens(scores: Tensor, k: int) -> Tensor:
+    """keep_indices for a batch whose every slot is real and whose every row keeps k (always at batch 1): the k
+    best tokens per row in their original order, [CLS] first. Three kernels instead of a dozen; inference only
+    (it writes +inf into `scores`' [CLS] column in place)."""
+    scores.select(1, 0).fill_(float("inf"))
+    return scores.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
+
+
 def gather_tokens(hidden: Tensor, idx: Tensor) -> Tensor:
     """hidden [B,n,h], idx [B,k] -> [B,k,h]: the tokens are physically removed, not masked."""
+    if hidden.shape[0] == 1:  # batch 1: whole rows copied by index_select, one kernel fewer than an expanded gather
+        return hidden.index_select(1, idx[0])
     return hidden.gather(1, idx[:, :, None].expand(-1, -1, hidden.shape[-1]))

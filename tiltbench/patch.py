@@ -29,6 +29,7 @@ from tiltbench.eliminate import (
     hf_mask,
     keep_indices,
     key_valid_from_hf_mask,
+    top_tokens,
 )
 from tiltbench.errors import UserError
 from tiltbench.methods import LayerView, Method, get_method
@@ -173,13 +174,16 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
         state.valids, state.dense_input, state.kept = [valid] * (layers + 1), None, None
         return hidden
     valids = [valid]
+    # the fast path below: counts known on the host (planned or keep-all), no autograd (it scores in place)
+    fast = plan is not None and not method.soft and not torch.is_grad_enabled()
+    unpadded_scorer = method.scores_without_valid
     for i, layer in enumerate(encoder.layer):
         width = valid.shape[1]
         everyone = min(lengths, default=width) == width  # no row has padding (known on the host)
         if not drops[i]:  # nothing leaves here: HF's own layer, its attention
             hidden = layer(hidden, hf_mask(valid, impl, hidden.dtype, everyone))
         elif method.soft:  # weights, not removal: every token stays (PoWER's Soft-Extract, LTP's soft mask)
-            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths)
+            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths, unpadded_scorer)
             weights = method.soft_weights(i, scores, valid)[:, :, None]
             if method.soft_after_ffn:
                 hidden = layer.output(layer.intermediate(attended), attended) * weights
@@ -200,8 +204,16 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
                 hidden = layer.output(layer.intermediate(attended), attended)
                 lengths = [min(k, n) for k, n in zip(kept, lengths, strict=True)]  # what the gather kept
+        elif fast and everyone and len(set(plan[i + 1])) == 1:
+            # Inference, a planned method, no padding and one count for every row (always at batch 1): the
+            # counts are the plan, so no select and no per-row masks; top_tokens keeps the k best in order.
+            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths, unpadded_scorer)
+            k = plan[i + 1][0]
+            attended = gather_tokens(attended, top_tokens(scores, k))  # [B,k,h]
+            valid, lengths = valid.narrow(1, 0, k), [k] * len(lengths)  # every slot still real
+            hidden = layer.output(layer.intermediate(attended), attended)
         else:
-            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths)
+            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths, unpadded_scorer)
             if state.keep_all:
                 n_out, kept = counts[:, i + 1], plan[i + 1]
             else:

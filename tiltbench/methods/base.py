@@ -115,6 +115,12 @@ class Method(nn.Module):
     def score(self, probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
         return self.scorer(probs, valid, values)
 
+    @property
+    def scores_without_valid(self) -> bool:
+        """Whether `score` takes valid=None for "every slot is real" (the built-in scorers do; a batch with no
+        padding then skips the masking of pad queries). A method that overrides `score` says so itself."""
+        return type(self).score is Method.score
+
     def select(self, view: LayerView, scores: Tensor) -> Tensor:
         if view.planned is None:
             raise NotImplementedError(f"method {self.name!r} plans no counts, so it must implement select()")

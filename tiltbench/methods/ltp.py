@@ -100,7 +100,9 @@ class LTP(Method):
         return layer > 0
 
     # -- per layer ------------------------------------------------------------------------------------------
-    def score(self, probs: Tensor, valid: Tensor, values: Tensor) -> Tensor:
+    scores_without_valid = True  # _received takes valid=None
+
+    def score(self, probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
         """s(i) = Σ_h Σ_{j real} A_h[j, i] / (H N), N the recorded maximum length (see the module docstring)."""
         return _received(probs, valid).sum(1) / (probs.shape[1] * self.max_len)
 
