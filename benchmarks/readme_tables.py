@@ -294,7 +294,118 @@ def accelerate() -> str:
     )
 
 
+def recipe_seeds() -> str:
+    """The full-SST-2 range + teacher checkpoint at each training seed, against the dense model's seeds; the measured
+    speedup at batch 32 is seed 0's (the counts, hence the work, are the same for every seed)."""
+    data = _load("recipe-minilm-sst2-full/seeds.json")
+    summary = _load("recipe-minilm-sst2-full/summary.json")
+    speed = {
+        r["tilt_rate"]: r["speedup_vs_dense_dynamic"]
+        for r in summary["rows"]
+        if r["checkpoint"] == "sst2-full-tilted-range-teacher" and r["batch_size"] == 32
+    }
+
+    def spread(values: list[float]) -> list[str]:
+        sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+        return [*(f"{v:.3f}" for v in values), f"{statistics.mean(values):.3f}{sd}"]
+
+    dense = data["dense"]
+    body = [["dense", "—", *spread(dense["accuracy"]), "—", "1.00×"]]
+    for row in data["range_teacher"]:
+        rate = row["tilt_rate"]
+        measured = f"{speed[rate]:.2f}×" if rate in speed else "—"
+        body.append(["range 0:0.4 + teacher", f"{rate:g}", *spread(row["accuracy"]),
+                     f"{-row['mean_drop_vs_dense_points']:+.1f}", measured])  # fmt: skip
+    seeds = [f"seed {s}" for s in data["seeds"]]
+    return _md(["checkpoint", "tilt rate", *seeds, "mean", "mean vs dense (pts)", "speedup b32 (seed 0)"], body)
+
+
+def stack(folder: str) -> str:
+    """Each transform x knob: metric, total drop against HF's dense fp32 model, speedup against the same-transform
+    dense model at batch 1, 8, 32, and against dense fp32 at batch 32; model size."""
+    rows = _rows(folder)
+    fp32_dense = next(r.metric for r in rows if r.transform == "fp32" and r.knob == 0)
+    batches = sorted({r.batch_size for r in rows})
+    body = []
+    for transform in ("fp32", "int8", "bf16"):
+        for knob in sorted({r.knob for r in rows if r.transform == transform}):
+            cells = {r.batch_size: r for r in rows if r.transform == transform and r.knob == knob}
+            first = cells[batches[0]]
+            body.append(
+                [
+                    transform,
+                    f"{knob:g}",
+                    f"{first.metric:.3f}",
+                    f"{100 * (first.metric - fp32_dense):+.1f}",
+                    *(f"{cells[b].same_transform_speedup:.2f}×" for b in batches),
+                    f"{cells[batches[-1]].speedup_vs_dense_dynamic:.2f}×",
+                    f"{first.model_mb:.1f}" if first.model_mb else "—",
+                ]
+            )
+    same = [f"b{b} vs same-transform dense" for b in batches]
+    return _md(["transform", "tilt", "accuracy", "vs dense fp32 (pts)", *same, f"b{batches[-1]} vs fp32", "MB"], body)
+
+
+def batch1() -> str:
+    """Batch 1 before and after the short inference path: aten operators per forward and the speedup against the
+    same-transform dense model at each knob."""
+    body = []
+    for path in sorted((RESULTS / "batch1-overhead").glob("*.json"), key=lambda p: p.name.split("-", 1)[::-1]):
+        data = json.loads(path.read_text())
+        ops = data["aten_ops_per_forward"]
+        knob_ops = next(v for k, v in ops.items() if k != "dense")
+        speed = data["speedup_vs_same_transform_dense"]
+        body.append(
+            [
+                data["task"],
+                data["transform"],
+                data["label"],
+                f"{ops['dense']:.0f} / {knob_ops:.0f}",
+                *(f"{v:.2f}×" for v in speed.values()),
+            ]
+        )
+    knobs = [k.removeprefix("knob ") for k in speed]
+    return _md(["task", "transform", "code", "aten ops dense / eliminating", *(f"τ {k}" for k in knobs)], body)
+
+
+def stack_offline() -> str:
+    """Offline-tuning of one checkpoint under each transform: accuracy at every tilt rate (no timing)."""
+    names = {
+        "fp32": "fp32",
+        "int8-per-tensor": "int8, one scale per tensor",
+        "int8": "int8, one scale per output channel (ours)",
+        "bf16": "bf16",
+    }
+    reports = {name: _load(f"stack-offline-sst2/{name}/report.json") for name in names}
+    rates = [r["knob"] for r in reports["fp32"]["rows"]]
+    body = [[label, *(f"{r['metric']:.3f}" for r in reports[name]["rows"])] for name, label in names.items()]
+    body.append(["FLOP ratio (encoder MACs)", *(f"{r['predicted_speedup']:.2f}×" for r in reports["fp32"]["rows"])])
+    return _md(["full-SST-2 range + teacher checkpoint", *(f"τ {r:g}" for r in rates)], body)
+
+
+def int8_backends() -> str:
+    data = _load("int8-backends/report.json")
+    body = []
+    for r in data["rows"]:
+        if "accuracy" not in r:
+            body.append([r["backend"], r.get("missing") or "failed", "", "", "", ""])
+            continue
+        body.append(
+            [
+                r["backend"],
+                f"{r['accuracy']:.3f}",
+                f"{r['model_mb']:.1f}",
+                f"{r['speedup_vs_torch_fp32_batch32']:.2f}×",
+                f"{r['speedup_vs_torch_fp32_batch1']:.2f}×",
+                f"{r['ms_total_batch32'] / 8:.1f} ms",
+            ]
+        )
+    return _md(["backend (dense MiniLM, SST-2)", "accuracy", "MB", "b32 vs torch fp32", "b1 vs torch fp32",
+                "ms per batch of 32"], body)  # fmt: skip
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "stack-offline-sst2": stack_offline,
     "recipe-sst2-full": recipe_full,
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
