@@ -10,9 +10,9 @@ set (872 sentences) or 2,000 IMDB test reviews, with the total drop against HF's
 Default checkpoint (SST-2): the [recipe] range + teacher checkpoint, trained by
 `tiltbench finetune --recipe benchmarks/recipes/sst2-full-tilted-range-teacher.yaml --output
 runs/recipes/sst2-full-tilted-range-teacher` (after its teacher, sst2-full-dense.yaml); `--checkpoint CKPT@GRID`
-(repeatable) measures others. Resumable like `sweep`. `--calibrate` fits one latency profile per transform
-(`tiltbench calibrate --quantize int8` and so on; ~4 minutes each) into the run folder and writes
-check-calibrated.json: each row predicted by its own transform's profile, from its realised counts.
+(repeatable) measures others. Resumable like `sweep`. `--calibrate int8,bf16` fits one latency profile per named
+transform (`tiltbench calibrate --quantize int8` and so on; ~4 minutes each) into the run folder and writes
+check-calibrated-<transform>.json: that transform's rows predicted by its own profile, from their realised counts.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def main() -> None:
     parser.add_argument("task", choices=sorted(RUNS))
     parser.add_argument("--checkpoint", action="append", help="CKPT@GRID (repeatable; default: the task's recipe)")
     parser.add_argument("--batch-sizes", default="1,8,32")
-    parser.add_argument("--calibrate", action="store_true", help="fit a profile per transform and check the rows")
+    parser.add_argument(
+        "--calibrate", default="", help="transforms to fit a profile for and check the rows of, e.g. int8,bf16"
+    )
     args = parser.parse_args()
     setup()
     console = Console(width=100)
@@ -76,21 +78,18 @@ def main() -> None:
         report = sweep(cfg, progress)
     for title, headers, rows in screen_tables(report.rows):
         console.print(table(title, headers, rows))
-    if args.calibrate:
-        profiles = []
-        for transform in TRANSFORMS:
-            path = cfg.folder / f"profile-{transform}.json"
-            if not path.is_file():
-                with progress_bar() as progress:
-                    calibrate(CalibrateConfig("minilm", transform=transform), progress).save(path)
-            profiles.append(str(path))
-        checked = check(CheckConfig(str(cfg.folder), profile=tuple(profiles)))
-        write_json_atomic(cfg.folder / "check-calibrated.json", checked.to_dict())
-        for transform in TRANSFORMS:
-            own = [abs(r.error) for r in checked.rows if r.transform == transform and r.counted]
-            if own:
-                median = statistics.median(own)
-                console.print(f"{transform}: calibrated median |error| {median:.1%} over {len(own)} rows")
+    for transform in filter(None, args.calibrate.split(",")):
+        path = cfg.folder / f"profile-{transform}.json"
+        if not path.is_file():
+            with progress_bar() as progress:
+                calibrate(CalibrateConfig("minilm", transform=transform), progress).save(path)
+        checked = check(CheckConfig(str(cfg.folder), profile=str(path), transform=transform))
+        write_json_atomic(cfg.folder / f"check-calibrated-{transform}.json", checked.to_dict())
+        errors = [abs(r.error) for r in checked.rows if r.counted]
+        console.print(
+            f"{transform}: calibrated median |error| {statistics.median(errors):.1%} over {len(errors)} rows "
+            f"(tolerance 10 %: {'ok' if checked.prediction_ok else 'FAILED'})"
+        )
 
 
 if __name__ == "__main__":

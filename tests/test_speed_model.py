@@ -85,10 +85,24 @@ def test_features_by_hand():
     assert work.widths == (6, 3, 2) and work.eliminating == (True, True)
     x = features(work, dims, heads=2)
     lin = 2 * (4 * 6 * 16 + 2 * 3 * 4 * 8) + 2 * (4 * 3 * 16 + 2 * 2 * 4 * 8)
-    assert x.tolist() == [lin, 2 * 2 * (36 + 9) * 4, 2 * (6 + 3), 2 * 2 * (36 + 9), 2, 0, 1]
+    # both eliminating layers are ragged (the second row is padding-shorter): the general path, counted twice
+    assert x.tolist() == [lin, 2 * 2 * (36 + 9) * 4, 2 * (6 + 3), 2 * 2 * (36 + 9), 2, 0, 1, 2]
     assert features(work, dims, heads=2, large_batch=8)[5] == (2 * 6 - 8) + 0  # 12 tokens, then 6
     dense = features(batch_work([6, 3], None), dims, heads=2)
     assert dense[3] == dense[4] == 0 and dense[2] == 2 * 2 * 6  # padded width 6 in both layers
+
+
+def test_only_unpadded_planned_single_chunk_layers_take_the_short_path(monkeypatch):
+    dims = ModelDims(4, 8, 2)
+    ragged = features(batch_work([6, 3], Schedule(2, 0.5)), dims, heads=2)
+    even = features(batch_work([6, 6], Schedule(2, 0.5)), dims, heads=2)  # no padding: both layers short
+    one = features(batch_work([6], Schedule(2, 0.5)), dims, heads=2)
+    assert ragged[7] == 2 and even[7] == 0 and one[7] == 0
+    assert even[4] == one[4] == 2  # every eliminating layer still pays g
+    decided = batch_work([6, 6], None, counts=[[6, 3, 2], [6, 3, 2]], planned=False)  # an adaptive method's
+    assert features(decided, dims, heads=2)[7] == 2
+    monkeypatch.setattr("tiltbench.eliminate.CHUNK_BYTES", 1)  # one row per chunk: two chunks, the general path
+    assert features(batch_work([6, 6], Schedule(2, 0.5)), dims, heads=2)[7] == 2
 
 
 def test_eliminating_layers_count_no_padding_beyond_each_chunk(monkeypatch):
@@ -111,6 +125,7 @@ def test_fit_recovers_known_coefficients():
         "eliminating_layers": 0.05,
         "large_batch_tokens": 0.0,
         "constant": 1.5,
+        "ragged_eliminating_layers": 0.08,
     }
     rng = np.random.default_rng(0)
     works = [
@@ -135,6 +150,7 @@ def test_speedup_prediction_and_inverse():
             "eliminating_layers": 0.1,
             "large_batch_tokens": 0.0,
             "constant": 2.0,
+            "ragged_eliminating_layers": 0.1,
         }
     )
     lengths = [40, 64, 20, 33] * 8
@@ -173,7 +189,7 @@ def test_calibration_picks_the_large_batch_threshold_from_its_own_fit():
         for r in (0, 0.2)
         for _ in range(6)
     ]
-    truth = np.array([1e-8, 3e-8, 1e-4, 2e-7, 0.05, 2e-2, 1.5])
+    truth = np.array([1e-8, 3e-8, 1e-4, 2e-7, 0.05, 2e-2, 1.5, 0.08])
     times = [features(w, DIMS, 12, 6144) @ truth for w in works]
     coefficients, fitted, threshold = fit_profile_coefficients(works, times, DIMS, 12, 16384)
     assert threshold == 6144 and np.allclose(fitted, times, rtol=1e-6)

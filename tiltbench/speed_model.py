@@ -27,13 +27,14 @@ It predicts what `measure` will time, not only the FLOP ratio.
 
 A FLOP ratio ignores what dominates short inputs and small batches: per-layer fixed costs (each Linear streams
 its weights from memory whatever the token count), memory-bound softmax, and the scoring/gather work of
-eliminating layers. The model is linear in six features of one batch's work, summed over its layers:
+eliminating layers. The model is linear in seven features of one batch's work, summed over its layers:
 
     time(batch) = a * linear MACs          sum_l B * (4 * m_in * h^2 + 2 * m_out * h * f)
                 + b * quadratic MACs       sum_l 2 * h * A_l
                 + c * tokens processed     sum_l B * m_in
                 + e * eliminated probs     sum over eliminating layers of H * A_l (materialised softmax)
                 + g * eliminating layers   count (top-k, gather, extra small ops)
+                + r * ragged elim. layers  count of those on the general path (below)
                 + j * large-batch tokens   sum_l max(0, B * m_in - T)
                 + k                        per batch: L * (fixed per-layer cost d) + embeddings/pooler/Python
 
@@ -41,7 +42,11 @@ with m_in, m_out the batch's tensor widths (tokens, padding included) into and o
 attention area per head: B * m_in^2 in a dense layer (HF's sdpa computes the padding), and in an eliminating
 layer the sum over `eliminate.row_chunks` of rows * width^2 (it computes no padding beyond each chunk's
 longest real row). A method that decides before attention (gates) runs HF's attention in its eliminating
-layers too: its area is B * m_in^2 and it materialises no probabilities (e = 0 there), but it pays g. With one
+layers too: its area is B * m_in^2 and it materialises no probabilities (e = 0 there), but it pays g.
+An eliminating layer whose batch has no padding, one attention chunk and a planned count (always so at batch 1)
+takes patch.py's short path (no masks, no zeroed buffers, `top_tokens`); any other pays the general path's dozens
+of extra small kernels on top, r per layer: one per-layer constant cannot fit both (it left batch 1 predicted
+15-25 % slow once the short path existed). With one
 model
 L is fixed, so the per-layer constant d and the per-batch constant k are fitted as one constant (k' = L*d + k).
 The large-batch term is measured, not derived: on the 2-core VM HF's dense layers cost more per token once a
@@ -190,8 +195,9 @@ FEATURES = (
     "eliminating_layers",
     "large_batch_tokens",
     "constant",
+    "ragged_eliminating_layers",
 )
-UNITS = ("ms/MAC", "ms/MAC", "ms/token", "ms/probability", "ms/layer", "ms/token", "ms/batch")
+UNITS = ("ms/MAC", "ms/MAC", "ms/token", "ms/probability", "ms/layer", "ms/token", "ms/batch", "ms/layer")
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,14 @@ class BatchWork:
     eliminating: tuple[bool, ...]
     lengths: tuple[tuple[int, ...], ...] = ()  # real tokens of each row entering each layer (empty: dense)
     explicit_attention: bool = True  # eliminating layers materialise probabilities (False: HF's attention, gates)
+    planned: bool = True  # counts from a plan (patch.py's short path is open to it), not decided by the content
+
+    def short_path(self, layer: int, heads: int) -> bool:
+        """True when that eliminating layer takes patch.py's short path: a planned count, every row entering it
+        real (no padding) and one attention chunk."""
+        entering = self.lengths[layer]
+        width = self.widths[layer] if len(self.widths) > 1 else self.widths[0]
+        return self.planned and min(entering) == width and len(row_chunks(entering, heads)) == 1
 
     def explicit(self, layer: int) -> bool:
         """True when `layer` runs tiltbench's own attention (probabilities materialised, no padding computed)."""
@@ -223,6 +237,7 @@ def batch_work(
     counts: Sequence[Sequence[int]] | None = None,
     explicit_attention: bool = True,
     always_eliminating: Sequence[bool] | None = None,
+    planned: bool = True,
 ) -> BatchWork:
     """The work of one batch of real `lengths`: dense when `schedule` and `counts` are None, else tiltbench's.
 
@@ -242,7 +257,7 @@ def batch_work(
         eliminating.append(drops or bool(always_eliminating and always_eliminating[layer - 1]))
         widths.append(max(c[layer] for c in counts) if drops else widths[-1])
     entering = tuple(tuple(c[layer] for c in counts) for layer in range(layers))
-    return BatchWork(len(lengths), tuple(widths), tuple(eliminating), entering, explicit_attention)
+    return BatchWork(len(lengths), tuple(widths), tuple(eliminating), entering, explicit_attention, planned)
 
 
 def features(work: BatchWork, dims: ModelDims, heads: int, large_batch: int | None = None) -> np.ndarray:
@@ -262,6 +277,7 @@ def features(work: BatchWork, dims: ModelDims, heads: int, large_batch: int | No
         if eliminating[layer]:
             out[3] += heads * area if work.explicit(layer) else 0
             out[4] += 1
+            out[7] += 0 if work.short_path(layer, heads) else 1
     out[6] = 1.0
     return out
 
@@ -395,8 +411,15 @@ def predict_latency(
         batch = list(lengths[start : start + batch_size])
         dense += profile.batch_ms(batch_work(batch, None))
         if counts is not None:
+            planned = schedule is None or not schedule.adaptive
             work = batch_work(
-                batch, None, pad_to, counts[start : start + batch_size], explicit_attention, always_eliminating
+                batch,
+                None,
+                pad_to,
+                counts[start : start + batch_size],
+                explicit_attention,
+                always_eliminating,
+                planned,
             )
         else:
             work = batch_work(batch, None if schedule is None or schedule.is_identity else schedule, pad_to)
