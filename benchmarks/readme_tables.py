@@ -408,6 +408,8 @@ def int8_backends() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "stack-offline-sst2": stack_offline,
     "batch1": batch1,
+    "recipe-seeds": recipe_seeds,
+    "stack-sst2": lambda: stack("stack-minilm-sst2"),
     "recipe-sst2-full": recipe_full,
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
