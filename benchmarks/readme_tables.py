@@ -409,6 +409,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "stack-offline-sst2": stack_offline,
     "batch1": batch1,
     "recipe-seeds": recipe_seeds,
+    "int8-backends": int8_backends,
     "stack-sst2": lambda: stack("stack-minilm-sst2"),
     "recipe-sst2-full": recipe_full,
     "recipe-training": recipe_training,
