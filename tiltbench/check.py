@@ -176,6 +176,8 @@ def check(cfg: CheckConfig) -> CheckReport:
     baseline = load_rows(cfg.baseline) if cfg.baseline else None
     if baseline is not None and cfg.transform is not None:
         baseline = [r for r in baseline if r.transform == cfg.transform]
+        if not baseline:
+            raise UserError(f"the baseline {cfg.baseline} has no rows under {cfg.transform}: nothing to compare")
     profiles = _profiles_by_transform(cfg.profiles, {r.transform for r in rows})
     table = []
     for row in sorted(rows, key=lambda r: (r.checkpoint, r.transform, r.batch_size, r.knob)):

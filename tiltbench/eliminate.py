@@ -29,8 +29,8 @@ def _received(probs: Tensor, valid: Tensor | None) -> Tensor:
 
 def score_acc(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
     """ACC: attention a word vector receives, summed over heads and real queries (methods.md §2.4 acc_colsum)."""
-    if valid is None:
-        return probs.sum((1, 2))
+    if valid is None:  # two reductions, as the masked path rounds (one sum over both dims differs in bf16)
+        return probs.sum(2).sum(1)
     return _received(probs, valid).sum(1)
 
 

@@ -173,7 +173,7 @@ def _check_same_sweep(shards: list[_Shard]) -> None:
 def _check_complete(shards: list[_Shard]) -> None:
     for shard in shards:
         have = {row.key for row in shard.rows}
-        wanted = [tuple(key) for key in shard.config["shard_keys"]]
+        wanted = [_shard_key(key) for key in shard.config["shard_keys"]]
         left = [key for key in wanted if key not in have]
         if left:
             raise UserError(
@@ -191,7 +191,7 @@ def _check_complete(shards: list[_Shard]) -> None:
 
 def _grid_order(shards: list[_Shard]) -> list[tuple]:
     """Every key in the whole sweep's order: the round-robin deal undone."""
-    keys = [[tuple(k) for k in s.config["shard_keys"]] for s in shards]
+    keys = [[_shard_key(k) for k in s.config["shard_keys"]] for s in shards]
     return [part[j] for j in range(max(map(len, keys))) for part in keys if j < len(part)]
 
 
@@ -202,3 +202,8 @@ def _hardware_differences(shards: list[_Shard]) -> list[str]:
         if len(values) > 1:
             out.append(f"{name}: " + " vs ".join(repr(v) for v in values))
     return out
+
+
+def _shard_key(key: list) -> tuple:
+    """A shard's grid key as MeasureRow.key; keys written before transforms existed lack theirs: fp32."""
+    return tuple(key) if len(key) >= 5 else (*key, "fp32")

@@ -15,7 +15,7 @@ points against fp32 at tilt rates 0.2-0.26 (0.869 / 0.862 against 0.878 / 0.878)
 of fp32 at every rate (0.881 / 0.875), for 1-4 % of int8's speed (dense MiniLM, SST-2, batch 32: 1.78x fp32 per
 tensor, 1.71x per channel). Embeddings and LayerNorms stay fp32,
 so are the method's own parameters (gates, thresholds: they are not Linear layers). Quantised Linear has no
-CUDA kernel: int8 runs on the CPU only (`check_device`).
+CUDA kernel: int8 runs on the CPU only (`base.check_transform`).
 """
 
 from __future__ import annotations
