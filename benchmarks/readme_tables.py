@@ -250,28 +250,30 @@ def recipe_training() -> str:
     )
 
 
+def _offline_curves(folder: str, names: dict[str, str], reference: str, title: str) -> str:
+    """One row of accuracy per offline-tune run in results/<folder>/<name>/, along the reference run's knob
+    values, with the FLOP ratio of the reference beneath."""
+    reports = {name: _load(f"{folder}/{name}/report.json") for name in names}
+    rates = [r["knob"] for r in reports[reference]["rows"]]
+    body = [
+        [label, *(f"{r['metric']:.3f}" for r in reports[name]["rows"] if r["knob"] in rates)]
+        for name, label in names.items()
+    ]
+    body.append(["FLOP ratio (encoder MACs)", *(f"{r['predicted_speedup']:.2f}×" for r in reports[reference]["rows"])])
+    return _md([title, *(f"τ {r:g}" for r in rates)], body)
+
+
 def recipe_ablation() -> str:
     """Offline-tuning curves of the 8,000-sentence ablation: accuracy at each tilt rate, one checkpoint per recipe."""
     names = {
-        "dense": "dense",
         "tilted-0.2": "tilted at τ 0.2",
         "tilted-0.2-teacher": "tilted at τ 0.2 + teacher",
         "tilted-range": "tilted, range 0:0.4 (in-place distillation)",
         "tilted-range-teacher": "tilted, range 0:0.4 + teacher",
     }
-    reports = {name: _load(f"recipe-ablation-sst2-8k/{name}/report.json") for name in names}
-    rates = [r["knob"] for r in reports["tilted-0.2"]["rows"]]
-    body = [
-        [label, *(f"{r['metric']:.3f}" for r in reports[name]["rows"] if r["knob"] in rates)]
-        for name, label in names.items()
-        if name != "dense"
-    ]
-    ratios = [f"{r['predicted_speedup']:.2f}×" for r in reports["tilted-0.2"]["rows"]]
-    body.append(["FLOP ratio (encoder MACs)", *ratios])
-    dense = reports["dense"]["rows"][0]["metric"]
-    return f"Dense fine-tune of the same data: {dense:.3f}.\n\n" + _md(
-        ["recipe (8,000 sentences, 1 epoch)", *(f"τ {r:g}" for r in rates)], body
-    )
+    dense = _load("recipe-ablation-sst2-8k/dense/report.json")["rows"][0]["metric"]
+    table = _offline_curves("recipe-ablation-sst2-8k", names, "tilted-0.2", "recipe (8,000 sentences, 1 epoch)")
+    return f"Dense fine-tune of the same data: {dense:.3f}.\n\n" + table
 
 
 def accelerate() -> str:
@@ -377,11 +379,7 @@ def stack_offline() -> str:
         "int8": "int8, one scale per output channel (ours)",
         "bf16": "bf16",
     }
-    reports = {name: _load(f"stack-offline-sst2/{name}/report.json") for name in names}
-    rates = [r["knob"] for r in reports["fp32"]["rows"]]
-    body = [[label, *(f"{r['metric']:.3f}" for r in reports[name]["rows"])] for name, label in names.items()]
-    body.append(["FLOP ratio (encoder MACs)", *(f"{r['predicted_speedup']:.2f}×" for r in reports["fp32"]["rows"])])
-    return _md(["full-SST-2 range + teacher checkpoint", *(f"τ {r:g}" for r in rates)], body)
+    return _offline_curves("stack-offline-sst2", names, "fp32", "full-SST-2 range + teacher checkpoint")
 
 
 def int8_backends() -> str:
