@@ -3,7 +3,8 @@
 For one checkpoint and transform: aten operators per forward (torch.profiler, top-level ops: what the dispatcher
 and Python pay for, whatever their size) for HF's dense model and the patched model at each knob, and the
 speedup against the same-transform dense model at batch 1 on the task's first dev inputs, all variants timed
-interleaved in this one process (per input the median over rounds, summed).
+interleaved in this one process (per input the median over rounds, summed); `--runs` such timings (default 3),
+the median reported and every run kept.
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/batch1_overhead.py sst2 CKPT --transform int8
         --label after
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import statistics
 from pathlib import Path
 
 import torch
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--transform", default="fp32", choices=("fp32", "int8", "bf16"))
     parser.add_argument("--knobs", default="0.02,0.05,0.1,0.2,0.3")
     parser.add_argument("--label", default="now")
+    parser.add_argument("--runs", type=int, default=3, help="independent interleaved timings; the median is reported")
     args = parser.parse_args()
 
     import tiltbench
@@ -66,6 +69,8 @@ def main() -> None:
     knobs = [float(k) for k in args.knobs.split(",")]
     model, tokenizer, _, info = load_checkpoint(args.checkpoint)
     dense, _ = load_model(args.checkpoint)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     if args.transform != "fp32":
         from tiltbench.transforms import apply_spec
 
@@ -83,8 +88,11 @@ def main() -> None:
         ops[f"knob {knob:g}"] = aten_ops(model, batches[0])
     variants = [Variant("dense", dense, batches)]
     variants += [Variant(f"knob {k:g}", model, batches, lambda k=k: set_knob(model, k)) for k in knobs]
-    latency = time_interleaved(variants, warmup=5, min_iterations=min_iterations, min_seconds=1.0, min_rounds=4)
-    totals = {name: robust_total(lat, len(batches)) for name, lat in latency.items()}
+    runs = []  # each run: every variant timed afresh, interleaved (per input the median over rounds, summed)
+    for _ in range(args.runs):
+        latency = time_interleaved(variants, warmup=5, min_iterations=min_iterations, min_seconds=1.0, min_rounds=4)
+        runs.append({name: robust_total(lat, len(batches)) for name, lat in latency.items()})
+    speedups = [{name: t["dense"] / total for name, total in t.items() if name != "dense"} for t in runs]
     result = {
         "label": args.label,
         "code": str(Path(tiltbench.__file__).parent),
@@ -95,16 +103,19 @@ def main() -> None:
         "inputs": len(batches),
         "tokens_first_input": int(batches[0]["input_ids"].shape[1]),
         "aten_ops_per_forward": ops,
-        "speedup_vs_same_transform_dense": {
-            name: round(totals["dense"] / total, 4) for name, total in totals.items() if name != "dense"
+        "runs": len(runs),
+        "speedup_vs_same_transform_dense": {  # the median over runs
+            name: round(statistics.median(s[name] for s in speedups), 4) for name in speedups[0]
         },
-        "dense_ms_per_input": round(totals["dense"] / len(batches), 3),
+        "speedup_per_run": [{name: round(v, 4) for name, v in s.items()} for s in speedups],
+        "dense_ms_per_input": round(statistics.median(t["dense"] for t in runs) / len(batches), 3),
         "environment": environment(dense.config._attn_implementation, seed=0),
     }
     out = ROOT / "results" / "batch1-overhead" / f"{args.label}-{args.task}-{args.transform}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, result)
     print(json.dumps({k: result[k] for k in ("label", "task", "transform", "speedup_vs_same_transform_dense")}))
+    print(json.dumps(result["speedup_per_run"]))
     print(collections.OrderedDict(ops))
 
 

@@ -322,30 +322,41 @@ def recipe_seeds() -> str:
     return _md(["checkpoint", "tilt rate", *seeds, "mean", "mean vs dense (pts)", "speedup b32 (seed 0)"], body)
 
 
+def _checkpoint_name(path: str, method: str) -> str:
+    name = Path(path).name if Path(path).name != "checkpoint" else Path(path).parent.name
+    return name if method in name else f"{name} ({method})"
+
+
 def stack(folder: str) -> str:
-    """Each transform x knob: metric, total drop against HF's dense fp32 model, speedup against the same-transform
-    dense model at batch 1, 8, 32, and against dense fp32 at batch 32; model size."""
+    """Each checkpoint x transform x knob: metric, total drop against HF's dense fp32 model of the same checkpoint,
+    speedup against the same-transform dense model at each batch size, and against dense fp32 at the largest;
+    model size."""
     rows = _rows(folder)
-    fp32_dense = next(r.metric for r in rows if r.transform == "fp32" and r.knob == 0)
     batches = sorted({r.batch_size for r in rows})
     body = []
-    for transform in ("fp32", "int8", "bf16"):
-        for knob in sorted({r.knob for r in rows if r.transform == transform}):
-            cells = {r.batch_size: r for r in rows if r.transform == transform and r.knob == knob}
-            first = cells[batches[0]]
-            body.append(
-                [
-                    transform,
-                    f"{knob:g}",
-                    f"{first.metric:.3f}",
-                    f"{100 * (first.metric - fp32_dense):+.1f}",
-                    *(f"{cells[b].same_transform_speedup:.2f}×" for b in batches),
-                    f"{cells[batches[-1]].speedup_vs_dense_dynamic:.2f}×",
-                    f"{first.model_mb:.1f}" if first.model_mb else "—",
-                ]
-            )
+    for checkpoint in dict.fromkeys(r.checkpoint for r in rows):
+        for transform in ("fp32", "int8", "bf16"):
+            own = [r for r in rows if (r.checkpoint, r.transform) == (checkpoint, transform)]
+            for knob in sorted({r.knob for r in own}):
+                cells = {r.batch_size: r for r in own if r.knob == knob}
+                first = next(iter(cells.values()))
+                drop = first.metric_drop_points if transform == "fp32" else first.metric_drop_vs_fp32_points
+                last = cells.get(batches[-1])
+                body.append(
+                    [
+                        _checkpoint_name(checkpoint, first.method),
+                        transform,
+                        f"{knob:g}",
+                        f"{first.metric:.3f}",
+                        f"{-drop + 0.0:+.1f}",  # + 0.0: no "-0.0"
+                        *(f"{cells[b].same_transform_speedup:.2f}×" if b in cells else "—" for b in batches),
+                        f"{last.speedup_vs_dense_dynamic:.2f}×" if last else "—",
+                        f"{first.model_mb:.1f}" if first.model_mb else "—",
+                    ]
+                )
     same = [f"b{b} vs same-transform dense" for b in batches]
-    return _md(["transform", "tilt", "accuracy", "vs dense fp32 (pts)", *same, f"b{batches[-1]} vs fp32", "MB"], body)
+    headers = ["checkpoint", "transform", "knob", "metric", "vs dense fp32 (pts)", *same, f"b{batches[-1]} vs fp32"]
+    return _md([*headers, "MB"], body)
 
 
 def batch1() -> str:
@@ -353,7 +364,8 @@ def batch1() -> str:
     same-transform dense model at each knob."""
     body = []
     runs = [json.loads(p.read_text()) for p in (RESULTS / "batch1-overhead").glob("*.json")]
-    order = {"before": 0, "after": 1}
+    order = {"before": 0, "after": 1, "blocks": 2}
+    names = {"before": "before (a60ec89)", "after": "short path", "blocks": "+ head blocks"}
     for data in sorted(runs, key=lambda d: (d["task"], d["transform"], order.get(d["label"], 2))):
         ops = data["aten_ops_per_forward"]
         knob_ops = next(v for k, v in ops.items() if k != "dense")
@@ -362,13 +374,15 @@ def batch1() -> str:
             [
                 data["task"],
                 data["transform"],
-                {"before": "before (a60ec89)", "after": "short path"}.get(data["label"], data["label"]),
+                names.get(data["label"], data["label"]),
+                str(data.get("runs", 1)),
                 f"{ops['dense']:.0f} / {knob_ops:.0f}",
                 *(f"{v:.2f}×" for v in speed.values()),
             ]
         )
     knobs = [k.removeprefix("knob ") for k in speed]
-    return _md(["task", "transform", "code", "aten ops dense / eliminating", *(f"τ {k}" for k in knobs)], body)
+    headers = ["task", "transform", "code", "runs (median)", "aten ops dense / eliminating"]
+    return _md([*headers, *(f"τ {k}" for k in knobs)], body)
 
 
 def stack_offline() -> str:
@@ -409,6 +423,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-seeds": recipe_seeds,
     "int8-backends": int8_backends,
     "stack-sst2": lambda: stack("stack-minilm-sst2"),
+    "stack-imdb": lambda: stack("stack-minilm-imdb"),
     "recipe-sst2-full": recipe_full,
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,

@@ -42,12 +42,18 @@ def test_sweep_writes_the_run_folder(tiny_checkpoint, tmp_path):
         "report.md",
         "pareto.png",
         "predicted_vs_measured.png",
+        "pareto_size.png",
     } <= names
     rows = json.loads((folder / "report.json").read_text())["rows"]
     assert len(rows) == len(report.rows) == 4
     assert len(list(csv.DictReader((folder / "report.csv").open()))) == 4
     env = json.loads((folder / "environment.json").read_text())
-    assert {"cpu", "threads", "versions", "git_commit", "attn_implementation", "seed"} <= set(env)
+    assert {"cpu", "threads", "versions", "git_commit", "attn_implementation", "seed", "transforms"} <= set(env)
+    assert env["transforms"]["int8"]["backend"]  # how int8 rewrites the model here, recorded with every run
+    row = report.rows[0]
+    assert row.embeddings == "table" and row.memory_mb >= row.model_mb > 0
+    assert isinstance(row.embedding_share, float)  # timed (its size is a benchmark's business, not a test's)
+    assert sum(row.parameters.values()) > row.parameters["encoder"] > 0 and row.parameters["word_embeddings"] > 0
     row = next(r for r in rows if r["knob"] == 0.3 and r["batch_size"] == 4)
     assert set(row["latency"]) == {"tiltbench", "keep-all", "dense-dynamic", "dense-padded", "dense-eager"}
     assert row["latency"]["tiltbench"]["count"] == row["latency"]["dense-dynamic"]["count"] >= 2

@@ -63,6 +63,8 @@ def environment(attn_implementation: str | None = None, seed: int | None = None)
     """Hardware, threads, versions, git commit, attention implementation and seed of this run."""
     import torch
 
+    from tiltbench.transforms import TRANSFORMS
+
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -75,4 +77,6 @@ def environment(attn_implementation: str | None = None, seed: int | None = None)
         "git_commit": git_commit(),
         "attn_implementation": attn_implementation,
         "seed": seed,
+        # how each numerics transform a row may name rewrites the model here (int8: backend, engine, granularity)
+        "transforms": {name: cls().config() for name, cls in sorted(TRANSFORMS.items())},
     }

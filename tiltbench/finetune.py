@@ -28,7 +28,7 @@ from tiltbench.environment import environment
 from tiltbench.errors import TrainingInterrupted, UserError
 from tiltbench.files import check_output_dir, is_checkpoint, normal_modes, replace_dir, write_json_atomic
 from tiltbench.inference import Progress
-from tiltbench.models import DEFAULT_MODEL, METHOD_WEIGHTS, load_model, write_meta
+from tiltbench.models import DEFAULT_MODEL, METHOD_WEIGHTS, load_model, save_hashed, write_meta
 from tiltbench.patch import patch, set_knob
 from tiltbench.resume import (
     Cursor,
@@ -80,6 +80,10 @@ class TrainConfig:
     device: str = "auto"  # cpu, cuda, or auto (cuda when visible)
     mixed_precision: str = "no"  # no, bf16 or fp16 (autocast and, for fp16, loss scaling, by accelerate)
     grad_accum: int = 1  # micro-batches per process and step
+    # [eel] input embeddings: "table" (the model's own) or "hashed" (tiltbench/transforms/hashed.py: no table,
+    # a projection of hashed character n-grams fitted to the table, then fine-tuned with the rest)
+    embeddings: str = "table"
+    hash_dim: int = 768  # features per token before the projection (hashed only)
 
     def __post_init__(self) -> None:
         from tiltbench.methods import get_method
@@ -123,6 +127,14 @@ class TrainConfig:
             raise UserError(f"--save-every must be >= 0, got {self.save_every}")
         if self.random_knobs < 0:
             raise UserError(f"--random-knobs must be >= 0, got {self.random_knobs}")
+        if self.embeddings not in ("table", "hashed"):
+            raise UserError(f"--embeddings must be table or hashed, got {self.embeddings!r}")
+        if self.embeddings == "hashed":
+            from tiltbench.transforms.hashed import HashedConfig
+
+            HashedConfig(self.hash_dim)  # validates it
+        elif self.hash_dim != 768:
+            raise UserError("--hash-dim goes with --embeddings hashed")
         if self.scorer is not None and not get_method(self.method).uses_scorer:
             raise UserError(f"--scorer does not apply to --method {self.method} (it ranks tokens by its own score)")
         own = {"gates": ("bimodal_weight",), "ltp": ("final_threshold", "temperature")}
@@ -189,6 +201,7 @@ class _Run:
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)  # one entry per epoch
     stages: list[dict] = field(default_factory=list)  # one entry per stage
+    embeddings: dict | None = None  # hashed input embeddings: their settings and fit (tiltbench.json)
 
 
 def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResult:
@@ -206,6 +219,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     train_set, info = load_split(cfg.data, "train")
     eval_set, info = load_split(cfg.data, "eval", info)
     model, tokenizer = load_model(cfg.init or cfg.model, info)
+    embeddings = _input_embeddings(model, tokenizer, cfg)
     layers = model.config.num_hidden_layers
     method = get_method(cfg.method).for_training(layers, cfg, model.config)
     patch(model, method=method)
@@ -238,6 +252,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         if (teacher is not None or cfg.knob_range)
         else None,
         knob_rng=random.Random(cfg.data.seed + 1),
+        embeddings=embeddings,
     )
     run.resume_dir = state_dir(output)
     saved = load_state(run.resume_dir, cfg)
@@ -461,10 +476,30 @@ def _restore(run: _Run, state: dict) -> None:
     run.done_epochs, run.train_seconds = state["done_epochs"], state["train_seconds"]
 
 
+def _input_embeddings(model: torch.nn.Module, tokenizer, cfg: TrainConfig) -> dict | None:  # noqa: ANN001
+    """--embeddings hashed: the table swapped for a hashed embedding fitted to it (or, from a hashed --init, the one
+    it has); what tiltbench.json records of it. None: the model's own table."""
+    from tiltbench.transforms.hashed import HashedConfig, hashed_embedding, replace_table
+
+    own = hashed_embedding(model)
+    if own is not None:
+        if cfg.embeddings != "hashed":
+            raise UserError(f"--init {cfg.init} has hashed input embeddings: pass --embeddings hashed")
+        if own.config.dim != cfg.hash_dim:
+            raise UserError(f"--init {cfg.init} hashes into {own.config.dim} features, not --hash-dim {cfg.hash_dim}")
+        return {**own.describe(), "build_seconds": own.build_seconds, "init": cfg.init}
+    if cfg.embeddings == "hashed":
+        return replace_table(model, tokenizer, HashedConfig(cfg.hash_dim))
+    return None
+
+
 def _save(out: Path, run: _Run, knob: float) -> None:
     model, cfg = run.model, run.cfg
-    model.save_pretrained(out)
-    run.tokenizer.save_pretrained(out)
+    if run.embeddings is not None:  # no table to save: a plain HF load must not draw a random one (models.py)
+        save_hashed(model, run.tokenizer, out)
+    else:
+        model.save_pretrained(out)
+        run.tokenizer.save_pretrained(out)
     state = model._tiltbench
     method = state.method
     if list(method.parameters()):  # beside the HF weights, so the HF folder itself stays plain
@@ -493,6 +528,7 @@ def _save(out: Path, run: _Run, knob: float) -> None:
                 "grad_accum": cfg.grad_accum,
             },
             "environment": environment(model.config._attn_implementation, cfg.data.seed),
+            **({"embeddings": run.embeddings} if run.embeddings is not None else {}),
         },
     )
     write_json_atomic(

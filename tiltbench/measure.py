@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from tiltbench.data import DataConfig, collate, encode, load_split
 from tiltbench.distributed import on_device
@@ -51,7 +52,7 @@ from tiltbench.rows import MeasureRow
 from tiltbench.schedule import Schedule
 from tiltbench.speed_model import ModelDims, encoder_macs
 from tiltbench.transforms import FP32, apply_spec, check_transform
-from tiltbench.transforms.base import model_megabytes
+from tiltbench.transforms.base import memory_megabytes, model_megabytes, parameter_split
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,8 +96,11 @@ class MeasureConfig:
 
     @property
     def transform_baseline(self) -> str | None:
-        """The dense model under tiltbench's transform (dense-int8, dense-bf16); None for fp32."""
-        return None if self.transform == FP32 else f"dense-{self.transform}"
+        """The dense model under tiltbench's transform (dense-int8, dense-bf16); None for fp32. It runs on the
+        headline's inputs, so with --pad-to-max it is padded too, and its name says so (dense-int8-padded)."""
+        if self.transform == FP32:
+            return None
+        return f"dense-{self.transform}" + ("-padded" if self.pad_to_max else "")
 
 
 def measure_data(meta: dict, cfg: MeasureConfig) -> DataConfig:
@@ -140,6 +144,8 @@ class CheckpointBench:
         # after the move: a transform is applied on the device the model runs on (bf16 casts there too)
         self.model, _ = apply_spec(self.model, cfg.transform)
         self.model_mb, self.dense_fp32_mb = model_megabytes(self.model), model_megabytes(self.dense)
+        self.memory_mb, self.parameters = memory_megabytes(self.model), parameter_split(self.dense)
+        self.embeddings = (self.meta.get("embeddings") or {}).get("kind", "table")
         self._fp32_metric: dict[str, float] | None = None
         eval_set, self.info = load_split(self.data, "eval", self.info)
         self.examples = encode(eval_set, self.tokenizer, self.data.max_seq_len)
@@ -204,6 +210,18 @@ class CheckpointBench:
         return out
 
 
+class EmbeddingLayer(nn.Module):
+    """A model's input embedding layer (words, positions, token types, LayerNorm) called as the model is, on the
+    same batches: `measure` times it beside the model for its share of the forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.embeddings = model.base_model.embeddings
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+        return self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+
 def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: Progress | None = None) -> MeasureRow:
     """One report row: latency of tiltbench, keep-all and each baseline, speedups and their attribution, FLOPs,
     metric. `progress(description, done, total)` sees the evaluation and then the timing."""
@@ -235,6 +253,8 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
     same_transform = cfg.transform_baseline
     if same_transform:  # dense-int8 / dense-bf16 in tiltbench's own group: the speedup a user of int8 gains
         headline.append(Variant(same_transform, bench.dense_transformed, inputs))
+    # the embedding layer of tiltbench's model alone, on the same inputs: its share of the forward ([eel])
+    headline.append(Variant("embeddings", EmbeddingLayer(bench.model), inputs))
     others = {"dense-dynamic": (bench.dense, dynamic), "dense-padded": (bench.dense, padded)}
     others["dense-eager"] = (bench.eager, inputs)
     anchored = [Variant("anchor", bench.dense, inputs)]
@@ -249,6 +269,7 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
     latency = time_interleaved(headline, **timing, progress=_part(progress, "timing", 0.2, 0.7))
     latency.update(time_interleaved(anchored, **timing, progress=_part(progress, "timing baselines", 0.7, 1.0)))
     anchor = latency.pop("anchor")
+    embedding_ms = robust_total(latency.pop("embeddings"), len(inputs))
     totals = {name: robust_total(lat, len(inputs)) for name, lat in latency.items()}
     chain = totals[headline_name] / robust_total(anchor, len(inputs))  # anchor group -> headline group
     for name in others:
@@ -345,6 +366,10 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
         metric_drop_vs_fp32_points=fp32_drop,
         model_mb=bench.model_mb,
         dense_fp32_mb=bench.dense_fp32_mb,
+        embeddings=bench.embeddings,
+        memory_mb=bench.memory_mb,
+        parameters=bench.parameters,
+        embedding_share=round(embedding_ms / robust_total(latency["tiltbench"], len(inputs)), 4),
     )
 
 

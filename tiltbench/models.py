@@ -46,6 +46,8 @@ def load_model(name: str, info: TaskInfo | None = None, attn_implementation: str
         if info.label_names:
             kwargs["id2label"] = dict(enumerate(info.label_names))
             kwargs["label2id"] = {n: i for i, n in enumerate(info.label_names)}
+    if (Path(path) / HASHED_WEIGHTS).is_file():  # no table to load: rebuilt from the vocabulary
+        return _load_hashed(Path(path), kwargs)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
@@ -53,6 +55,50 @@ def load_model(name: str, info: TaskInfo | None = None, attn_implementation: str
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"could not load model {name!r}: not a model folder, and the Hub said: {first}") from None
     return model.eval(), tokenizer
+
+
+# A checkpoint fine-tuned with hashed input embeddings ([eel]) holds its weights here, with no word-embedding table,
+# not in model.safetensors: a plain `from_pretrained` then fails ("no file named model.safetensors") instead of
+# silently drawing a random table. `tiltbench.models.load_model(folder)` loads it.
+HASHED_WEIGHTS = "model-hashed-embeddings.safetensors"
+
+
+def _load_hashed(path: Path, kwargs: dict):
+    """(model, tokenizer) of a hashed-embedding checkpoint: HF's model from its config, the hashed embedding
+    rebuilt from tiltbench.json's settings and the tokenizer's vocabulary, then every saved weight (strict)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from tiltbench.transforms.hashed import HashedConfig, install
+
+    meta = read_meta(path)
+    settings = meta.get("embeddings") or {}
+    if settings.get("kind") != "hashed":
+        raise UserError(f"{str(path)!r} has {HASHED_WEIGHTS} but its {CHECKPOINT_META} records no hashed embeddings")
+    try:
+        config = AutoConfig.from_pretrained(path, **{k: v for k, v in kwargs.items() if k == "attn_implementation"})
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_config(config)
+        install(model, tokenizer, HashedConfig.from_dict(settings))
+        model.load_state_dict(load_file(str(path / HASHED_WEIGHTS)), strict=True)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"could not load the hashed-embedding checkpoint {str(path)!r}: {first}") from None
+    if kwargs.get("num_labels") not in (None, config.num_labels):
+        raise UserError(f"{str(path)!r} has {config.num_labels} labels, the task {kwargs['num_labels']}")
+    return model.eval(), tokenizer
+
+
+def save_hashed(model, tokenizer, out: Path) -> None:  # noqa: ANN001
+    """Save a model with hashed input embeddings: config, tokenizer and every weight but the (absent) table."""
+    from safetensors.torch import save
+
+    from tiltbench.files import write_bytes_atomic
+
+    model.config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_bytes_atomic(out / HASHED_WEIGHTS, save({k: v.detach().contiguous() for k, v in model.state_dict().items()}))
 
 
 def read_meta(checkpoint: str | Path) -> dict:

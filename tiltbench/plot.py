@@ -98,26 +98,68 @@ def plot_pareto(rows: list[MeasureRow], path: Path) -> None:
     _save(fig, path)
 
 
+def _vs_same_transform_dynamic(row: MeasureRow) -> float:
+    """The speedup the FLOP ratio predicts: against the dense model of the row's transform, dynamically padded."""
+    return row.speedup_vs_dense_dynamic if row.speedup_vs_dense_transform is None else row.speedup_vs_dense_transform
+
+
 def plot_predicted_vs_measured(rows: list[MeasureRow], path: Path) -> None:
-    """Measured speedup against the analytic FLOP prediction; the diagonal is a perfect prediction."""
+    """Measured speedup against the analytic FLOP prediction; the diagonal is a perfect prediction.
+
+    The FLOP ratio predicts what elimination buys, so a transformed row (int8, bf16) is plotted against the dense
+    model under its own transform, not against dense fp32 (whose gap is the transform's, not elimination's)."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    by_batch: dict[int, list[MeasureRow]] = defaultdict(list)
+    groups: dict[tuple[str, int], list[MeasureRow]] = defaultdict(list)
     for row in rows:
-        by_batch[row.batch_size].append(row)
-    for batch, points in sorted(by_batch.items()):
+        groups[(row.transform, row.batch_size)].append(row)
+    markers = {"fp32": "o", "int8": "s", "bf16": "^"}
+    for (transform, batch), points in sorted(groups.items()):
         ax.plot(
             [p.predicted_speedup for p in points],
-            [p.speedup_vs_dense_dynamic for p in points],
-            "o",
-            label=f"batch {batch}",
+            [_vs_same_transform_dynamic(p) for p in points],
+            markers.get(transform, "D"),
+            label=f"batch {batch}" if transform == "fp32" else f"{transform}, batch {batch}",
         )
-    top = max(max(r.predicted_speedup, r.speedup_vs_dense_dynamic) for r in rows) * 1.05
+    top = max(max(r.predicted_speedup, _vs_same_transform_dynamic(r)) for r in rows) * 1.05
     ax.plot([0, top], [0, top], "k--", linewidth=1, label="measured = predicted")
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.set_xlabel("predicted speedup (x, dense / eliminated encoder MACs)")
-    ax.set_ylabel("measured speedup vs dense-dynamic (x)")
+    ax.set_ylabel("measured speedup vs the same-transform dense-dynamic (x)")
     ax.set_title("Predicted vs measured speedup")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_pareto_size(rows: list[MeasureRow], path: Path) -> None:
+    """Task metric vs model size (MB, the serialised weights a checkpoint of it weighs): one point per checkpoint,
+    transform and knob (the metric does not depend on the batch size), coloured by method, a marker per transform;
+    the smaller and higher, the better. Hashed-embedding checkpoints ([eel]) are labelled so."""
+    points: dict[tuple[str, str, str, float], MeasureRow] = {}
+    for row in rows:
+        if row.model_mb is not None:
+            points.setdefault((row.method, short_name(row.checkpoint), row.transform, row.knob), row)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    labelled: set[str] = set()
+    for (method, name, transform, knob), row in sorted(points.items()):
+        colour, marker = METHOD_STYLE.get(method, ("C4", "o"))
+        hashed = ", hashed" if row.embeddings == "hashed" else ""
+        label = f"{method}: {name}{'' if transform == 'fp32' else ', ' + transform}{hashed}"
+        ax.plot(
+            [row.model_mb],
+            [100 * row.metric],
+            marker=TRANSFORM_MARKER.get(transform) or marker,
+            color=colour,
+            markerfacecolor="none" if transform != "fp32" else colour,
+            linestyle="none",
+            label=None if label in labelled else labelled.add(label) or label,
+        )
+        ax.annotate(f"{knob:g}", (row.model_mb, 100 * row.metric), fontsize=6, textcoords="offset points",
+                    xytext=(3, 3))  # fmt: skip
+    ax.set_xlabel("model size (MB, serialised weights)")
+    ax.set_ylabel(f"{rows[0].metric_name} (%)")
+    ax.set_title("Metric vs model size (labels: knob value)")
+    ax.grid(alpha=0.3)
+    fig.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.9))
     _save(fig, path)

@@ -167,7 +167,8 @@ def write_report(folder: Path, config: dict, env: dict, rows: list[MeasureRow], 
     write_text_atomic(folder / "report.csv", to_csv(as_dicts))
     write_text_atomic(folder / "report.md", to_markdown(config, env, rows))
     if plots and rows:
-        from tiltbench.plot import plot_pareto, plot_predicted_vs_measured
+        from tiltbench.plot import plot_pareto, plot_pareto_size, plot_predicted_vs_measured
 
         plot_pareto(rows, folder / "pareto.png")
         plot_predicted_vs_measured(rows, folder / "predicted_vs_measured.png")
+        plot_pareto_size(rows, folder / "pareto_size.png")

@@ -40,6 +40,10 @@ OPTIONAL = (
     "metric_drop_vs_fp32_points",
     "model_mb",
     "dense_fp32_mb",
+    "embeddings",
+    "memory_mb",
+    "parameters",
+    "embedding_share",
 )  # absent from older rows
 
 
@@ -122,6 +126,14 @@ class MeasureRow:
     metric_drop_vs_fp32_points: float | None = None  # against HF's dense fp32 model on the same examples
     model_mb: float | None = None  # tiltbench's model, serialised state_dict (10^6 bytes)
     dense_fp32_mb: float | None = None  # the fp32 dense model, the same way
+    # [eel]: the input embeddings ("table", or "hashed": tiltbench/transforms/hashed.py), what the model holds in
+    # memory (model_mb plus buffers a checkpoint does not save, such as the hashed vocabulary features), its
+    # parameters by part (word_embeddings, other_embeddings, encoder, head; of the fp32 model), and the share of
+    # tiltbench's forward spent in the embedding layer at this batch size (timed on the same inputs)
+    embeddings: str = "table"
+    memory_mb: float | None = None
+    parameters: dict[str, int] | None = None
+    embedding_share: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> MeasureRow:

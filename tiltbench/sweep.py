@@ -4,8 +4,8 @@ Each checkpoint moves along its own method's knob (tilt rate for tilted, retenti
 for all (`knobs`), or each method's default grid (`knobs=None`), or a grid per checkpoint (`grids`).
 
 The folder follows optimum-benchmark's layout: config.json, environment.json, report.json, report.csv,
-report.md, pareto.png, predicted_vs_measured.png. After every row the report files are rewritten atomically,
-so an interrupted sweep loses at most the row in flight; rerunning the same command skips finished rows
+report.md, pareto.png, predicted_vs_measured.png, pareto_size.png. After every row the report files are rewritten
+atomically, so an interrupted sweep loses at most the row in flight; rerunning the same command skips finished rows
 (`force` redoes them). A folder holding a run with other settings is refused rather than mixed.
 
 Transforms (`transforms`, [stack]): each checkpoint is measured under every named numerics (fp32, int8, bf16),

@@ -120,6 +120,14 @@ def finetune(
         ),
     ] = None,
     random_knobs: Annotated[int, typer.Option(help="Random knobs per sandwich step, besides the two ends.")] = 1,
+    embeddings: Annotated[
+        str,
+        typer.Option(
+            help="Input embeddings: table (the model's own) or hashed (EELBERT-style: hashed character n-grams and "
+            "a projection fitted to the table, no table saved; README 'Hashed input embeddings')."
+        ),
+    ] = "table",
+    hash_dim: Annotated[int, typer.Option(help="Hashed embeddings: features per token before the projection.")] = 768,
     save_every: Annotated[
         int,
         typer.Option(
@@ -193,6 +201,8 @@ def finetune(
         distill_temperature=distill_temperature,
         knob_range=parse_knob_range(knob_range),
         random_knobs=random_knobs,
+        embeddings=embeddings,
+        hash_dim=hash_dim,
         save_every=save_every,
         batch_size=batch_size,
         grad_accum=grad_accum,

@@ -77,7 +77,10 @@ def check_transform(name: str, device: str = "cpu") -> str:
     if name != FP32:
         get_transform(name)
     if name == "int8" and device != "cpu":
-        raise UserError("--quantize int8 runs on the CPU only (dynamic int8 Linear has no CUDA kernel); --device cpu")
+        raise UserError(
+            "the int8 transform (--quantize int8, or int8 in --transforms) runs on the CPU only: dynamic int8 "
+            "Linear has no CUDA kernel; use --device cpu"
+        )
     return name
 
 
@@ -108,3 +111,30 @@ def model_megabytes(model: nn.Module) -> float:
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return round(buffer.tell() / 1e6, 2)
+
+
+def memory_megabytes(model: nn.Module) -> float:
+    """What the model holds in memory, MB: its serialised state_dict plus the buffers a checkpoint does not save
+    (e.g. hashed embeddings' vocabulary features, recomputed at load)."""
+    saved = set(model.state_dict())
+    unsaved = sum(b.numel() * b.element_size() for name, b in model.named_buffers() if name not in saved)
+    return round(model_megabytes(model) + unsaved / 1e6, 2)
+
+
+def parameter_split(model: nn.Module) -> dict[str, int]:
+    """Parameters by part: the word embeddings (a table, or a hashed embedding's projection), the other embeddings
+    (positions, token types, LayerNorm), the encoder, and the head (pooler, classifier)."""
+    word = {id(p) for p in model.get_input_embeddings().parameters()}
+    base = getattr(model, "base_model", model)
+    embeddings = {id(p) for p in base.embeddings.parameters()} if hasattr(base, "embeddings") else set()
+    encoder = {id(p) for p in base.encoder.parameters()} if hasattr(base, "encoder") else set()
+    split = {"word_embeddings": 0, "other_embeddings": 0, "encoder": 0, "head": 0}
+    for p in model.parameters():
+        part = (
+            "word_embeddings" if id(p) in word
+            else "other_embeddings" if id(p) in embeddings
+            else "encoder" if id(p) in encoder
+            else "head"
+        )  # fmt: skip
+        split[part] += p.numel()
+    return split

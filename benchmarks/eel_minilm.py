@@ -1,0 +1,149 @@
+"""Benchmark [eel]: hashed input embeddings on MiniLM (no stored table), alone and stacked with elimination and int8.
+
+For each task (SST-2 on its full training set, MRPC):
+1. Trains what is missing by its committed recipe, each in its own process (resumable: an interrupted training
+   continues where it stopped), into runs/recipes/<recipe>[-seed<S>]:
+     <prefix>-dense.yaml                            the dense model with the table (the comparison)
+     <prefix>-hashed.yaml                           the same recipe with --embeddings hashed
+     <prefix>-hashed-tilted-range-teacher.yaml      hashed + TiltedBERT across tilt rates 0:0.4, distilled
+   (<prefix>: sst2-full, mrpc). Seeds 0..--seeds-1 of the first two (a dev set of 408 or 872: one seed is noise).
+2. One sweep (results/eel-minilm-<task>/) of seed 0's checkpoints at batch 1 and 32 under fp32 and int8, every row
+   timed against its own dense-dynamic model (and dense-int8) on the task's first dev inputs, with size columns
+   (model_mb: serialised weights; memory_mb; parameters by part; the embedding layer's share of the forward).
+3. summary.json, the issue's table: dense; hashed; hashed + int8; hashed + elimination (at --tilt-rate);
+   hashed + elimination + int8; each with accuracy (and F1 on MRPC, mean over seeds where there are several),
+   checkpoint MB on disk (the weights file) and in memory, and the speedup at batch 1 and 32 against the dense
+   *table* model's dense-dynamic fp32 (across the sweep's groups: the same inputs, timed in the same process).
+
+    TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/eel_minilm.py mrpc [--seeds 3] [--no-train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from tiltbench.cli.common import setup
+from tiltbench.console import progress_bar
+from tiltbench.environment import environment
+from tiltbench.files import write_json_atomic
+from tiltbench.latency import Latency, robust_total
+from tiltbench.measure import MeasureConfig
+from tiltbench.offline import OfflineConfig, offline_tune
+from tiltbench.rows import MeasureRow
+from tiltbench.sweep import SweepConfig, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "benchmarks" / "recipes"
+RUNS = ROOT / "runs" / "recipes"
+RESULTS = ROOT / "results"
+TASKS = {
+    "sst2": dict(prefix="sst2-full", measure=MeasureConfig(latency_examples=256, min_iterations=10, min_seconds=1.5)),
+    "mrpc": dict(prefix="mrpc", measure=MeasureConfig(latency_examples=256, min_iterations=10, min_seconds=1.5)),
+}
+
+
+def checkpoint(name: str, seed: int, train_missing: bool) -> Path | None:
+    """runs/recipes/<name>[-seed<S>], trained by its recipe in a separate process when missing (and allowed)."""
+    output = RUNS / (name if seed == 0 else f"{name}-seed{seed}")
+    if not (output / "tiltbench.json").is_file():
+        if not train_missing:
+            return None
+        command = [sys.executable, "-m", "tiltbench", "finetune", "--recipe", str(RECIPES / f"{name}.yaml")]
+        command += ["--seed", str(seed), "--output", str(output), "--save-every", "100"]
+        subprocess.run(command, check=True, cwd=ROOT)
+    return output
+
+
+def weights_mb(folder: Path) -> float:
+    """The checkpoint's weight files on disk (model.safetensors or the hashed one, and method.safetensors), MB."""
+    return round(sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 1e6, 2)
+
+
+def total_ms(row: MeasureRow, variant: str) -> float:
+    return robust_total(Latency.from_values(row.latency[variant]["samples"]), row.n_batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the dense and hashed recipes (accuracy)")
+    parser.add_argument("--tilt-rate", type=float, default=0.2, help="the elimination rows' tilt rate")
+    parser.add_argument("--no-train", action="store_true", help="use what is trained; train nothing")
+    args = parser.parse_args()
+    setup()
+    spec = TASKS[args.task]
+    names = {kind: f"{spec['prefix']}-{kind}" for kind in ("dense", "hashed", "hashed-tilted-range-teacher")}
+    found = {kind: checkpoint(name, 0, not args.no_train) for kind, name in names.items()}
+    missing = [names[k] for k, v in found.items() if v is None]
+    if missing:
+        sys.exit(f"error: not trained yet: {', '.join(missing)} (run without --no-train)")
+    dense, hashed, tilted = (str(found[k]) for k in names)
+    cfg = SweepConfig(
+        (dense, hashed, tilted),
+        grids={dense: (0.0,), hashed: (0.0,), tilted: (args.tilt_rate,)},
+        batch_sizes=(1, 32),
+        run_name=f"eel-minilm-{args.task}",
+        results_dir=str(RESULTS),
+        measure=spec["measure"],
+        transforms=("fp32", "int8"),
+    )
+    with progress_bar() as progress:
+        report = sweep(cfg, progress)
+    rows = report.rows
+    table_dense = {r.batch_size: total_ms(r, "dense-dynamic") for r in rows if r.checkpoint == dense}
+    # accuracy over seeds: the dense and hashed recipes at every seed (offline, no timing)
+    seeds: dict[str, list[dict[str, float]]] = {"dense": [], "hashed": []}
+    for kind in seeds:
+        for seed in range(args.seeds):
+            folder = checkpoint(names[kind], seed, not args.no_train)
+            if folder is not None:
+                seeds[kind].append(offline_tune(OfflineConfig(str(folder), knobs=(0.0,))).rows[0].metrics)
+    variants = [
+        ("dense", dense, "fp32", 0.0),
+        ("dense + int8", dense, "int8", 0.0),
+        ("hashed", hashed, "fp32", 0.0),
+        ("hashed + int8", hashed, "int8", 0.0),
+        (f"hashed + elimination (τ {args.tilt_rate:g})", tilted, "fp32", args.tilt_rate),
+        (f"hashed + elimination (τ {args.tilt_rate:g}) + int8", tilted, "int8", args.tilt_rate),
+    ]
+    summary = []
+    for label, folder, transform, knob in variants:
+        cells = {r.batch_size: r for r in rows if (r.checkpoint, r.transform, r.knob) == (folder, transform, knob)}
+        first = cells[1]
+        entry = {
+            "variant": label,
+            "checkpoint": Path(folder).name,
+            "transform": transform,
+            "knob": knob,
+            "metrics_seed0": first.metrics,
+            "checkpoint_mb_on_disk": weights_mb(Path(folder)) if transform == "fp32" else None,
+            "model_mb": first.model_mb,
+            "memory_mb": first.memory_mb,
+            "parameters": first.parameters,
+            **{
+                f"speedup_vs_table_dense_b{b}": round(table_dense[b] / total_ms(r, "tiltbench"), 3)
+                for b, r in cells.items()
+            },  # fmt: skip
+            **{f"embedding_share_b{b}": r.embedding_share for b, r in cells.items()},
+        }
+        kind = {dense: "dense", hashed: "hashed"}.get(folder)
+        if kind and transform == "fp32" and seeds[kind]:
+            entry["metrics_over_seeds"] = {
+                name: {"values": [m[name] for m in seeds[kind]], "mean": statistics.mean(m[name] for m in seeds[kind])}
+                for name in seeds[kind][0]
+            }
+        summary.append(entry)
+    write_json_atomic(
+        RESULTS / cfg.run_name / "summary.json",
+        {"task": args.task, "seeds": args.seeds, "rows": summary, "environment": environment()},
+    )
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
