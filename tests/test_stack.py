@@ -5,6 +5,7 @@ transform."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -53,6 +54,19 @@ def test_bf16_casts_model_and_method_and_runs_eliminating(tiny_checkpoint):
         out, reference = model(**batch).logits, fp32(**batch).logits
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     assert torch.allclose(out.float(), reference, atol=0.05)
+
+
+def test_bf16_raises_onednns_primitive_cache_unless_the_user_set_it(tiny_checkpoint, monkeypatch):
+    from tiltbench.transforms.bf16 import PRIMITIVE_CACHE_CAPACITY, PRIMITIVE_CACHE_VARIABLE, BFloat16
+
+    monkeypatch.delenv(PRIMITIVE_CACHE_VARIABLE, raising=False)
+    load_checkpoint(tiny_checkpoint, transform="bf16")
+    assert os.environ[PRIMITIVE_CACHE_VARIABLE] == str(PRIMITIVE_CACHE_CAPACITY)  # set by apply, before any matmul
+    assert PRIMITIVE_CACHE_CAPACITY > 1024  # oneDNN's default, which eliminating models thrash on long inputs
+    assert BFloat16().config()["onednn_primitive_cache_capacity"] == str(PRIMITIVE_CACHE_CAPACITY)
+    monkeypatch.setenv(PRIMITIVE_CACHE_VARIABLE, "300")
+    load_checkpoint(tiny_checkpoint, transform="bf16")
+    assert BFloat16().config()["onednn_primitive_cache_capacity"] == "300"  # the user's setting wins
 
 
 def test_bf16_casts_a_gates_method_beside_the_model():
