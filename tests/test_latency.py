@@ -69,3 +69,27 @@ def test_min_rounds_and_robust_total():
     # round-major samples of 2 batches x 3 rounds; one outlier (100) in batch 0 does not move its median
     lat = Latency.from_values([1.0, 10.0, 100.0, 11.0, 2.0, 12.0])
     assert robust_total(lat, 2) == 2.0 + 11.0
+
+
+class Sleeper(torch.nn.Module):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, input_ids: torch.Tensor) -> None:
+        import time
+
+        time.sleep(self.seconds)
+
+
+def test_a_probe_that_does_not_pace_gets_every_round_but_does_not_prolong_timing():
+    batches = [{"input_ids": torch.zeros((1, 2), dtype=torch.long)}]
+    model = Variant("model", Sleeper(0.004), batches)
+    probe = Variant("probe", Sleeper(0.0), batches, paces=False)  # far under min_seconds on its own
+    latency = time_interleaved([model, probe], warmup=0, min_iterations=1, min_seconds=0.02, min_rounds=1)
+    assert latency["probe"].count == latency["model"].count  # timed in every round, interleaved
+    assert latency["model"].count <= 8  # 0.02 s of 4 ms forwards (a whole design of 2), not the probe's pace
+    paced = time_interleaved(
+        [model, Variant("probe", Sleeper(0.001), batches)], warmup=0, min_iterations=1, min_seconds=0.02, min_rounds=1
+    )
+    assert paced["model"].count >= 10  # a pacing 1 ms variant needs 20 rounds: the flag is what made the difference

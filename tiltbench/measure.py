@@ -254,7 +254,7 @@ def measure_row(bench: CheckpointBench, knob: float, batch_size: int, progress: 
     if same_transform:  # dense-int8 / dense-bf16 in tiltbench's own group: the speedup a user of int8 gains
         headline.append(Variant(same_transform, bench.dense_transformed, inputs))
     # the embedding layer of tiltbench's model alone, on the same inputs: its share of the forward ([eel])
-    headline.append(Variant("embeddings", EmbeddingLayer(bench.model), inputs))
+    headline.append(Variant("embeddings", EmbeddingLayer(bench.model), inputs, paces=False))
     others = {"dense-dynamic": (bench.dense, dynamic), "dense-padded": (bench.dense, padded)}
     others["dense-eager"] = (bench.eager, inputs)
     anchored = [Variant("anchor", bench.dense, inputs)]
