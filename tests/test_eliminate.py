@@ -2,11 +2,9 @@ import pytest
 import torch
 
 from tiltbench.eliminate import (
-    HEAD_TERMS,
     additive_mask,
     attention_with_scores,
     gather_tokens,
-    heads_per_block,
     keep_indices,
     key_valid_from_hf_mask,
     row_chunks,
@@ -124,34 +122,3 @@ def test_unpadded_batch_attention_and_scores_match_the_masked_path(scorer):
         _, masked_scores = attention_with_scores(layer, hidden, valid, scorer, [8, 8], scorer_takes_none=False)
     assert torch.allclose(ours, reference, atol=1e-5)
     assert torch.allclose(scores, masked_scores, atol=1e-6)
-
-
-@pytest.mark.parametrize("scorer", [score_acc, score_acc_nodiag, score_acc_norm])
-@pytest.mark.parametrize("block_bytes,heads", [(1, 1), (2 * 16 * 16 * 4, 2), (2**30, 4)])
-def test_head_blocked_attention_equals_all_heads_at_once(scorer, block_bytes, heads, monkeypatch):
-    """Long unpadded rows attend a block of heads at a time (probabilities stay in cache): the same attention
-    output and the same scores as all heads at once, for every built-in scorer's per-head terms."""
-    from conftest import random_batch, tiny_bert
-
-    import tiltbench.eliminate as eliminate_module
-
-    model = tiny_bert("eager").eval()
-    batch = random_batch([16], seed=7)
-    layer = model.bert.encoder.layer[1]
-    valid = batch["attention_mask"].bool()
-    with torch.inference_mode():
-        hidden = model.bert.embeddings(batch["input_ids"])
-        whole, whole_scores = attention_with_scores(layer, hidden, valid, scorer, [16], True)
-        monkeypatch.setattr(eliminate_module, "HEAD_BLOCK_BYTES", block_bytes)
-        assert heads_per_block(4, 16, 4) == heads
-        blocked, blocked_scores = attention_with_scores(layer, hidden, valid, scorer, [16], True, HEAD_TERMS[scorer])
-    assert torch.allclose(blocked, whole, atol=1e-6)
-    assert torch.allclose(blocked_scores, whole_scores, atol=1e-6)
-
-
-def test_a_method_with_its_own_score_is_never_head_blocked():
-    from tiltbench.methods import get_method
-
-    assert get_method("tilted")(4).score_terms is HEAD_TERMS[score_acc]
-    assert get_method("tilted")(4, scorer="acc-norm").score_terms is HEAD_TERMS[score_acc_norm]
-    assert get_method("ltp")(4).score_terms is None  # its score divides by the head count: not per-head additive

@@ -354,14 +354,9 @@ def test_inference_mode_then_no_grad():
 
 @pytest.mark.parametrize("scorer", ["acc", "acc-nodiag", "acc-norm"])
 @pytest.mark.parametrize("lengths", [[13], [11, 11, 11]])
-@pytest.mark.parametrize("head_block_bytes", [2**30, 1], ids=["all-heads", "one-head-blocks"])
-def test_the_unpadded_inference_path_equals_the_general_one(scorer, lengths, head_block_bytes, monkeypatch):
-    """Batch 1 (or rows of one length) at inference takes the short path (no masks, no select, top_tokens; long
-    rows a block of heads at a time); with autograd on the same forward takes the general one. Same tokens kept,
-    same outputs."""
-    import tiltbench.eliminate as eliminate_module
-
-    monkeypatch.setattr(eliminate_module, "HEAD_BLOCK_BYTES", head_block_bytes)
+def test_the_unpadded_inference_path_equals_the_general_one(scorer, lengths):
+    """Batch 1 (or rows of one length) at inference takes the short path (no masks, no select, top_tokens); with
+    autograd on the same forward takes the general one. Same tokens kept, same outputs."""
     model = tiny_bert()
     patch(model, Schedule(model.config.num_hidden_layers, 0.3), scorer=scorer)
     batch = random_batch(lengths=lengths, seed=3)

@@ -27,49 +27,27 @@ def _received(probs: Tensor, valid: Tensor | None) -> Tensor:
     return torch.matmul(valid.to(probs.dtype)[:, None, None, :], probs).squeeze(2)
 
 
-def _acc_terms(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
-    if valid is None:  # no pad query rows to zero: one reduction
-        return probs.sum(2)
-    return _received(probs, valid)
-
-
-def _acc_nodiag_terms(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
-    self_attention = probs.diagonal(dim1=2, dim2=3)  # [B,H,n]
-    if valid is not None:
-        self_attention = self_attention * valid.to(probs.dtype)[:, None, :]
-    return _received(probs, valid) - self_attention
-
-
-def _acc_norm_terms(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
-    return _received(probs, valid) * values.norm(dim=-1)
-
-
-# Each built-in scorer is a per-head term [B,H,n] summed over heads: the head-blocked attention below computes the
-# terms one block of heads at a time and sums them once at the end, exactly as the unblocked scorer does (the
-# same per-head reduction, then one sum over all heads, so bf16 rounds alike).
-
-
 def score_acc(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
     """ACC: attention a word vector receives, summed over heads and real queries (methods.md §2.4 acc_colsum)."""
-    return _acc_terms(probs, valid, values).sum(1)
+    if valid is None:  # two reductions, as the masked path rounds (one sum over both dims differs in bf16)
+        return probs.sum(2).sum(1)
+    return _received(probs, valid).sum(1)
 
 
 def score_acc_nodiag(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
     """ACC minus self-attention, as PoWER-BERT's code does (methods.md §3.1)."""
-    return _acc_nodiag_terms(probs, valid, values).sum(1)
+    self_attention = probs.diagonal(dim1=2, dim2=3)  # [B,H,n]
+    if valid is not None:
+        self_attention = self_attention * valid.to(probs.dtype)[:, None, :]
+    return (_received(probs, valid) - self_attention).sum(1)
 
 
 def score_acc_norm(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
     """ACC with each term weighted by the value-vector norm: how much of j actually flows into the context."""
-    return _acc_norm_terms(probs, valid, values).sum(1)
+    return (_received(probs, valid) * values.norm(dim=-1)).sum(1)
 
 
 SCORERS: dict[str, Scorer] = {"acc": score_acc, "acc-nodiag": score_acc_nodiag, "acc-norm": score_acc_norm}
-HEAD_TERMS: dict[Scorer, Scorer] = {
-    score_acc: _acc_terms,
-    score_acc_nodiag: _acc_nodiag_terms,
-    score_acc_norm: _acc_norm_terms,
-}  # scorer -> its per-head terms [B,H,n] (the scorer is their sum over heads)
 
 
 def key_valid_from_hf_mask(mask: Tensor | None, batch: int, length: int, device: torch.device) -> Tensor:
@@ -139,20 +117,6 @@ def row_chunks(
     return chunks
 
 
-# The short path (no padding: batch 1) computes attention this many bytes of probabilities at a time, a block of
-# heads, on CPU. Why: at IMDB lengths all 12 heads' [512,512] probabilities are 12 MB, past the cache, so the
-# GEMM that writes them, the softmax, the score sum and the GEMM that reads them each stream 12 MB from memory;
-# fused flash attention (the dense baseline) never writes them. Measured on this 2-core VM, one layer's attention
-# at n = 512: 2.7 ms unblocked, 2.3 ms in blocks of 4 heads (4 MB), against 2.2 ms for HF's flash kernel; at
-# n <= 256 every head fits one block and nothing changes (benchmarks/batch1_overhead.py).
-HEAD_BLOCK_BYTES = 4 * 2**20
-
-
-def heads_per_block(heads: int, width: int, element_size: int) -> int:
-    """How many heads' [width, width] probability blocks fit HEAD_BLOCK_BYTES (at least one, at most all)."""
-    return max(1, min(heads, HEAD_BLOCK_BYTES // max(1, width * width * element_size)))
-
-
 # One reusable probability buffer per (device, dtype), for inference only. Why: on CPU every fresh
 # [H, 512, 512] block (12 MB) is mmapped by malloc and page-faulted in on first touch; at IMDB lengths that cost
 # more than the softmax itself (13 ms instead of 1 ms per block). Autograd needs its own tensors, so
@@ -192,7 +156,6 @@ def attention_with_scores(
     scorer: Scorer,
     lengths: Sequence[int] | None = None,
     scorer_takes_none: bool = False,
-    head_terms: Scorer | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run a BertLayer-layout self-attention sub-layer and score its keys from pre-dropout probabilities.
 
@@ -203,8 +166,6 @@ def attention_with_scores(
     they are never kept. Returns (attention sub-layer output [B,n,h] after residual + LayerNorm, scores [B,n]).
     `lengths`: each row's real tokens, when the caller knows them on the host (None: read them, one host sync).
     `scorer_takes_none`: the scorer accepts valid=None for a batch without padding (the built-in ones do).
-    `head_terms`: the scorer's per-head terms (`HEAD_TERMS`), when the scorer is their sum over heads: a batch
-    without padding then computes its attention a block of heads at a time on CPU (`HEAD_BLOCK_BYTES`).
     """
     self_attn = layer.attention.self
     B, n, _ = hidden.shape
@@ -219,25 +180,8 @@ def attention_with_scores(
     if len(chunks) == 1 and min(lengths, default=0) == n:
         # No padding and one chunk (always at batch 1): no mask, no zeroed buffers, no copies into them, and the
         # scorer told every slot is real. A dozen fewer kernels per layer, which is what batch 1 pays for.
-        rows_valid = None if scorer_takes_none else valid
-        step = H
-        if head_terms is not None and hidden.device.type == "cpu" and not (torch.is_grad_enabled() or layer.training):
-            step = heads_per_block(H, n, hidden.element_size())
-        if step < H:  # long rows: a block of heads at a time, each block's probabilities still in cache
-            context = hidden.new_empty(B, H, n, d)
-            terms = hidden.new_empty(B, H, n)
-            for start in range(0, H, step):
-                stop = min(H, start + step)
-                c = stop - start
-                probs = _probabilities(
-                    query[:, start:stop].reshape(B * c, n, d), key_t[:, start:stop].reshape(B * c, d, n), None, scaling
-                ).view(B, c, n, n)
-                terms[:, start:stop] = head_terms(probs, rows_valid, value[:, start:stop])
-                context[:, start:stop] = torch.matmul(probs, value[:, start:stop])  # eval: dropout is a no-op
-            context = context.transpose(1, 2).reshape(B, n, H * d)
-            return layer.attention.output(context, hidden), terms.sum(1)
         probs = _probabilities(query.reshape(B * H, n, d), key_t.reshape(B * H, d, n), None, scaling).view(B, H, n, n)
-        scores = scorer(probs, rows_valid, value)
+        scores = scorer(probs, None if scorer_takes_none else valid, value)
         dropped = self_attn.dropout(probs) if self_attn.training else probs  # eval: skip the no-op call too
         context = torch.matmul(dropped, value).transpose(1, 2).reshape(B, n, H * d)
         return layer.attention.output(context, hidden), scores

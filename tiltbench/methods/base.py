@@ -39,7 +39,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from tiltbench.eliminate import HEAD_TERMS, SCORERS, Scorer
+from tiltbench.eliminate import SCORERS, Scorer
 from tiltbench.errors import UserError
 from tiltbench.schedule import Schedule
 
@@ -120,13 +120,6 @@ class Method(nn.Module):
         """Whether `score` takes valid=None for "every slot is real" (the built-in scorers do; a batch with no
         padding then skips the masking of pad queries). A method that overrides `score` says so itself."""
         return type(self).score is Method.score
-
-    @property
-    def score_terms(self) -> Scorer | None:
-        """The score's per-head terms [B,H,n] when the score is their sum over heads (the built-in scorers), so
-        long unpadded rows can be attended a block of heads at a time (eliminate.HEAD_BLOCK_BYTES); None for a
-        method that overrides `score`."""
-        return HEAD_TERMS.get(self.scorer) if type(self).score is Method.score else None
 
     def select(self, view: LayerView, scores: Tensor) -> Tensor:
         if view.planned is None:
