@@ -365,7 +365,7 @@ def batch1() -> str:
     body = []
     runs = [json.loads(p.read_text()) for p in (RESULTS / "batch1-overhead").glob("*.json")]
     order = {"before": 0, "after": 1, "blocks": 2}
-    names = {"before": "before (a60ec89)", "after": "short path", "blocks": "+ head blocks"}
+    names = {"before": "before (a60ec89)", "after": "short path", "blocks": "+ head blocks (reverted)"}
     for data in sorted(runs, key=lambda d: (d["task"], d["transform"], order.get(d["label"], 2))):
         ops = data["aten_ops_per_forward"]
         knob_ops = next(v for k, v in ops.items() if k != "dense")
