@@ -93,3 +93,9 @@ def test_a_probe_that_does_not_pace_gets_every_round_but_does_not_prolong_timing
         [model, Variant("probe", Sleeper(0.001), batches)], warmup=0, min_iterations=1, min_seconds=0.02, min_rounds=1
     )
     assert paced["model"].count >= 10  # a pacing 1 ms variant needs 20 rounds: the flag is what made the difference
+
+
+def test_reported_samples_are_kept_to_the_microsecond():
+    latency = Latency.from_values([1.23456789, 250.0004])
+    assert latency.to_dict()["samples"] == [1.235, 250.0]  # ms: timer noise below a microsecond is not written
+    assert latency.samples == [1.23456789, 250.0004]  # the statistics use the full values
