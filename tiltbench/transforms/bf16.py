@@ -26,11 +26,6 @@ PRIMITIVE_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 PRIMITIVE_CACHE_CAPACITY = 16384  # entries; > 512 lengths x every matmul shape of a 6- or 12-layer encoder
 
 
-def primitive_cache_capacity() -> str:
-    """The capacity this process asks oneDNN for: the user's setting, or ours (see the module docstring)."""
-    return os.environ.setdefault(PRIMITIVE_CACHE_VARIABLE, str(PRIMITIVE_CACHE_CAPACITY))
-
-
 @register
 class BFloat16(Transform):
     name = "bf16"
@@ -38,7 +33,7 @@ class BFloat16(Transform):
     def apply(self, model: nn.Module) -> nn.Module:
         from tiltbench.patch import is_patched, method_of
 
-        primitive_cache_capacity()
+        os.environ.setdefault(PRIMITIVE_CACHE_VARIABLE, str(PRIMITIVE_CACHE_CAPACITY))  # the user's setting wins
         model.to(torch.bfloat16)
         if is_patched(model):  # the method's parameters live beside the model, not inside it
             method_of(model).to(torch.bfloat16)
@@ -49,5 +44,6 @@ class BFloat16(Transform):
             "name": self.name,
             "dtype": "torch.bfloat16",
             "cast": "every parameter and buffer",
-            "onednn_primitive_cache_capacity": primitive_cache_capacity(),
+            # what apply asks oneDNN for: the user's setting, or ours
+            "onednn_primitive_cache_capacity": os.environ.get(PRIMITIVE_CACHE_VARIABLE, str(PRIMITIVE_CACHE_CAPACITY)),
         }
