@@ -368,3 +368,45 @@ def test_the_unpadded_inference_path_equals_the_general_one(scorer, lengths):
     assert torch.equal(short_counts, realised_counts(model)) and short_counts[0, -1] < lengths[0]
     assert short.shape == general.shape
     assert torch.allclose(short, general, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_layers_that_keep_every_token_skip_hf_chunking_wrapper_and_match_it(impl, monkeypatch):
+    """dense_layer calls attention, intermediate and output directly: bit-equal to BertLayer's own call, without
+    transformers' apply_chunking_to_forward (inspect.signature per call); with FFN chunking on, HF's call runs."""
+    import transformers.models.bert.modeling_bert as bert
+
+    from tiltbench.patch import dense_layer
+
+    calls = []
+    original = bert.apply_chunking_to_forward
+    monkeypatch.setattr(bert, "apply_chunking_to_forward", lambda *a: calls.append(1) or original(*a))
+    model = tiny_bert(impl)
+    layer = model.bert.encoder.layer[1]
+    hidden = torch.randn(2, 9, model.config.hidden_size)
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    valid[1, 6:] = False
+    from tiltbench.eliminate import hf_mask
+
+    mask = hf_mask(valid, impl, hidden.dtype)
+    with torch.no_grad():
+        reference = layer(hidden, mask)
+        assert len(calls) == 1
+        assert torch.equal(dense_layer(layer, hidden, mask), reference)
+        assert len(calls) == 1  # the direct path never entered the wrapper
+        layer.train()
+        torch.manual_seed(3)
+        dropped = layer(hidden, mask)
+        torch.manual_seed(3)
+        assert torch.equal(dense_layer(layer, hidden, mask), dropped)  # dropout draws in the same order
+        layer.eval()
+        layer.chunk_size_feed_forward = 3  # must divide the width (9)
+        assert torch.allclose(dense_layer(layer, hidden, mask), reference, atol=1e-6)
+        assert len(calls) == 3  # chunking configured: HF's own call, and its wrapper, ran
+        layer.chunk_size_feed_forward = 0
+    # in the patched model, a schedule that drops only in the last layer runs the first layers through dense_layer
+    calls.clear()
+    patched = patch(copy.deepcopy(model), tilt_rate=[9, 9, 9, 5])
+    with torch.inference_mode():
+        patched(**random_batch([9, 7]))
+    assert calls == []
