@@ -364,9 +364,15 @@ def batch1() -> str:
     same-transform dense model at each knob."""
     body = []
     runs = [json.loads(p.read_text()) for p in (RESULTS / "batch1-overhead").glob("*.json")]
-    order = {"before": 0, "after": 1, "blocks": 2}
-    names = {"before": "before (a60ec89)", "after": "short path", "blocks": "+ head blocks (reverted)"}
-    for data in sorted(runs, key=lambda d: (d["task"], d["transform"], order.get(d["label"], 2))):
+    order = {"before": 0, "after": 1, "blocks": 2, "head": 3, "direct": 4}
+    names = {
+        "before": "before (a60ec89)",
+        "after": "short path",
+        "blocks": "+ head blocks (reverted)",
+        "head": "short path, rerun (b722c23)",
+        "direct": "+ direct layer calls (5bd0b0e)",
+    }
+    for data in sorted(runs, key=lambda d: (d["task"], d["transform"], order.get(d["label"], 5))):
         ops = data["aten_ops_per_forward"]
         knob_ops = next(v for k, v in ops.items() if k != "dense")
         speed = data["speedup_vs_same_transform_dense"]

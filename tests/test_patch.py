@@ -409,4 +409,8 @@ def test_layers_that_keep_every_token_skip_hf_chunking_wrapper_and_match_it(impl
     patched = patch(copy.deepcopy(model), tilt_rate=[9, 9, 9, 5])
     with torch.inference_mode():
         patched(**random_batch([9, 7]))
-    assert calls == []
+        assert calls == []
+        hooked = []  # a hook on a layer that keeps its tokens fires: that layer then runs HF's own call
+        patched.bert.encoder.layer[0].register_forward_hook(lambda *a: hooked.append(1))
+        patched(**random_batch([9, 7]))
+    assert hooked == [1] and calls == [1]

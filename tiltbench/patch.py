@@ -237,13 +237,17 @@ def dense_layer(layer: nn.Module, hidden: Tensor, mask: Tensor | None) -> Tensor
     which calls `inspect.signature` on every call (about 64 us a layer on this CPU, 1.3 % of a batch-1 SST-2
     forward each, 8 % for the six) to support feed-forward chunking, which is off by default. Eliminating layers
     already call `output(intermediate(.))` directly; this gives the layers that keep every token the same saving.
-    HF's dense model keeps paying it, and `measure` times that model as the baseline (README, batch 1). Where
-    chunking is on or gradient checkpointing is active, the layer's own call runs."""
-    chunked = getattr(layer, "chunk_size_feed_forward", 0)
+    HF's dense model keeps paying it, and `measure` times that model as the baseline (README, batch 1). The layer's
+    own call runs where FFN chunking or gradient checkpointing is on, and where someone hooked the layer (a hook
+    on a layer that keeps its tokens fires as it would in HF's model)."""
     if (
-        chunked
+        getattr(layer, "chunk_size_feed_forward", 0)
         or getattr(layer, "is_decoder", False)
         or (layer.training and getattr(layer, "gradient_checkpointing", False))
+        or layer._forward_hooks
+        or layer._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
     ):
         return layer(hidden, mask)
     attended = layer.attention(hidden, mask)[0]
