@@ -402,7 +402,7 @@ def test_layers_that_keep_every_token_skip_hf_chunking_wrapper_and_match_it(impl
         layer.eval()
         layer.chunk_size_feed_forward = 3  # must divide the width (9)
         assert torch.allclose(dense_layer(layer, hidden, mask), reference, atol=1e-6)
-        assert len(calls) == 3  # chunking configured: HF's own call, and its wrapper, ran
+        assert len(calls) == 3  # the training-mode reference, then chunking configured: HF's own call ran
         layer.chunk_size_feed_forward = 0
     # in the patched model, a schedule that drops only in the last layer runs the first layers through dense_layer
     calls.clear()
@@ -414,3 +414,16 @@ def test_layers_that_keep_every_token_skip_hf_chunking_wrapper_and_match_it(impl
         patched.bert.encoder.layer[0].register_forward_hook(lambda *a: hooked.append(1))
         patched(**random_batch([9, 7]))
     assert hooked == [1] and calls == [1]
+    calls.clear()
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda *a: None)  # a global hook: HF's call
+    try:
+        with torch.no_grad():
+            dense_layer(layer, hidden, mask)
+    finally:
+        handle.remove()
+    assert calls == [1]
+    model.gradient_checkpointing_enable()
+    model.train()
+    calls.clear()
+    dense_layer(layer, hidden, mask)  # checkpointing is the layer's own call's business
+    assert calls == [1]
