@@ -423,7 +423,43 @@ def int8_backends() -> str:
                 "ms per batch of 32"], body)  # fmt: skip
 
 
+def eel_init() -> str:
+    """[eel] MRPC after fine-tuning, by how the hashed projection was initialised (benchmarks/eel_init.py)."""
+    data = _load("eel-init-mrpc/summary.json")
+    rows = {r["recipe"]: r for r in data["rows"]}
+    dense = rows["mrpc-dense"]["mean"]
+    what = {
+        "mrpc-dense": "dense, with its table",
+        "mrpc-hashed": "hashed, fit weighted by MRPC's token counts (default)",
+        "mrpc-hashed-vocabulary-fit": "hashed, fit to every table row alike",
+        "mrpc-hashed-teacher": "hashed (default fit), distilled from the dense model",
+    }
+    body = []
+    for name, row in rows.items():
+        # the fit does not depend on the training seed; a run that scored it per occurrence says more
+        fits = [r["fit"] for r in row["runs"] if r["fit"]]
+        fit = next((f for f in fits if "cosine_per_occurrence" in f), fits[0] if fits else {})
+        per_occurrence = f"{fit['cosine_per_occurrence']:.2f}" if "cosine_per_occurrence" in fit else "-"
+        cosine = f"{fit['cosine_mean']:.2f} / {per_occurrence}" if fit else "-"
+        accuracy = ", ".join(f"{r['metrics']['accuracy']:.3f}" for r in row["runs"])
+        body.append(
+            [
+                what.get(name, name),
+                cosine,
+                f"{row['mean']['accuracy']:.3f} ({accuracy})",
+                f"{row['mean']['f1']:.3f}",
+                f"{100 * (row['mean']['accuracy'] - dense['accuracy']):+.1f}",
+                f"{100 * (row['mean']['f1'] - dense['f1']):+.1f}",
+            ]
+        )
+    seeds = data["seeds"]
+    headers = ["model", "fit cosine: vocabulary / per occurrence", f"accuracy, mean of {seeds} (each seed)",
+               "F1", "acc vs dense (pts)", "F1 vs dense (pts)"]  # fmt: skip
+    return _md(headers, body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "eel-init-mrpc": eel_init,
     "stack-offline-sst2": stack_offline,
     "batch1": batch1,
     "recipe-seeds": recipe_seeds,

@@ -280,6 +280,8 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "finetune --output {tmp}/o --embeddings bag": "--embeddings must be table or hashed, got 'bag'",
     "finetune --output {tmp}/o --embeddings hashed --hash-dim 100": "--hash-dim must be a multiple of 8",
     "finetune --output {tmp}/o --hash-dim 256": "--hash-dim goes with --embeddings hashed",
+    "finetune --output {tmp}/o --embeddings hashed --hash-fit all": "--hash-fit must be task or vocabulary",
+    "finetune --output {tmp}/o --hash-fit vocabulary": "--hash-fit goes with --embeddings hashed",
     "finetune --output {tmp}/o --epochs 0": "--epochs, --search-epochs, --retrain-epochs and --batch-size must be",
     "finetune --output {tmp}/o --method nope": "unknown method 'nope'; choose from",
     "finetune --output {tmp}/o --method power --tilt-rate 0.2": "--tilt-rate goes with --method tilted, not 'power'",

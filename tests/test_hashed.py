@@ -61,6 +61,34 @@ def test_the_fit_recovers_a_table_that_is_linear_in_the_features():
         embedding.fit_to_table(torch.randn(10, 16))
 
 
+def test_a_fit_weighted_by_task_counts_reproduces_the_rows_the_task_uses():
+    """With more rows than features no projection reproduces every row; weighted by the task's token counts, the
+    rows the task uses come out better than in the uniform fit and the others worse; the weights are reported."""
+    tokens = [f"tok{i}" for i in range(400)] + ["[CLS]"]
+    torch.manual_seed(0)
+    table = torch.randn(len(tokens), 16)
+    counts = torch.zeros(len(tokens))
+    counts[:40] = 50.0  # the task's text uses 40 tokens, often
+    uniform = HashedEmbedding(tokens, {"[CLS]"}, hidden=16, config=HashedConfig(64))
+    weighted = HashedEmbedding(tokens, {"[CLS]"}, hidden=16, config=HashedConfig(64))
+    plain_fit, task_fit = uniform.fit_to_table(table), weighted.fit_to_table(table, counts)
+    used = torch.arange(40)
+
+    def cosine(embedding: HashedEmbedding, ids: torch.Tensor) -> float:
+        return float(torch.nn.functional.cosine_similarity(embedding(ids), table[ids], dim=1).mean())
+
+    assert cosine(weighted, used) > cosine(uniform, used) + 0.3
+    assert cosine(weighted, torch.arange(40, 400)) < cosine(uniform, torch.arange(40, 400))
+    assert plain_fit["weights"] == "vocabulary" and "cosine_per_occurrence" not in plain_fit
+    assert task_fit["weights"] == "task token counts + 1"
+    assert task_fit["cosine_per_occurrence"] == pytest.approx(cosine(weighted, used), abs=1e-3)
+    scored = HashedEmbedding(tokens, {"[CLS]"}, hidden=16, config=HashedConfig(64)).fit_to_table(table, counts, False)
+    assert scored["weights"] == "vocabulary" and scored["cosine_mean"] == plain_fit["cosine_mean"]
+    assert scored["cosine_per_occurrence"] < task_fit["cosine_per_occurrence"]  # counts only score the plain fit
+    with pytest.raises(UserError, match="token counts for 3 ids"):
+        weighted.fit_to_table(table, torch.ones(3))
+
+
 def tiny_with_minilm_vocabulary():
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -158,6 +186,7 @@ def test_finetune_with_hashed_embeddings_trains_saves_and_predicts(tmp_path, min
     meta = json.loads((out / "tiltbench.json").read_text())
     assert meta["embeddings"]["kind"] == "hashed" and meta["embeddings"]["dim"] == 64
     assert "cosine_mean" in meta["embeddings"]["fit"]
+    assert meta["embeddings"]["fit"]["weights"] == "task token counts + 1"  # --hash-fit task, the default
     model, tokenizer, _, info = load_checkpoint(out)
     assert hashed_embedding(model) is not None
     rows = predict_texts(model, tokenizer, info, ["a fine film", "dull"], None, max_seq_len=32)

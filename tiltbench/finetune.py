@@ -84,6 +84,9 @@ class TrainConfig:
     # a projection of hashed character n-grams fitted to the table, then fine-tuned with the rest)
     embeddings: str = "table"
     hash_dim: int = 768  # features per token before the projection (hashed only)
+    # how the projection is fitted to the table (hashed only): "task" weights each vocabulary row by how often its
+    # token occurs in the task's training text (+1), "vocabulary" weights every row alike (transforms/hashed.py)
+    hash_fit: str = "task"
 
     def __post_init__(self) -> None:
         from tiltbench.methods import get_method
@@ -135,6 +138,10 @@ class TrainConfig:
             HashedConfig(self.hash_dim)  # validates it
         elif self.hash_dim != 768:
             raise UserError("--hash-dim goes with --embeddings hashed")
+        if self.hash_fit not in HASH_FITS:
+            raise UserError(f"--hash-fit must be {' or '.join(HASH_FITS)}, got {self.hash_fit!r}")
+        if self.hash_fit != "task" and self.embeddings != "hashed":
+            raise UserError("--hash-fit goes with --embeddings hashed")
         if self.scorer is not None and not get_method(self.method).uses_scorer:
             raise UserError(f"--scorer does not apply to --method {self.method} (it ranks tokens by its own score)")
         own = {"gates": ("bimodal_weight",), "ltp": ("final_threshold", "temperature")}
@@ -204,6 +211,9 @@ class _Run:
     embeddings: dict | None = None  # hashed input embeddings: their settings and fit (tiltbench.json)
 
 
+HASH_FITS = ("task", "vocabulary")
+
+
 def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResult:
     """Train cfg.model on cfg.data's task with cfg.method's recipe and save a tiltbench checkpoint to cfg.output.
 
@@ -219,7 +229,8 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     train_set, info = load_split(cfg.data, "train")
     eval_set, info = load_split(cfg.data, "eval", info)
     model, tokenizer = load_model(cfg.init or cfg.model, info)
-    embeddings = _input_embeddings(model, tokenizer, cfg)
+    train_encoded = encode(train_set, tokenizer, cfg.data.max_seq_len)
+    embeddings = _input_embeddings(model, tokenizer, cfg, train_encoded)
     layers = model.config.num_hidden_layers
     method = get_method(cfg.method).for_training(layers, cfg, model.config)
     patch(model, method=method)
@@ -239,7 +250,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         tokenizer=tokenizer,
         method=method,
         info=info,
-        train=encode(train_set, tokenizer, cfg.data.max_seq_len),
+        train=train_encoded,
         evaluation=encode(eval_set, tokenizer, cfg.data.max_seq_len),
         pad_id=pad_id,
         generator=torch.Generator().manual_seed(cfg.data.seed),
@@ -476,7 +487,7 @@ def _restore(run: _Run, state: dict) -> None:
     run.done_epochs, run.train_seconds = state["done_epochs"], state["train_seconds"]
 
 
-def _input_embeddings(model: torch.nn.Module, tokenizer, cfg: TrainConfig) -> dict | None:  # noqa: ANN001
+def _input_embeddings(model: torch.nn.Module, tokenizer, cfg: TrainConfig, train: list[dict]) -> dict | None:  # noqa: ANN001
     """--embeddings hashed: the table swapped for a hashed embedding fitted to it (or, from a hashed --init, the one
     it has); what tiltbench.json records of it. None: the model's own table."""
     from tiltbench.transforms.hashed import HashedConfig, hashed_embedding, replace_table
@@ -489,7 +500,11 @@ def _input_embeddings(model: torch.nn.Module, tokenizer, cfg: TrainConfig) -> di
             raise UserError(f"--init {cfg.init} hashes into {own.config.dim} features, not --hash-dim {cfg.hash_dim}")
         return {**own.describe(), "build_seconds": own.build_seconds, "init": cfg.init}
     if cfg.embeddings == "hashed":
-        return replace_table(model, tokenizer, HashedConfig(cfg.hash_dim))
+        # how often each vocabulary id occurs in the training text ([CLS]/[SEP] included): the task fit's weights,
+        # and with either fit the score of how well the rows the task uses are reproduced
+        ids = torch.tensor([i for example in train for i in example["input_ids"]], dtype=torch.long)
+        counts = torch.bincount(ids, minlength=model.config.vocab_size)[: model.config.vocab_size].float()
+        return replace_table(model, tokenizer, HashedConfig(cfg.hash_dim), counts, weighted=cfg.hash_fit == "task")
     return None
 
 

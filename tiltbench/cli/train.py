@@ -128,6 +128,13 @@ def finetune(
         ),
     ] = "table",
     hash_dim: Annotated[int, typer.Option(help="Hashed embeddings: features per token before the projection.")] = 768,
+    hash_fit: Annotated[
+        str,
+        typer.Option(
+            help="Hashed embeddings: fit the projection to the table's rows weighted by how often each token occurs "
+            "in the task's training text (task), or every row alike (vocabulary)."
+        ),
+    ] = "task",
     save_every: Annotated[
         int,
         typer.Option(
@@ -203,6 +210,7 @@ def finetune(
         random_knobs=random_knobs,
         embeddings=embeddings,
         hash_dim=hash_dim,
+        hash_fit=hash_fit,
         save_every=save_every,
         batch_size=batch_size,
         grad_accum=grad_accum,

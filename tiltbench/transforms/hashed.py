@@ -23,7 +23,10 @@ orders and pooling are not public (../shared/methods.md §5.3 [U]); this is our 
    batch's tokens.
 6. **Initialisation without pre-training.** EELBERT pre-trains with MLM, out of reach on 2 cores. We fit the
    projection by least squares so that the hashed embedding reproduces the pretrained table's rows
-   (`fit_to_table`; cosine similarity and relative error recorded), then fine-tune on the task as usual.
+   (`fit_to_table`; cosine similarity and relative error recorded), then fine-tune on the task as usual. By
+   default (`--hash-fit task`) each row is weighted by how often its token occurs in the task's training text,
+   plus one: a linear map of random features cannot reproduce the whole table, so it reproduces the rows the task
+   uses.
 
 The checkpoint keeps the projection (dim x hidden + hidden parameters) and no table: for MiniLM 0.3 M parameters
 in place of 11.7 M.
@@ -144,9 +147,17 @@ class HashedEmbedding(nn.Module):
         return {"kind": "hashed", **self.config.to_dict(), "vocabulary": self.num_embeddings}
 
     @torch.no_grad()
-    def fit_to_table(self, table: Tensor) -> dict:
-        """Least-squares projection W, b = argmin ||F W + b - E||^2 over the vocabulary (point 6); returns how well
-        the fitted embedding reproduces the table: mean row cosine similarity and relative Frobenius error."""
+    def fit_to_table(self, table: Tensor, token_counts: Tensor | None = None, weighted: bool = True) -> dict:
+        """Least-squares projection W, b = argmin sum_i w_i ||F_i W + b - E_i||^2 over the vocabulary (point 6);
+        returns how well the fitted embedding reproduces the table: row cosine similarity (mean over the vocabulary
+        and, given counts, over token occurrences) and relative Frobenius error.
+
+        `token_counts` [V]: how often each token occurs in the task's training text; rows are then weighted by
+        count + 1. Why: 768 random features cannot reproduce 30,522 rows (a row cosine of 0.31 on MiniLM), but
+        they can reproduce the few thousand rows that make up most of a task's text: on MRPC the cosine averaged
+        over token occurrences rises from 0.25 to 0.74, while the vocabulary mean falls from 0.31 to 0.19 (rows
+        the task never shows matter less; the +1 keeps them in the fit). None, or `weighted=False`: every row alike
+        (the counts then only score the fit per occurrence)."""
         if table.shape != (self.num_embeddings, self.embedding_dim):
             raise UserError(
                 f"the embedding table is {tuple(table.shape)}, the hashed embedding {self.num_embeddings} x "
@@ -156,14 +167,24 @@ class HashedEmbedding(nn.Module):
         target = table.detach().float()
         design = torch.cat([self.features(torch.arange(self.num_embeddings)).float(),
                             torch.ones(self.num_embeddings, 1)], 1)  # fmt: skip
-        solution = torch.linalg.lstsq(design, target, driver="gelsd").solution  # [dim + 1, hidden]
+        if token_counts is not None and token_counts.shape != (self.num_embeddings,):
+            raise UserError(f"token counts for {token_counts.shape[0]} ids, the vocabulary has {self.num_embeddings}")
+        weights = token_counts.float() + 1.0 if token_counts is not None and weighted else None
+        scale = torch.ones(self.num_embeddings, 1) if weights is None else weights.sqrt()[:, None]
+        solution = torch.linalg.lstsq(design * scale, target * scale, driver="gelsd").solution  # [dim + 1, hidden]
         self.projection.weight.copy_(solution[:-1].T)
         self.projection.bias.copy_(solution[-1])
         fitted = design @ solution
         cosine = nn.functional.cosine_similarity(fitted, target, dim=1)
+        occurrences = {}
+        if token_counts is not None:
+            seen = token_counts.float()
+            occurrences = {"cosine_per_occurrence": round(float((cosine * seen).sum() / seen.sum().clamp_min(1)), 4)}
         return {
+            "weights": "vocabulary" if weights is None else "task token counts + 1",
             "cosine_mean": round(float(cosine.mean()), 4),
             "cosine_median": round(float(cosine.median()), 4),
+            **occurrences,
             "relative_error": round(float((fitted - target).norm() / target.norm()), 4),
             "fit_seconds": round(time.perf_counter() - started, 2),
         }
@@ -192,15 +213,22 @@ def install(model: nn.Module, tokenizer, config: HashedConfig) -> HashedEmbeddin
     return embedding
 
 
-def replace_table(model: nn.Module, tokenizer, config: HashedConfig) -> dict:  # noqa: ANN001
+def replace_table(
+    model: nn.Module,
+    tokenizer,  # noqa: ANN001
+    config: HashedConfig,
+    token_counts: Tensor | None = None,
+    weighted: bool = True,
+) -> dict:
     """Swap the pretrained table for a hashed embedding fitted to it (the start of `finetune --embeddings
-    hashed`); returns the fit's quality and timings for tiltbench.json."""
+    hashed`; `token_counts`: weight the fit by the task's token occurrences, `fit_to_table`); returns the fit's
+    quality and timings for tiltbench.json."""
     table = model.get_input_embeddings()
     if not isinstance(table, nn.Embedding):
         raise UserError(f"the model's input embedding is a {type(table).__name__}, not a table to replace")
     weight = table.weight.detach().clone()
     embedding = install(model, tokenizer, config)
-    fit = embedding.fit_to_table(weight)
+    fit = embedding.fit_to_table(weight, token_counts, weighted)
     return {**embedding.describe(), "build_seconds": embedding.build_seconds, "fit": fit}
 
 
