@@ -77,6 +77,13 @@ def test_a_fit_weighted_by_task_counts_reproduces_the_rows_the_task_uses():
     def cosine(embedding: HashedEmbedding, ids: torch.Tensor) -> float:
         return float(torch.nn.functional.cosine_similarity(embedding(ids), table[ids], dim=1).mean())
 
+    # the weighted fit is the plain fit of a table where each row appears count + 1 times (integer counts here)
+    repeats = (counts + 1).long()
+    reference = HashedEmbedding(tokens, {"[CLS]"}, hidden=16, config=HashedConfig(64))
+    features = torch.cat([reference.features(torch.arange(len(tokens))), torch.ones(len(tokens), 1)], 1)
+    solution = torch.linalg.lstsq(features.repeat_interleave(repeats, 0), table.repeat_interleave(repeats, 0)).solution
+    assert torch.allclose(weighted.projection.weight, solution[:-1].T, atol=1e-3)
+    assert torch.allclose(weighted.projection.bias, solution[-1], atol=1e-3)
     assert cosine(weighted, used) > cosine(uniform, used) + 0.3
     assert cosine(weighted, torch.arange(40, 400)) < cosine(uniform, torch.arange(40, 400))
     assert plain_fit["weights"] == "vocabulary" and "cosine_per_occurrence" not in plain_fit

@@ -132,7 +132,7 @@ def finetune(
         str,
         typer.Option(
             help="Hashed embeddings: fit the projection to the table's rows weighted by how often each token occurs "
-            "in the task's training text (task), or every row alike (vocabulary)."
+            "in the task's training text (task), or every row alike (vocabulary). A hashed --init keeps its own."
         ),
     ] = "task",
     save_every: Annotated[

@@ -163,12 +163,12 @@ class HashedEmbedding(nn.Module):
                 f"the embedding table is {tuple(table.shape)}, the hashed embedding {self.num_embeddings} x "
                 f"{self.embedding_dim}: they belong to different models"
             )
+        if token_counts is not None and token_counts.shape != (self.num_embeddings,):
+            raise UserError(f"token counts for {token_counts.shape[0]} ids, the vocabulary has {self.num_embeddings}")
         started = time.perf_counter()
         target = table.detach().float()
         design = torch.cat([self.features(torch.arange(self.num_embeddings)).float(),
                             torch.ones(self.num_embeddings, 1)], 1)  # fmt: skip
-        if token_counts is not None and token_counts.shape != (self.num_embeddings,):
-            raise UserError(f"token counts for {token_counts.shape[0]} ids, the vocabulary has {self.num_embeddings}")
         weights = token_counts.float() + 1.0 if token_counts is not None and weighted else None
         scale = torch.ones(self.num_embeddings, 1) if weights is None else weights.sqrt()[:, None]
         solution = torch.linalg.lstsq(design * scale, target * scale, driver="gelsd").solution  # [dim + 1, hidden]
