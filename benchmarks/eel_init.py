@@ -34,21 +34,26 @@ METRICS = ("accuracy", "f1")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--no-train", action="store_true", help="summarise the seeds already trained; train nothing")
     args = parser.parse_args()
     setup()
     for seed in range(args.seeds):  # train what is missing, seed by seed (the teacher recipe reads mrpc-dense)
         for name in RECIPES:
-            checkpoint(name, seed, True)
+            checkpoint(name, seed, not args.no_train)
     rows = []
     for name in RECIPES:
         runs = []
         for seed in range(args.seeds):
-            folder = checkpoint(name, seed, True)
+            folder = checkpoint(name, seed, False)
+            if folder is None:  # --no-train: a seed not trained (yet) is left out, and the row says how many
+                continue
             meta = json.loads((Path(folder) / "tiltbench.json").read_text())
             final = json.loads((Path(folder) / "metrics.json").read_text())  # the last epoch's evaluation
             metrics = {k: round(final[k], 4) for k in METRICS if k in final}
             fit = (meta.get("embeddings") or {}).get("fit")
             runs.append({"seed": seed, "metrics": metrics, "fit": fit, "train_seconds": final["train_seconds"]})
+        if not runs:
+            continue
         names = runs[0]["metrics"].keys()
         rows.append(
             {
