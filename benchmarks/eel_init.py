@@ -35,11 +35,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--no-train", action="store_true", help="summarise the seeds already trained; train nothing")
+    parser.add_argument("--train-only", default=",".join(RECIPES), help="train only these recipes (comma list)")
     args = parser.parse_args()
     setup()
     for seed in range(args.seeds):  # train what is missing, seed by seed (the teacher recipe reads mrpc-dense)
         for name in RECIPES:
-            checkpoint(name, seed, not args.no_train)
+            checkpoint(name, seed, not args.no_train and name in args.train_only.split(","))
     rows = []
     for name in RECIPES:
         runs = []
