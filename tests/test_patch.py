@@ -427,3 +427,20 @@ def test_layers_that_keep_every_token_skip_hf_chunking_wrapper_and_match_it(impl
     calls.clear()
     dense_layer(layer, hidden, mask)  # checkpointing is the layer's own call's business
     assert calls == [1]
+
+
+@pytest.mark.parametrize("family", ["megatron-bert", "esm"])
+def test_layers_with_more_than_bertlayers_three_parts_are_refused(family):
+    """MegatronBERT and ESM put a LayerNorm before the FFN; the eliminating layer calls attention, intermediate and
+    output only, so it would silently skip it: refused with one clear error."""
+    import transformers
+
+    config_class, model_class = {
+        "megatron-bert": (transformers.MegatronBertConfig, transformers.MegatronBertForSequenceClassification),
+        "esm": (transformers.EsmConfig, transformers.EsmForSequenceClassification),
+    }[family]
+    sizes = dict(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    extra = {"pad_token_id": 1} if family == "esm" else {}
+    model = model_class(config_class(**sizes, **extra)).eval()
+    with pytest.raises(UserError, match="besides attention, intermediate and output"):
+        patch(model, tilt_rate=0.2)

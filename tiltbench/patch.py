@@ -341,6 +341,12 @@ def find_encoder(model: nn.Module) -> nn.Module:
     names = {name for name, _ in layers[0].named_modules()}
     if not all(n in names for n in (*needed, "intermediate", "output")):
         raise UserError(f"{type(model).__name__}'s layers are not BertLayer-layout; cannot eliminate tokens")
+    extra = sorted(set(layers[0]._modules) - _PLAIN_LAYOUT - {"crossattention"})
+    if extra:  # e.g. MegatronBERT's and ESM's LayerNorm before the FFN: the eliminating path would skip it
+        raise UserError(
+            f"{type(model).__name__}'s layers hold {', '.join(extra)} besides attention, intermediate and output; "
+            "the eliminating layer calls those three only, so it cannot eliminate tokens in this model"
+        )
     if getattr(encoder.config, "is_decoder", False):
         raise UserError("token elimination needs a bidirectional encoder; this model is a decoder")
     return encoder
