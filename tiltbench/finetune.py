@@ -41,6 +41,8 @@ from tiltbench.resume import (
 )
 from tiltbench.schedule import Schedule, Shape
 
+HASH_FITS = ("task", "vocabulary")  # --hash-fit: weight the table's rows by the task's token counts, or alike
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -209,9 +211,6 @@ class _Run:
     history: list[dict] = field(default_factory=list)  # one entry per epoch
     stages: list[dict] = field(default_factory=list)  # one entry per stage
     embeddings: dict | None = None  # hashed input embeddings: their settings and fit (tiltbench.json)
-
-
-HASH_FITS = ("task", "vocabulary")
 
 
 def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResult:

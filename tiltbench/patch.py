@@ -237,35 +237,39 @@ def dense_layer(layer: nn.Module, hidden: Tensor, mask: Tensor | None) -> Tensor
     which calls `inspect.signature` on every call (about 64 us a layer on this CPU: 8 % of the 4.6 ms fp32 forward
     of a 14-token sentence over six layers) to support feed-forward chunking, which is off by default. Eliminating
     layers already call `output(intermediate(.))` directly; this gives the layers that keep every token the same
-    saving.
-    HF's dense model keeps paying it, and `measure` times that model as the baseline (README, batch 1). The layer's
-    own call runs wherever the two could differ (`_plain_bert_layer`): a hook on a layer that keeps its tokens
-    fires as it would in HF's model."""
+    saving. HF's dense model keeps paying it, and `measure` times that model as the baseline (README, batch 1).
+    The layer's own call runs wherever the two could differ (`_plain_bert_layer`): a hook on a layer that keeps
+    its tokens fires as it would in HF's model."""
     if not _plain_bert_layer(layer):
         return layer(hidden, mask)
     attended = layer.attention(hidden, mask)[0]
     return layer.output(layer.intermediate(attended), attended)
 
 
-_PLAIN_LAYOUT = frozenset({"attention", "intermediate", "output"})
+_PLAIN_LAYOUT = frozenset({"attention", "intermediate", "output"})  # a layer's children (find_encoder checks it)
 
 
 def _plain_bert_layer(layer: nn.Module) -> bool:
-    """True when calling the layer's three sub-modules is exactly its own call: BertLayer's layout and nothing
-    more (MegatronBERT's and ESM's layers add a LayerNorm before the FFN: they keep HF's call), no FFN chunking,
-    no decoder, no gradient checkpointing in training, no hook that `Module.__call__` would run (torch's own
-    condition in `_call_impl`, global hooks included) and no per-instance `forward` (accelerate's offloading)."""
+    """True when calling the layer's three sub-modules is exactly its own call. `find_encoder` has already refused
+    layers with other children (MegatronBERT's and ESM's pre-FFN LayerNorm) and decoders; what is left to check per
+    call: FFN chunking, gradient checkpointing in training, any hook `Module.__call__` would run (torch's own
+    condition in `_call_impl`, global hooks included) and a per-instance `forward` (accelerate's offloading)."""
     module = nn.modules.module
-    return (
-        layer._modules.keys() == _PLAIN_LAYOUT  # per instance: a BertLayer with cross-attention has a fourth child
-        and not getattr(layer, "chunk_size_feed_forward", 0)
-        and not getattr(layer, "is_decoder", False)
-        and not (layer.training and getattr(layer, "gradient_checkpointing", False))
-        and not (layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks)
-        and not layer._backward_pre_hooks
-        and not (module._global_forward_hooks or module._global_forward_pre_hooks)
-        and not (module._global_backward_hooks or module._global_backward_pre_hooks)
-        and "forward" not in layer.__dict__
+    hooked = (
+        layer._forward_hooks,
+        layer._forward_pre_hooks,
+        layer._backward_hooks,
+        layer._backward_pre_hooks,
+        module._global_forward_hooks,
+        module._global_forward_pre_hooks,
+        module._global_backward_hooks,
+        module._global_backward_pre_hooks,
+    )
+    return not (
+        getattr(layer, "chunk_size_feed_forward", 0)
+        or (layer.training and getattr(layer, "gradient_checkpointing", False))
+        or any(hooked)
+        or "forward" in layer.__dict__
     )
 
 
@@ -341,14 +345,14 @@ def find_encoder(model: nn.Module) -> nn.Module:
     names = {name for name, _ in layers[0].named_modules()}
     if not all(n in names for n in (*needed, "intermediate", "output")):
         raise UserError(f"{type(model).__name__}'s layers are not BertLayer-layout; cannot eliminate tokens")
-    extra = sorted(set(layers[0]._modules) - _PLAIN_LAYOUT - {"crossattention"})
-    if extra:  # e.g. MegatronBERT's and ESM's LayerNorm before the FFN: the eliminating path would skip it
+    if getattr(encoder.config, "is_decoder", False):  # (a cross-attention layer is a decoder's)
+        raise UserError("token elimination needs a bidirectional encoder; this model is a decoder")
+    extra = sorted(set(layers[0]._modules) - _PLAIN_LAYOUT)
+    if extra:  # e.g. MegatronBERT's and ESM's LayerNorm before the FFN: the layer loop would skip it
         raise UserError(
             f"{type(model).__name__}'s layers hold {', '.join(extra)} besides attention, intermediate and output; "
             "the eliminating layer calls those three only, so it cannot eliminate tokens in this model"
         )
-    if getattr(encoder.config, "is_decoder", False):
-        raise UserError("token elimination needs a bidirectional encoder; this model is a decoder")
     return encoder
 
 
