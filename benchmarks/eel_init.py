@@ -1,17 +1,23 @@
-"""Benchmark [eel]: how the hashed projection is initialised, measured by accuracy after fine-tuning (MRPC).
+"""Benchmark [eel]: how the hashed model is initialised, measured by accuracy after fine-tuning.
 
-Trains (resumably, each in its own process; what is trained is reused) and evaluates on MRPC's 408 dev pairs:
+Trains (resumably, each in its own process; what is trained is reused) and evaluates, per --task:
+  mrpc (408 dev pairs; all 3,668 training pairs, len 128, 3 epochs):
     mrpc-dense.yaml                   the dense model with its table (the comparison)
     mrpc-hashed.yaml                  hashed, projection fitted to the rows weighted by MRPC's token counts
                                       (--hash-fit task, the default)
     mrpc-hashed-vocabulary-fit.yaml   hashed, projection fitted to every row alike (--hash-fit vocabulary)
     mrpc-hashed-teacher.yaml          mrpc-hashed.yaml distilled from mrpc-dense (alpha 0.5, T 2)
-and writes results/eel-init-mrpc/summary.json: each one's accuracy and F1, and for the hashed ones the fit's
-quality before fine-tuning (row cosine over the vocabulary and per token occurrence in the training text).
+    mrpc-hashed-aligned.yaml          mrpc-hashed.yaml after 3 epochs of hidden-state alignment (--hash-align-epochs)
+  sst2-8k (872 dev sentences; 8,000 training sentences, len 64, 1 epoch):
+    sst2-8k-dense.yaml, sst2-8k-hashed.yaml, sst2-8k-hashed-aligned.yaml (2 epochs of alignment)
+  sst2-full (all 67,349 training sentences, len 64, 1 epoch):
+    sst2-full-dense.yaml, sst2-full-hashed.yaml, sst2-full-hashed-aligned.yaml (1 epoch of alignment)
+and writes results/eel-init-<task>/summary.json: each one's accuracy (and F1 on MRPC), and for the hashed ones the
+fit's quality before fine-tuning (row cosine over the vocabulary and per token occurrence in the training text).
 Accuracy only, no timing: seeds 0..--seeds-1, trained seed by seed (every recipe's seed 0 first), so a stopped run
-leaves whole seeds (408 pairs: one seed is an anecdote, say so when citing one).
+leaves whole seeds (408 or 872 examples: one seed is an anecdote, say so when citing one).
 
-    TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/eel_init.py [--seeds 1]
+    TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/eel_init.py [--task mrpc] [--seeds 1]
 """
 
 from __future__ import annotations
@@ -27,22 +33,29 @@ from tiltbench.cli.common import setup
 from tiltbench.environment import environment
 from tiltbench.files import write_json_atomic
 
-RECIPES = ("mrpc-dense", "mrpc-hashed", "mrpc-hashed-vocabulary-fit", "mrpc-hashed-teacher")
+RECIPES = {
+    "mrpc": ("mrpc-dense", "mrpc-hashed", "mrpc-hashed-vocabulary-fit", "mrpc-hashed-teacher", "mrpc-hashed-aligned"),
+    "sst2-8k": ("sst2-8k-dense", "sst2-8k-hashed", "sst2-8k-hashed-aligned"),
+    "sst2-full": ("sst2-full-dense", "sst2-full-hashed", "sst2-full-hashed-aligned"),
+}
 METRICS = ("accuracy", "f1")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="mrpc", choices=sorted(RECIPES))
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--no-train", action="store_true", help="summarise the seeds already trained; train nothing")
-    parser.add_argument("--train-only", default=",".join(RECIPES), help="train only these recipes (comma list)")
+    parser.add_argument("--train-only", default=None, help="train only these recipes (comma list; default: all)")
     args = parser.parse_args()
     setup()
+    recipes = RECIPES[args.task]
+    wanted = recipes if args.train_only is None else args.train_only.split(",")
     for seed in range(args.seeds):  # train what is missing, seed by seed (the teacher recipe reads mrpc-dense)
-        for name in RECIPES:
-            checkpoint(name, seed, not args.no_train and name in args.train_only.split(","))
+        for name in recipes:
+            checkpoint(name, seed, not args.no_train and name in wanted)
     rows = []
-    for name in RECIPES:
+    for name in recipes:
         runs = []
         for seed in range(args.seeds):
             folder = checkpoint(name, seed, False)
@@ -63,8 +76,8 @@ def main() -> None:
                 "mean": {k: round(statistics.mean(r["metrics"][k] for r in runs), 4) for k in names},
             }
         )
-    out = RESULTS / "eel-init-mrpc" / "summary.json"
-    write_json_atomic(out, {"task": "mrpc", "seeds": args.seeds, "rows": rows, "environment": environment()})
+    out = RESULTS / f"eel-init-{args.task}" / "summary.json"
+    write_json_atomic(out, {"task": args.task, "seeds": args.seeds, "rows": rows, "environment": environment()})
     print(json.dumps([{"recipe": r["recipe"], **r["mean"]} for r in rows], indent=1))
 
 

@@ -282,6 +282,8 @@ BAD_INPUTS = {  # command line (split on spaces) -> part of the one error line
     "finetune --output {tmp}/o --hash-dim 256": "--hash-dim goes with --embeddings hashed",
     "finetune --output {tmp}/o --embeddings hashed --hash-fit all": "--hash-fit must be task or vocabulary",
     "finetune --output {tmp}/o --hash-fit vocabulary": "--hash-fit goes with --embeddings hashed",
+    "finetune --output {tmp}/o --hash-align-epochs 1": "--hash-align-epochs and --hash-align-lr go with --embeddings",
+    "finetune --output {tmp}/o --embeddings hashed --hash-align-epochs -1": "--hash-align-epochs must be >= 0",
     "finetune --output {tmp}/o --epochs 0": "--epochs, --search-epochs, --retrain-epochs and --batch-size must be",
     "finetune --output {tmp}/o --method nope": "unknown method 'nope'; choose from",
     "finetune --output {tmp}/o --method power --tilt-rate 0.2": "--tilt-rate goes with --method tilted, not 'power'",

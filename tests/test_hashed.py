@@ -211,3 +211,57 @@ def test_finetune_with_hashed_embeddings_trains_saves_and_predicts(tmp_path, min
     fp32, int8 = sorted(report.rows, key=lambda r: r.transform)
     assert int8.model_mb < fp32.model_mb
     assert (tmp_path / "run" / "pareto_size.png").is_file()
+
+
+def test_alignment_loss_is_the_mean_squared_error_over_real_tokens():
+    from tiltbench.finetune import _alignment_loss
+
+    torch.manual_seed(0)
+    student = [torch.randn(2, 5, 8) for _ in range(3)]
+    teacher = [torch.randn(2, 5, 8) for _ in range(3)]
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    expected = sum(float(((s - t)[0] ** 2).sum() + ((s - t)[1, :2] ** 2).sum()) for s, t in zip(student, teacher))
+    assert float(_alignment_loss(student, teacher, mask)) == pytest.approx(expected / (7 * 8 * 3), rel=1e-5)
+    padded = [s.clone() for s in student]
+    for s in padded:
+        s[1, 2:] = 100.0  # whatever the padding holds
+    assert float(_alignment_loss(padded, teacher, mask)) == pytest.approx(float(_alignment_loss(student, teacher, mask)))
+    assert float(_alignment_loss(teacher, teacher, mask)) == 0.0
+
+
+@pytest.mark.skipif(not (DATA_DIR / "sst2").is_dir(), reason="needs ../shared/data")
+def test_hash_align_epochs_bring_the_hashed_models_hidden_states_towards_the_table_models(tmp_path, minilm_tokenizer):
+    """finetune --hash-align-epochs: an alignment stage (no labels, not evaluated) before fine-tuning leaves the
+    hashed model's hidden states closer to those of the model with its table than the same run without it."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tiltbench.data import DataConfig, collate, encode, load_split
+    from tiltbench.finetune import TrainConfig, _alignment_loss, finetune
+    from tiltbench.models import load_checkpoint, load_model
+
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    BertForSequenceClassification(config).save_pretrained(base)
+    minilm_tokenizer.save_pretrained(base)
+    data = DataConfig("sst2", data_dir=str(DATA_DIR), max_train_samples=64, max_eval_samples=16, max_seq_len=32)
+    common = dict(model=str(base), batch_size=16, embeddings="hashed", hash_dim=64)
+    finetune(TrainConfig(str(tmp_path / "plain"), data, **common))
+    aligned = finetune(TrainConfig(str(tmp_path / "aligned"), data, **common, hash_align_epochs=3, hash_align_lr=3e-3))
+    assert [h["stage"] for h in aligned.history] == ["align", "align", "align", "fine-tune"]
+    assert all("accuracy" not in h for h in aligned.history[:3]) and "accuracy" in aligned.metrics
+    meta = json.loads((tmp_path / "aligned" / "tiltbench.json").read_text())
+    assert meta["embeddings"]["align"] == {"epochs": 3, "lr": 3e-3, "towards": str(base)}
+
+    teacher, _ = load_model(str(base))
+    train, _ = load_split(data, "train")
+    batch = collate(encode(train, minilm_tokenizer, 32), 0)
+    batch.pop("labels")
+    with torch.no_grad():
+        goal = teacher(**batch, output_hidden_states=True).hidden_states
+        distance = {}
+        for name in ("plain", "aligned"):
+            model = load_checkpoint(tmp_path / name)[0]
+            states = model(**batch, output_hidden_states=True).hidden_states
+            distance[name] = float(_alignment_loss(states, goal, batch["attention_mask"]))
+    assert distance["aligned"] < 0.8 * distance["plain"]

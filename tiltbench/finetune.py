@@ -89,6 +89,11 @@ class TrainConfig:
     # how the projection is fitted to the table (hashed only): "task" weights each vocabulary row by how often its
     # token occurs in the task's training text (+1), "vocabulary" weights every row alike (transforms/hashed.py)
     hash_fit: str = "task"
+    # [eel] epochs of hidden-state alignment before the method's stages (hashed only): on the task's training text,
+    # labels unused, every layer's hidden states are taught towards those of --model with its own table (MSE over
+    # real tokens; the weights and the projection all train). Our stand-in for EELBERT's MLM pre-training.
+    hash_align_epochs: int = 0
+    hash_align_lr: float = 2e-4  # its learning rate (its own warm-up and linear decay)
 
     def __post_init__(self) -> None:
         from tiltbench.methods import get_method
@@ -144,6 +149,10 @@ class TrainConfig:
             raise UserError(f"--hash-fit must be {' or '.join(HASH_FITS)}, got {self.hash_fit!r}")
         if self.hash_fit != "task" and self.embeddings != "hashed":
             raise UserError("--hash-fit goes with --embeddings hashed")
+        if self.hash_align_epochs < 0 or not self.hash_align_lr > 0:
+            raise UserError("--hash-align-epochs must be >= 0 and --hash-align-lr positive")
+        if (self.hash_align_epochs or self.hash_align_lr != 2e-4) and self.embeddings != "hashed":
+            raise UserError("--hash-align-epochs and --hash-align-lr go with --embeddings hashed")
         if self.scorer is not None and not get_method(self.method).uses_scorer:
             raise UserError(f"--scorer does not apply to --method {self.method} (it ranks tokens by its own score)")
         own = {"gates": ("bimodal_weight",), "ltp": ("final_threshold", "temperature")}
@@ -201,6 +210,7 @@ class _Run:
     accelerator: object  # accelerate.Accelerator
     ddp: torch.nn.Module  # `model` as accelerate prepared it (DDP under several processes): what training calls
     teacher: torch.nn.Module | None = None
+    align_teacher: torch.nn.Module | None = None  # --hash-align-epochs: --model with its table
     distillation: Distillation | None = None
     knob_rng: random.Random = field(default_factory=random.Random)  # the sandwich's draws (not the data order's)
     resume_dir: Path | None = None
@@ -218,7 +228,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
 
     TiltedBERT: one stage, elimination on at cfg.tilt_rate. PoWER-BERT: dense fine-tune (or cfg.init), search
     (soft weights + λ), retrain (hard, learned counts). Every stage has its own optimiser and warm-up."""
-    from tiltbench.methods import get_method
+    from tiltbench.methods import TrainStage, get_method
 
     output = check_output_dir(cfg.output, "a tiltbench checkpoint", is_checkpoint, cfg.overwrite)
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision)
@@ -235,6 +245,12 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     patch(model, method=method)
     pad_id = tokenizer.pad_token_id or 0
     stages = method.stages(cfg)
+    align_teacher = None
+    if cfg.hash_align_epochs:
+        align_teacher = _align_teacher(cfg, info)
+        stages = [TrainStage("align", cfg.hash_align_epochs, align=True, lr=cfg.hash_align_lr), *stages]
+        embeddings = {**embeddings, "align": {"epochs": cfg.hash_align_epochs, "lr": cfg.hash_align_lr,
+                                              "towards": cfg.model}}  # fmt: skip
     if cfg.knob_range is not None:
         for knob in cfg.knob_range:
             method.schedule(knob)  # UserError now, not after hours of training, when the range leaves the knob's
@@ -243,6 +259,8 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     method.to(accelerator.device)  # outside the HF model: placed (and, under DDP, reduced) by us
     if teacher is not None:
         teacher.to(accelerator.device)
+    if align_teacher is not None:
+        align_teacher.to(accelerator.device)
     run = _Run(
         cfg=cfg,
         model=model,
@@ -258,6 +276,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         accelerator=accelerator,
         ddp=accelerator.prepare_model(model),  # DDP and autocast where asked; the same module otherwise
         teacher=teacher,
+        align_teacher=align_teacher,
         distillation=Distillation(cfg.alpha, cfg.distill_temperature)
         if (teacher is not None or cfg.knob_range)
         else None,
@@ -330,13 +349,16 @@ def _train_stage(run: _Run, stage, several: bool, last: bool, index: int, optimi
         cursor.epoch_seconds, cursor.step, cursor.order, cursor.running_loss = 0.0, 0, [], 0.0
         run.done_epochs += 1
         final = run.done_epochs == run.total_epochs and not stage.soft
-        method.reset_metrics()
-        method.collect_metrics = final  # the saved model's own figures (e.g. gate bi-modality), from this evaluation
-        try:
-            metrics = evaluate_across(run.accelerator, model, run.evaluation, run.info, run.pad_id, cfg.eval_batch_size)
-        finally:
-            method.collect_metrics = False
-        metrics = {**metrics, **(method.metrics() if final else {})}
+        metrics: dict = {}
+        if not stage.align:  # an aligned model has no trained classifier yet: nothing to evaluate
+            method.reset_metrics()
+            method.collect_metrics = final  # the saved model's own figures (e.g. gate bi-modality), from this eval
+            try:
+                metrics = evaluate_across(run.accelerator, model, run.evaluation, run.info, run.pad_id,
+                                          cfg.eval_batch_size)  # fmt: skip
+            finally:
+                method.collect_metrics = False
+            metrics = {**metrics, **(method.metrics() if final else {})}
         run.history.append(
             {
                 "stage": stage.name,
@@ -348,7 +370,8 @@ def _train_stage(run: _Run, stage, several: bool, last: bool, index: int, optimi
         )
         if run.progress:
             primary = run.info.primary_metric
-            run.progress(f"{label} {primary} {metrics[primary]:.4f}", run.done_epochs, run.total_epochs)
+            said = f"{primary} {metrics[primary]:.4f}" if primary in metrics else f"loss {loss:.4f}"
+            run.progress(f"{label} {said}", run.done_epochs, run.total_epochs)
     method.soft = False
     method.end_stage(stage)
     run.train_seconds += cursor.stage_seconds
@@ -369,7 +392,7 @@ def _optimizer(model, method, stage, cfg: TrainConfig, total_steps: int):
         p.requires_grad_(stage.method_lr is not None)
     if stage.method_lr is not None and own:  # the method's parameters: their own lr, no decay (methods.md §3.3)
         groups.append({"params": own, "weight_decay": 0.0, "lr": stage.method_lr})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate if stage.lr is None else stage.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler
 
@@ -402,6 +425,17 @@ def _train_epoch(
         for j, (micro, weight) in enumerate(zip(micros, weights, strict=True)):
             batch = on_device(collate([run.train[i] for i in micro], run.pad_id), acc.device)
             target = None  # the logits taught towards: the teacher's, or in a sandwich without one the first pass's
+            if stage.align:  # no labels, no elimination: hidden states taught towards the table model's
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                with torch.no_grad(), acc.autocast():
+                    goal = run.align_teacher(**inputs, output_hidden_states=True).hidden_states
+                with contextlib.nullcontext() if j == len(micros) - 1 else acc.no_sync(run.ddp):
+                    states = run.ddp(**inputs, output_hidden_states=True).hidden_states
+                    loss = _alignment_loss([x.float() for x in states], [x.float() for x in goal],
+                                           batch["attention_mask"])  # fmt: skip
+                    acc.backward(loss * weight)
+                step_loss += loss.item() * weight / world
+                continue
             if run.teacher is not None:
                 with torch.no_grad(), acc.autocast():
                     target = run.teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
@@ -484,6 +518,24 @@ def _restore(run: _Run, state: dict) -> None:
     run.cursor = Cursor(**state["cursor"])
     run.history, run.stages = state["history"], state["stages"]
     run.done_epochs, run.train_seconds = state["done_epochs"], state["train_seconds"]
+
+
+def _align_teacher(cfg: TrainConfig, info) -> torch.nn.Module:  # noqa: ANN001 (a data.TaskInfo)
+    """--hash-align-epochs: --model as loaded, with its own table, frozen: the hidden states the hashed model learns."""
+    from tiltbench.transforms.hashed import hashed_embedding
+
+    teacher, _ = load_model(cfg.model, info)
+    if hashed_embedding(teacher) is not None or not isinstance(teacher.get_input_embeddings(), torch.nn.Embedding):
+        raise UserError(f"--hash-align-epochs needs --model with its word-embedding table; {cfg.model!r} has none")
+    return teacher.eval().requires_grad_(False)
+
+
+def _alignment_loss(student_states: tuple, teacher_states: tuple, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the two models' hidden states (embeddings output and every layer's), over the
+    real tokens and hidden units, averaged over the layers."""
+    real = mask[..., None].to(student_states[0].dtype)
+    total = sum(((s - t) ** 2 * real).sum() for s, t in zip(student_states, teacher_states, strict=True))
+    return total / (real.sum() * student_states[0].shape[-1] * len(student_states))
 
 
 def _input_embeddings(model: torch.nn.Module, tokenizer, cfg: TrainConfig, train: list[dict]) -> dict | None:  # noqa: ANN001

@@ -135,6 +135,14 @@ def finetune(
             "in the task's training text (task), or every row alike (vocabulary). A hashed --init keeps its own."
         ),
     ] = "task",
+    hash_align_epochs: Annotated[
+        int,
+        typer.Option(
+            help="Hashed embeddings: epochs of hidden-state alignment before fine-tuning (the task's training text, "
+            "no labels: every layer taught towards --model with its table; README 'Hashed input embeddings')."
+        ),
+    ] = 0,
+    hash_align_lr: Annotated[float, typer.Option(help="Hashed embeddings: the alignment's learning rate.")] = 2e-4,
     save_every: Annotated[
         int,
         typer.Option(
@@ -211,6 +219,8 @@ def finetune(
         embeddings=embeddings,
         hash_dim=hash_dim,
         hash_fit=hash_fit,
+        hash_align_epochs=hash_align_epochs,
+        hash_align_lr=hash_align_lr,
         save_every=save_every,
         batch_size=batch_size,
         grad_accum=grad_accum,

@@ -56,6 +56,10 @@ class TrainStage:
     soft: bool = False  # the method's soft weights instead of removal
     regulariser_weight: float = 0.0  # weight of method.regulariser() in the loss
     method_lr: float | None = None  # learning rate of the method's own parameters (None: frozen)
+    # [eel] hidden-state alignment (finetune --hash-align-epochs): no labels, no elimination, every layer's hidden
+    # states taught towards the table model's; not evaluated. Prepended by finetune, never a method's own stage.
+    align: bool = False
+    lr: float | None = None  # the stage's learning rate (None: --lr)
 
 
 def register(cls: type[Method]) -> type[Method]:
