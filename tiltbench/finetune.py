@@ -247,7 +247,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     stages = method.stages(cfg)
     align_teacher = None
     if cfg.hash_align_epochs:
-        align_teacher = _align_teacher(cfg, info)
+        align_teacher = _align_teacher(cfg, info, model)
         stages = [TrainStage("align", cfg.hash_align_epochs, align=True, lr=cfg.hash_align_lr), *stages]
         embeddings = {**embeddings, "align": {"epochs": cfg.hash_align_epochs, "lr": cfg.hash_align_lr,
                                               "towards": cfg.model}}  # fmt: skip
@@ -520,13 +520,19 @@ def _restore(run: _Run, state: dict) -> None:
     run.done_epochs, run.train_seconds = state["done_epochs"], state["train_seconds"]
 
 
-def _align_teacher(cfg: TrainConfig, info) -> torch.nn.Module:  # noqa: ANN001 (a data.TaskInfo)
+def _align_teacher(cfg: TrainConfig, info, student: torch.nn.Module) -> torch.nn.Module:  # noqa: ANN001 (TaskInfo)
     """--hash-align-epochs: --model as loaded, with its own table, frozen: the hidden states the hashed model learns."""
     from tiltbench.transforms.hashed import hashed_embedding
 
     teacher, _ = load_model(cfg.model, info)
     if hashed_embedding(teacher) is not None or not isinstance(teacher.get_input_embeddings(), torch.nn.Embedding):
         raise UserError(f"--hash-align-epochs needs --model with its word-embedding table; {cfg.model!r} has none")
+    shape = ("hidden_size", "num_hidden_layers")
+    if [getattr(teacher.config, k) for k in shape] != [getattr(student.config, k) for k in shape]:
+        raise UserError(
+            f"--hash-align-epochs teaches towards --model {cfg.model!r}, whose hidden size and layers differ from "
+            f"--init {cfg.init!r}'s; pass the --model the --init checkpoint was trained from"
+        )
     return teacher.eval().requires_grad_(False)
 
 
