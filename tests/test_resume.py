@@ -39,8 +39,8 @@ def _crash() -> None:
 
 
 def _weights(out: Path) -> dict:
-    found = {name: load_file(str(out / name)) for name in ("model.safetensors", "method.safetensors")
-             if (out / name).exists()}  # fmt: skip
+    names = ("model.safetensors", "method.safetensors", "model-hashed-embeddings.safetensors")
+    found = {name: load_file(str(out / name)) for name in names if (out / name).exists()}
     return {f"{name}:{key}": value for name, tensors in found.items() for key, value in tensors.items()}
 
 
@@ -78,6 +78,33 @@ def test_ctrl_c_saves_and_the_rerun_resumes_inside_a_later_stage(tiny_checkpoint
     assert counter.seen == 1  # the hard stage's third step
     _same_run(whole, resumed, tmp_path / "whole", tmp_path / "out")
     assert resumed.metrics["gate_bimodal_share"] == whole.metrics["gate_bimodal_share"]
+
+
+def test_a_crash_in_an_earlier_stage_resumes_and_the_next_stage_starts_with_a_fresh_optimiser(tiny_checkpoint, tmp_path):
+    """The saved optimiser belongs to the stage it was saved in: after that stage ends, the next one builds its own
+    (its learning rate, warm-up and parameter groups), as in the uninterrupted run."""
+    options = dict(method="gates", regulariser_weight=0.05, bimodal_weight=2.0)
+    whole = finetune(_config(tiny_checkpoint, tmp_path / "whole", **options))
+    cfg = _config(tiny_checkpoint, tmp_path / "out", save_every=1, **options)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(cfg, progress=_StopAt(2, _crash))  # the soft stage's second step, saved
+    resumed = finetune(cfg)
+    _same_run(whole, resumed, tmp_path / "whole", tmp_path / "out")
+
+
+def test_a_crash_inside_the_hashed_alignment_stage_resumes_there(tiny_checkpoint, tmp_path):
+    """--hash-align-epochs is a stage like the method's: a crash in its second epoch resumes from its last save
+    and ends where the uninterrupted run ends (weights, history)."""
+    options = dict(embeddings="hashed", hash_dim=64, hash_align_epochs=2)
+    whole = finetune(_config(tiny_checkpoint, tmp_path / "whole", **options))
+    cfg = _config(tiny_checkpoint, tmp_path / "out", save_every=2, **options)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(cfg, progress=_StopAt(4, _crash))  # alignment epoch 2, step 1: the last save was epoch 1, step 2
+    counter = _StopAt(0, lambda: None)
+    resumed = finetune(cfg, progress=counter)
+    assert counter.seen == 7  # alignment epoch 1 step 3, its epoch 2 (3 steps), fine-tuning (3 steps)
+    assert [h["stage"] for h in resumed.history] == ["align", "align", "fine-tune"]
+    _same_run(whole, resumed, tmp_path / "whole", tmp_path / "out")
 
 
 def test_a_state_of_other_settings_is_refused(tiny_checkpoint, tmp_path):

@@ -289,10 +289,13 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         _restore(run, saved)
         for stage in stages[: run.cursor.stage]:  # what finished stages read off their (restored) parameters
             method.end_stage(stage)
+    # The stage the saved state stopped in: only it gets the saved optimiser back. (Not `run.cursor.stage` at the
+    # time: once that stage ends the cursor names the next one, which must start with a fresh optimiser.)
+    resumed_stage = run.cursor.stage if saved is not None else None
     with interruptible() as run.stop:
         for number, stage in enumerate(stages):
             if number >= run.cursor.stage:
-                optimizer_state = saved["optimizer"] if saved is not None and number == run.cursor.stage else None
+                optimizer_state = saved["optimizer"] if number == resumed_stage else None
                 _train_stage(run, stage, len(stages) > 1, number == len(stages) - 1, number, optimizer_state)
     final_knob = stages[-1].knob if stages[-1].knob is not None else method.dense_knob
     set_knob(model, final_knob)
@@ -370,7 +373,7 @@ def _train_stage(run: _Run, stage, several: bool, last: bool, index: int, optimi
         )
         if run.progress:
             primary = run.info.primary_metric
-            said = f"{primary} {metrics[primary]:.4f}" if primary in metrics else f"loss {loss:.4f}"
+            said = f"{primary} {metrics[primary]:.4f}" if primary in metrics else f"alignment mse {loss:.4f}"
             run.progress(f"{label} {said}", run.done_epochs, run.total_epochs)
     method.soft = False
     method.end_stage(stage)
