@@ -423,43 +423,55 @@ def int8_backends() -> str:
                 "ms per batch of 32"], body)  # fmt: skip
 
 
-def eel_init() -> str:
-    """[eel] MRPC after fine-tuning, by how the hashed projection was initialised (benchmarks/eel_init.py)."""
-    data = _load("eel-init-mrpc/summary.json")
-    rows = {r["recipe"]: r for r in data["rows"]}
-    dense = rows["mrpc-dense"]["mean"]
-    what = {
-        "mrpc-dense": "dense, with its table",
-        "mrpc-hashed": "hashed, fit weighted by MRPC's token counts (default)",
-        "mrpc-hashed-vocabulary-fit": "hashed, fit to every table row alike",
-        "mrpc-hashed-teacher": "hashed (default fit), distilled from the dense model",
-    }
-    body = []
-    for name, row in rows.items():
-        # the fit does not depend on the training seed; a run that scored it per occurrence says more
-        fits = [r["fit"] for r in row["runs"] if r["fit"]]
-        fit = next((f for f in fits if "cosine_per_occurrence" in f), fits[0] if fits else {})
-        per_occurrence = f"{fit['cosine_per_occurrence']:.2f}" if "cosine_per_occurrence" in fit else "-"
-        cosine = f"{fit['cosine_mean']:.2f} / {per_occurrence}" if fit else "-"
-        accuracy = ", ".join(f"{r['metrics']['accuracy']:.3f}" for r in row["runs"])
-        accuracy = f"{len(row['runs'])} seed{'s' if len(row['runs']) > 1 else ''}: {accuracy}"
-        body.append(
-            [
-                what.get(name, name),
-                cosine,
-                f"{row['mean']['accuracy']:.3f} ({accuracy})",
-                f"{row['mean']['f1']:.3f}",
-                f"{100 * (row['mean']['accuracy'] - dense['accuracy']):+.1f}",
-                f"{100 * (row['mean']['f1'] - dense['f1']):+.1f}",
-            ]
-        )
-    headers = ["model", "fit cosine: vocabulary / per occurrence", "accuracy, mean (each seed)",
-               "F1", "acc vs dense (pts)", "F1 vs dense (pts)"]  # fmt: skip
-    return _md(headers, body)
+EEL_RECIPES = {  # what each recipe of benchmarks/eel_init.py is, as its README row says it
+    "mrpc-dense": "dense, with its table",
+    "mrpc-hashed": "hashed, fit weighted by MRPC's token counts (default)",
+    "mrpc-hashed-vocabulary-fit": "hashed, fit to every table row alike",
+    "mrpc-hashed-teacher": "hashed (default fit), distilled from the dense model",
+    "mrpc-hashed-aligned": "hashed (default fit), 3 epochs of hidden-state alignment",
+    "sst2-8k-dense": "dense, with its table",
+    "sst2-8k-hashed": "hashed, fit weighted by the task's token counts (default)",
+    "sst2-8k-hashed-aligned": "hashed (default fit), 2 epochs of hidden-state alignment",
+    "sst2-full-dense": "dense, with its table",
+    "sst2-full-hashed": "hashed, fit weighted by the task's token counts (default)",
+    "sst2-full-hashed-aligned": "hashed (default fit), 1 epoch of hidden-state alignment",
+}
+
+
+def eel_init(task: str) -> Callable[[], str]:
+    """[eel] accuracy after fine-tuning, by how the hashed model was initialised (benchmarks/eel_init.py --task)."""
+
+    def render() -> str:
+        data = _load(f"eel-init-{task}/summary.json")
+        rows = {r["recipe"]: r for r in data["rows"]}
+        dense = rows[f"{task}-dense"]["mean"]
+        f1 = "f1" in dense
+        body = []
+        for name, row in rows.items():
+            # the fit does not depend on the training seed; a run that scored it per occurrence says more
+            fits = [r["fit"] for r in row["runs"] if r["fit"]]
+            fit = next((f for f in fits if "cosine_per_occurrence" in f), fits[0] if fits else {})
+            per_occurrence = f"{fit['cosine_per_occurrence']:.2f}" if "cosine_per_occurrence" in fit else "-"
+            cosine = f"{fit['cosine_mean']:.2f} / {per_occurrence}" if fit else "-"
+            accuracy = ", ".join(f"{r['metrics']['accuracy']:.3f}" for r in row["runs"])
+            accuracy = f"{len(row['runs'])} seed{'s' if len(row['runs']) > 1 else ''}: {accuracy}"
+            mean = row["mean"]
+            cells = [EEL_RECIPES.get(name, name), cosine, f"{mean['accuracy']:.3f} ({accuracy})"]
+            cells += [f"{mean['f1']:.3f}"] if f1 else []
+            cells += [f"{100 * (mean['accuracy'] - dense['accuracy']):+.1f}"]
+            cells += [f"{100 * (mean['f1'] - dense['f1']):+.1f}"] if f1 else []
+            body.append(cells)
+        headers = ["model", "fit cosine: vocabulary / per occurrence", "accuracy, mean (each seed)"]
+        headers += ["F1"] if f1 else []
+        headers += ["acc vs dense (pts)"] + (["F1 vs dense (pts)"] if f1 else [])
+        return _md(headers, body)
+
+    return render
 
 
 TABLES: dict[str, Callable[[], str]] = {
-    "eel-init-mrpc": eel_init,
+    "eel-init-mrpc": eel_init("mrpc"),
+    "eel-init-sst2-full": eel_init("sst2-full"),
     "stack-offline-sst2": stack_offline,
     "batch1": batch1,
     "recipe-seeds": recipe_seeds,

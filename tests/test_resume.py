@@ -80,7 +80,7 @@ def test_ctrl_c_saves_and_the_rerun_resumes_inside_a_later_stage(tiny_checkpoint
     assert resumed.metrics["gate_bimodal_share"] == whole.metrics["gate_bimodal_share"]
 
 
-def test_a_crash_in_an_earlier_stage_resumes_and_the_next_stage_starts_with_a_fresh_optimiser(tiny_checkpoint, tmp_path):
+def test_after_a_crash_in_an_earlier_stage_the_next_stage_starts_with_a_fresh_optimiser(tiny_checkpoint, tmp_path):
     """The saved optimiser belongs to the stage it was saved in: after that stage ends, the next one builds its own
     (its learning rate, warm-up and parameter groups), as in the uninterrupted run."""
     options = dict(method="gates", regulariser_weight=0.05, bimodal_weight=2.0)
