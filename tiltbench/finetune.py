@@ -41,6 +41,7 @@ from tiltbench.resume import (
 )
 from tiltbench.schedule import Schedule, Shape
 
+HASH_ALIGN_LR = 2e-4  # --hash-align-lr's default
 HASH_FITS = ("task", "vocabulary")  # --hash-fit: weight the table's rows by the task's token counts, or alike
 
 
@@ -93,7 +94,7 @@ class TrainConfig:
     # labels unused, every layer's hidden states are taught towards those of --model with its own table (MSE over
     # real tokens; the weights and the projection all train). Our stand-in for EELBERT's MLM pre-training.
     hash_align_epochs: int = 0
-    hash_align_lr: float = 2e-4  # its learning rate (its own warm-up and linear decay)
+    hash_align_lr: float = HASH_ALIGN_LR  # its learning rate (its own warm-up and linear decay)
 
     def __post_init__(self) -> None:
         from tiltbench.methods import get_method
@@ -151,7 +152,7 @@ class TrainConfig:
             raise UserError("--hash-fit goes with --embeddings hashed")
         if self.hash_align_epochs < 0 or not self.hash_align_lr > 0:
             raise UserError("--hash-align-epochs must be >= 0 and --hash-align-lr positive")
-        if (self.hash_align_epochs or self.hash_align_lr != 2e-4) and self.embeddings != "hashed":
+        if (self.hash_align_epochs or self.hash_align_lr != HASH_ALIGN_LR) and self.embeddings != "hashed":
             raise UserError("--hash-align-epochs and --hash-align-lr go with --embeddings hashed")
         if self.scorer is not None and not get_method(self.method).uses_scorer:
             raise UserError(f"--scorer does not apply to --method {self.method} (it ranks tokens by its own score)")
