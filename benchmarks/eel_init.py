@@ -27,7 +27,7 @@ import json
 import statistics
 from pathlib import Path
 
-from eel_minilm import RESULTS, checkpoint
+from eel_minilm import RESULTS, checkpoint, committed_runs
 
 from tiltbench.cli.common import setup
 from tiltbench.environment import environment
@@ -39,9 +39,6 @@ RECIPES = {
     "sst2-full": ("sst2-full-dense", "sst2-full-hashed", "sst2-full-hashed-aligned"),
 }
 METRICS = ("accuracy", "f1")
-# Rows already measured from the same recipe and seeds by another benchmark whose checkpoints are not kept
-# (runs/ is not committed): used, and labelled with their source, when no checkpoint of the recipe is at hand.
-COMMITTED = {"sst2-full-dense": ("recipe-minilm-sst2-full/seeds.json", "dense")}
 
 
 def main() -> None:
@@ -59,21 +56,19 @@ def main() -> None:
             checkpoint(name, seed, not args.no_train and name in wanted)
     rows = []
     for name in recipes:
+        committed = {seed: {**row, "fit": None} for seed, row in committed_runs(name).items()}
         runs = []
         for seed in range(args.seeds):
             folder = checkpoint(name, seed, False)
-            if folder is None:  # --no-train: a seed not trained (yet) is left out, and the row says how many
+            if folder is None:  # not trained here: a committed row of the same recipe and seed, or left out
+                if seed in committed:
+                    runs.append(committed[seed])
                 continue
             meta = json.loads((Path(folder) / "tiltbench.json").read_text())
             final = json.loads((Path(folder) / "metrics.json").read_text())  # the last epoch's evaluation
             metrics = {k: round(final[k], 4) for k in METRICS if k in final}
             fit = (meta.get("embeddings") or {}).get("fit")
             runs.append({"seed": seed, "metrics": metrics, "fit": fit, "train_seconds": final["train_seconds"]})
-        if not runs and name in COMMITTED:
-            source, key = COMMITTED[name]
-            found = json.loads((RESULTS / source).read_text())
-            runs = [{"seed": seed, "metrics": {"accuracy": round(value, 4)}, "fit": None, "source": f"results/{source}"}
-                    for seed, value in zip(found["seeds"], found[key]["accuracy"], strict=True)]  # fmt: skip
         if not runs:
             continue
         names = runs[0]["metrics"].keys()

@@ -469,7 +469,45 @@ def eel_init(task: str) -> Callable[[], str]:
     return render
 
 
+def eel_minilm(task: str) -> Callable[[], str]:
+    """[eel] the issue's table: dense / hashed, alone and with int8 and elimination; accuracy, MB, speedups."""
+
+    def render() -> str:
+        rows = _load(f"eel-minilm-{task}/summary.json")["rows"]
+        dense = rows[0]  # the table model, fp32: the comparison of every row
+        names = ["accuracy"] + (["f1"] if "f1" in dense["metrics_seed0"] else [])
+        body = []
+        for row in rows:
+            over = row.get("metrics_over_seeds")
+            cells = [row["variant"]]
+            for name in names:
+                seed0 = f"{row['metrics_seed0'][name]:.3f}"
+                if over and name in over and len(over[name]["values"]) > 1:
+                    cells.append(f"{over[name]['mean']:.3f} ({len(over[name]['values'])} seeds; seed 0: {seed0})")
+                else:
+                    cells.append(f"{seed0} (seed 0)")
+            # the drop: mean against mean where both have seeds, else seed 0 against dense's seed 0
+            both = over and len(over["accuracy"]["values"]) > 1
+            reference = dense["metrics_over_seeds"]["accuracy"]["mean"] if both else dense["metrics_seed0"]["accuracy"]
+            value = over["accuracy"]["mean"] if both else row["metrics_seed0"]["accuracy"]
+            cells.append(f"{100 * (value - reference):+.1f}")
+            disk = row["checkpoint_mb_on_disk"]
+            file_mb = f" ({disk:.1f})" if disk is not None else ""
+            cells += [f"{row['model_mb']:.1f}{file_mb}", f"{row['memory_mb']:.1f}"]
+            cells += [f"{row[f'speedup_vs_table_dense_b{b}']:.2f}×" for b in (1, 32)]
+            cells.append(" / ".join(f"{100 * row[f'embedding_share_b{b}']:.1f} %" for b in (1, 32)))
+            body.append(cells)
+        headers = ["model"] + [{"accuracy": "accuracy", "f1": "F1"}[n] for n in names] + ["acc vs dense (pts)"]
+        headers += ["weights MB (file)", "in memory MB", "b1 vs dense fp32", "b32 vs dense fp32"]
+        headers += ["embedding share b1 / b32"]
+        return _md(headers, body)
+
+    return render
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "eel-minilm-sst2": eel_minilm("sst2"),
+    "eel-minilm-mrpc": eel_minilm("mrpc"),
     "eel-init-mrpc": eel_init("mrpc"),
     "eel-init-sst2-full": eel_init("sst2-full"),
     "stack-offline-sst2": stack_offline,

@@ -27,9 +27,11 @@ class Outputs:
 def run(
     model: nn.Module, examples: list[dict], pad_id: int, batch_size: int = 64, progress: Progress | None = None
 ) -> Outputs:
-    """Logits and realised counts for every example. Batches are length-sorted (less padding); an
-    example's result does not depend on its batch, so the order changes nothing but speed. An unpatched (HF)
-    model keeps every real token in every layer."""
+    """Logits and realised counts for every example. Batches are length-sorted (less padding); in fp32 and bf16
+    an example's result does not depend on its batch, so the order changes nothing but speed. Dynamic int8 is the
+    exception: it scales each Linear's input by the whole batch's range, so its predictions move a little with the
+    batching (README, "int8 accuracy depends on the batch"). An unpatched (HF) model keeps every real token in
+    every layer."""
     order = length_sorted(examples)
     logits: list[np.ndarray] = []
     kept: list[np.ndarray] = []
