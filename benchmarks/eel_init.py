@@ -11,7 +11,9 @@ Trains (resumably, each in its own process; what is trained is reused) and evalu
   sst2-8k (872 dev sentences; 8,000 training sentences, len 64, 1 epoch):
     sst2-8k-dense.yaml, sst2-8k-hashed.yaml, sst2-8k-hashed-aligned.yaml (2 epochs of alignment)
   sst2-full (all 67,349 training sentences, len 64, 1 epoch):
-    sst2-full-dense.yaml, sst2-full-hashed.yaml, sst2-full-hashed-aligned.yaml (1 epoch of alignment)
+    sst2-full-dense.yaml, sst2-full-hashed.yaml, sst2-full-hashed-aligned.yaml (1 epoch of alignment),
+    sst2-full-hashed-aligned-distilled.yaml (the aligned checkpoint, one more epoch distilled from the dense model)
+    and its comparison sst2-full-dense-distilled.yaml (the dense checkpoint given the same second epoch)
 and writes results/eel-init-<task>/summary.json: each one's accuracy (and F1 on MRPC), and for the hashed ones the
 fit's quality before fine-tuning (row cosine over the vocabulary and per token occurrence in the training text).
 Accuracy only, no timing: seeds 0..--seeds-1, trained seed by seed (every recipe's seed 0 first), so a stopped run
@@ -36,7 +38,13 @@ from tiltbench.files import write_json_atomic
 RECIPES = {
     "mrpc": ("mrpc-dense", "mrpc-hashed", "mrpc-hashed-vocabulary-fit", "mrpc-hashed-teacher", "mrpc-hashed-aligned"),
     "sst2-8k": ("sst2-8k-dense", "sst2-8k-hashed", "sst2-8k-hashed-aligned"),
-    "sst2-full": ("sst2-full-dense", "sst2-full-hashed", "sst2-full-hashed-aligned"),
+    "sst2-full": (
+        "sst2-full-dense",
+        "sst2-full-dense-distilled",
+        "sst2-full-hashed",
+        "sst2-full-hashed-aligned",
+        "sst2-full-hashed-aligned-distilled",
+    ),
 }
 METRICS = ("accuracy", "f1")
 

@@ -435,6 +435,8 @@ EEL_RECIPES = {  # what each recipe of benchmarks/eel_init.py is, as its README 
     "sst2-full-dense": "dense, with its table",
     "sst2-full-hashed": "hashed, fit weighted by the task's token counts (default)",
     "sst2-full-hashed-aligned": "hashed (default fit), 1 epoch of hidden-state alignment",
+    "sst2-full-dense-distilled": "dense, + a 2nd epoch distilled from dense seed 0",
+    "sst2-full-hashed-aligned-distilled": "hashed, aligned, + a 2nd epoch distilled from dense seed 0",
 }
 
 
