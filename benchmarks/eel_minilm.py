@@ -88,10 +88,11 @@ def checkpoint(name: str, seed: int, train_missing: bool) -> Path | None:
         # a recipe that continues another one's checkpoint (init: runs/recipes/X names seed 0's) continues the
         # same seed: seed S starts from X-seed<S>, trained by this function when missing
         init = load_recipe(recipe).get("init")
-        if init and seed > 0:
+        if init:
             parent = Path(str(init)).name
             checkpoint(parent, seed, train_missing)
-            command += ["--init", str(RUNS.relative_to(ROOT) / f"{parent}-seed{seed}")]
+            if seed > 0:
+                command += ["--init", str(RUNS.relative_to(ROOT) / f"{parent}-seed{seed}")]
         subprocess.run(command, check=True, cwd=ROOT)
     return output
 
