@@ -116,9 +116,8 @@ def main() -> None:
     args = parser.parse_args()
     setup()
     spec = TASKS[args.task]
-    kinds = ("dense", "hashed", "tilted")
     suffixes = {"dense": "dense", "hashed": spec["hashed"], "tilted": "hashed-aligned-tilted-0.2"}
-    names = {kind: f"{spec['prefix']}-{suffixes[kind]}" for kind in kinds}
+    names = {kind: f"{spec['prefix']}-{suffix}" for kind, suffix in suffixes.items()}
     found = {kind: checkpoint(name, 0, not args.no_train) for kind, name in names.items()}
     missing = [names[k] for k, v in found.items() if v is None]
     if missing:
