@@ -51,9 +51,10 @@ REGRESS_SWEEP := --checkpoint $(REGRESS)/checkpoint --tilt-rates 0,0.2,0.4 --bat
 REGRESS_TOLERANCE ?= 0.10
 REGRESS_CHECK = $(REGRESS)/ci-run --profile $(REGRESS)/profile.json --tolerance $(REGRESS_TOLERANCE) \
 	--baseline results/ci-baseline
+REGRESS_FINETUNE := --task sst2 --max-train-samples 2000 --max-seq-len 64 --tilt-rate 0.2 --epochs 1 --seed 0 \
+	--output $(REGRESS)/checkpoint --overwrite --json
 regress: install
-	$(BIN)/tiltbench finetune --task sst2 --max-train-samples 2000 --max-seq-len 64 --tilt-rate 0.2 \
-		--epochs 1 --seed 0 --output $(REGRESS)/checkpoint --overwrite --json
+	$(BIN)/tiltbench finetune $(REGRESS_FINETUNE)
 	$(BIN)/tiltbench sweep $(REGRESS_SWEEP) --run-name ci-run
 	$(BIN)/tiltbench calibrate --max-tokens-per-batch 4096 --profile $(REGRESS)/profile.json --json \
 		> $(REGRESS)/calibrate.json
@@ -61,13 +62,13 @@ regress: install
 		echo "regress: check failed; measuring the sweep once more: a real change reproduces, a machine hiccup does not"; \
 		$(BIN)/tiltbench sweep $(REGRESS_SWEEP) --run-name ci-run && $(BIN)/tiltbench check $(REGRESS_CHECK); }
 
-# Refresh the committed baseline (after an intended change in speed or accuracy): the regress run and two more
+# Refresh the committed baseline (after an intended change in speed or accuracy): the regress fine-tune and three
 # sweeps of its checkpoint; each row of the baseline is the sweep that read its median speedup (one reading alone
-# can sit a few per cent high, and every later CI run is held to it).
+# can sit a few per cent high, and every later CI run is held to it). Any failure stops it before the baseline moves.
 regress-baseline: install
-	$(MAKE) regress || true
-	for i in 2 3; do $(BIN)/tiltbench sweep $(REGRESS_SWEEP) --run-name ci-run-$$i; done
-	$(BIN)/python benchmarks/median_baseline.py $(REGRESS)/ci-run $(REGRESS)/ci-run-2 $(REGRESS)/ci-run-3 \
+	$(BIN)/tiltbench finetune $(REGRESS_FINETUNE)
+	for i in 1 2 3; do $(BIN)/tiltbench sweep $(REGRESS_SWEEP) --run-name baseline-$$i || exit 1; done
+	$(BIN)/python benchmarks/median_baseline.py $(REGRESS)/baseline-1 $(REGRESS)/baseline-2 $(REGRESS)/baseline-3 \
 		--output results/ci-baseline
 
 clean:

@@ -7,10 +7,11 @@ Given an odd number (≥ 3) of sweeps of the same checkpoint and grid, this writ
 the one, among the sweeps' readings of that place in the grid (checkpoint, knob, batch, transform), with the
 median headline speedup. Each row stays a real measurement with its own interleaved samples (no times are mixed
 across sweeps), so `tiltbench check` reads it like any sweep. Refused, with one line: fewer than three or an even
-number of sweeps, sweeps of different grids or hardware, or rows whose metrics differ (not the same checkpoint).
+number of sweeps, sweeps of different grids, settings or hardware, rows whose metrics differ (not the same
+checkpoint), and an --output that holds anything but an earlier run folder.
 
-    .venv/bin/python benchmarks/median_baseline.py runs/regress/ci-run runs/regress/ci-run-2 runs/regress/ci-run-3 \
-        --output results/ci-baseline          (what `make regress-baseline` runs)
+    .venv/bin/python benchmarks/median_baseline.py runs/regress/baseline-{1,2,3} --output results/ci-baseline
+                                              (what `make regress-baseline` runs)
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tiltbench.check import hardware_difference, load_hardware, load_rows
+from tiltbench.check import IDENTITY, hardware_difference, load_hardware, load_rows
 from tiltbench.errors import UserError
-from tiltbench.files import normal_modes, replace_dir
+from tiltbench.files import check_output_dir, normal_modes, replace_dir
 from tiltbench.rows import MeasureRow
 from tiltbench.sweep import SweepReport, write_report
 
@@ -36,47 +37,59 @@ def median_rows(runs: list[list[MeasureRow]]) -> list[MeasureRow]:
         raise UserError("the sweeps measured different grids (checkpoint, knob, batch or transform): nothing to pair")
     chosen = []
     for place in places[0]:
-        readings = sorted(
-            (next(r for r in rows if r.place == place) for rows in runs), key=lambda r: r.headline_speedup
-        )
+        readings = [next(r for r in rows if r.place == place) for rows in runs]
+        for other in readings[1:]:  # the same settings (threads, inputs, padding...), or the median mixes them
+            differing = [k for k in IDENTITY if getattr(other, k) != getattr(readings[0], k)]
+            if differing:
+                name = differing[0]
+                raise UserError(f"{place}: the sweeps differ in {name!r} ({getattr(readings[0], name)!r} and "
+                                f"{getattr(other, name)!r}): measure them with the same settings")  # fmt: skip
         if len({r.metric for r in readings}) > 1:
             raise UserError(f"{place}: the sweeps' metrics differ ({sorted({r.metric for r in readings})}): "
                             "not sweeps of one checkpoint")  # fmt: skip
+        readings.sort(key=lambda r: r.headline_speedup)
         chosen.append(readings[len(readings) // 2])
     return chosen
+
+
+def write_baseline(sweeps: list[str], output: str) -> list[MeasureRow]:
+    """The median rows of `sweeps`, written as a run folder at `output` (replaced whole once written, when it is
+    missing, empty or an earlier run folder of measure or sweep; anything else is refused)."""
+    if len(sweeps) < 3 or len(sweeps) % 2 == 0:
+        raise UserError(f"pass an odd number of sweeps, at least 3 (got {len(sweeps)}): the median must be a reading")
+    runs = [load_rows(folder) for folder in sweeps]
+    first = Path(sweeps[0])
+    for folder in sweeps[1:]:
+        difference = hardware_difference(load_hardware(first), load_hardware(folder))
+        if difference:
+            raise UserError(f"{folder} and {first} were measured on different hardware ({difference})")
+    rows = median_rows(runs)
+    report = json.loads((first / "report.json").read_text())
+    if not isinstance(report.get("config"), dict) or "environment" not in report:
+        raise UserError(f"{first / 'report.json'} is not a sweep's report (no config or environment)")
+    target = check_output_dir(output, "a measure or sweep run", lambda f: (f / "report.json").is_file(), True)
+    config = {**report["config"], "median_of": [str(Path(folder)) for folder in sweeps]}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write_report(staged, SweepReport(config, report["environment"], rows), plots=True)
+        normal_modes(staged)
+        replace_dir(staged, target)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", help="run folders of `tiltbench sweep` over the same grid")
-    parser.add_argument("--output", required=True, help="the baseline folder to write (replaced whole)")
+    parser.add_argument("--output", required=True, help="the baseline folder to write (an earlier one is replaced)")
     args = parser.parse_args()
     try:
-        if len(args.sweeps) < 3 or len(args.sweeps) % 2 == 0:
-            raise UserError(
-                f"pass an odd number of sweeps, at least 3 (got {len(args.sweeps)}): the median must be a reading"
-            )
-        runs = [load_rows(folder) for folder in args.sweeps]
-        first = Path(args.sweeps[0])
-        for folder in args.sweeps[1:]:
-            difference = hardware_difference(load_hardware(first), load_hardware(folder))
-            if difference:
-                raise UserError(f"{folder} was measured on other hardware than {first} ({difference})")
-        rows = median_rows(runs)
+        rows = write_baseline(args.sweeps, args.output)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    report = json.loads((first / "report.json").read_text())
-    config = {**report["config"], "median_of": [str(Path(folder)) for folder in args.sweeps]}
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        write_report(staged, SweepReport(config, report["environment"], rows), plots=True)
-        normal_modes(staged)
-        replace_dir(staged, output)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     for row in rows:
         print(f"{row.place}: {row.headline_speedup:.3f}×")
 

@@ -47,7 +47,7 @@ def test_each_row_comes_from_the_sweep_that_read_its_median():
     assert [r.headline_speedup for r in chosen] == pytest.approx([r.headline_speedup for r in rows])
 
 
-def test_sweeps_of_other_grids_or_checkpoints_are_refused():
+def test_sweeps_of_other_grids_settings_or_checkpoints_are_refused():
     rows = load_rows(BASELINE)
     module = _module()
     with pytest.raises(UserError, match="different grids"):
@@ -55,22 +55,59 @@ def test_sweeps_of_other_grids_or_checkpoints_are_refused():
     other = [dataclasses.replace(rows[0], metric=rows[0].metric + 0.01), *rows[1:]]
     with pytest.raises(UserError, match="metrics differ"):
         module.median_rows([rows, other, rows])
+    threads = [dataclasses.replace(rows[0], threads=rows[0].threads + 1), *rows[1:]]
+    with pytest.raises(UserError, match="differ in 'threads'"):
+        module.median_rows([rows, rows, threads])
 
 
-def test_the_command_writes_a_baseline_check_reads_and_refuses_an_even_count(tmp_path):
+def _copies(tmp_path: Path) -> list[Path]:
+    """Three sweep folders of the committed baseline's rows, row i's speedup scaled so that its median reading
+    (the committed value) sits in copy (i + 1) % 3."""
+    report = json.loads((BASELINE / "report.json").read_text())
     copies = []
-    for i in range(3):
-        copies.append(tmp_path / f"run-{i}")
+    for k in range(3):
+        scaled = json.loads(json.dumps(report))
+        for i, row in enumerate(scaled["rows"]):
+            row["speedup_vs_dense_dynamic"] *= (0.9, 1.0, 1.1)[(i + k) % 3]
+        copies.append(tmp_path / f"run-{k}")
         copies[-1].mkdir()
-        for name in ("report.json", "config.json"):
-            (copies[-1] / name).write_text((BASELINE / name).read_text())
+        (copies[-1] / "report.json").write_text(json.dumps(scaled))
+    return copies
+
+
+def test_the_command_writes_the_median_readings_as_a_run_check_reads(tmp_path):
+    copies = _copies(tmp_path)
     output = tmp_path / "baseline"
-    run = [sys.executable, str(SCRIPT), *map(str, copies), "--output", str(output)]
-    done = subprocess.run(run, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, copies), "--output", str(output)],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert [r.place for r in load_rows(output)] == [r.place for r in load_rows(BASELINE)]
+    written, committed = load_rows(output), load_rows(BASELINE)
+    assert [r.place for r in written] == [r.place for r in committed]
+    assert [r.headline_speedup for r in written] == pytest.approx([r.headline_speedup for r in committed])
     assert json.loads((output / "config.json").read_text())["median_of"] == list(map(str, copies))
-    even = subprocess.run(run[:2] + run[3:], capture_output=True, text=True, cwd=ROOT)
-    assert even.returncode == 2 and even.stderr.strip() == (
-        "error: pass an odd number of sweeps, at least 3 (got 2): the median must be a reading"
-    )
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("two sweeps", "error: pass an odd number of sweeps, at least 3 (got 2): the median must be a reading"),
+        ("foreign output", "is not empty and holds no measure or sweep run; choose a new or empty folder"),
+        ("output is a file", "is a file, not a folder"),
+    ],
+)
+def test_bad_input_gets_one_error_line_and_exit_2(tmp_path, case, message):
+    copies = _copies(tmp_path)
+    output = tmp_path / "out"
+    if case == "two sweeps":
+        copies = copies[:2]
+    elif case == "foreign output":
+        output.mkdir()
+        (output / "notes.txt").write_text("mine")
+    else:
+        output.write_text("mine")
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, copies), "--output", str(output)],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("error: ")
+    if case != "two sweeps":
+        assert (output / "notes.txt" if case == "foreign output" else output).read_text() == "mine"
