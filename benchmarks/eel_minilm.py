@@ -9,18 +9,19 @@ For each task (SST-2 on its full training set, MRPC):
                                                 hashing's 3-seed mean is higher: README)
      sst2-full-hashed-aligned-distilled.yaml    SST-2's hashed rows: the one above, one more epoch distilled from
                                                 the dense model (seed S continues seed S)
-     <prefix>-hashed-aligned-tilted-0.2.yaml    seed 0 of the aligned one, fine-tuned on with TiltedBERT at τ 0.2
-   (<prefix>: sst2-full, mrpc). Seeds 0..--seeds-1 of the dense and hashed rows (a dev set of 408 or 872: one seed
-   is noise); a dense seed whose checkpoint is gone but whose accuracy another benchmark committed (COMMITTED)
-   reads that.
+     <prefix>-hashed-aligned-tilted-0.2.yaml    the aligned one, fine-tuned on with TiltedBERT at τ 0.2 (seed S
+                                                continues seed S)
+   (<prefix>: sst2-full, mrpc). Seeds 0..--seeds-1 of every recipe (a dev set of 408 or 872: one seed is noise); a
+   dense seed whose checkpoint is gone but whose accuracy another benchmark committed (COMMITTED) reads that (its
+   fp32 rows only).
 2. One sweep (results/eel-minilm-<task>/) of seed 0's checkpoints at batch 1 and 32 under fp32 and int8, every row
    timed against its own dense-dynamic model (and dense-int8) on the task's first dev inputs, with size columns
    (model_mb: serialised weights; memory_mb; parameters by part; the embedding layer's share of the forward).
 3. summary.json, the issue's table: dense; dense + int8; hashed; hashed + int8; hashed + elimination (at
    --tilt-rate); hashed + elimination + int8; each with accuracy on the whole dev set (and F1 on MRPC; the mean over
-   seeds where there are several), checkpoint MB on disk (the weights file) and in memory, and the speedup at batch
-   1 and 32 against the dense *table* model's dense-dynamic fp32 (across the sweep's groups: the same inputs, timed
-   in the same process).
+   the seeds, each evaluated under the row's transform and knob), checkpoint MB on disk (the weights file) and in
+   memory, and the speedup at batch 1 and 32 against the dense *table* model's dense-dynamic fp32 (across the
+   sweep's groups: the same inputs, timed in the same process).
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/eel_minilm.py mrpc [--seeds 3] [--no-train]
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -109,7 +111,7 @@ def total_ms(row: MeasureRow, variant: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=sorted(TASKS))
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of the dense and hashed recipes (accuracy)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of every recipe (accuracy)")
     parser.add_argument("--tilt-rate", type=float, default=0.2, help="the elimination rows' tilt rate")
     parser.add_argument("--no-train", action="store_true", help="use what is trained; train nothing")
     parser.add_argument("--force", action="store_true", help="measure the sweep again from scratch (else: resume)")
@@ -142,17 +144,29 @@ def main() -> None:
         b: statistics.mean(total_ms(r, "dense-dynamic") for r in rows if (r.checkpoint, r.batch_size) == (dense, b))
         for b in cfg.batch_sizes
     }
-    # accuracy over seeds: the dense and hashed recipes at every seed (offline, no timing)
-    seeds: dict[str, list[dict]] = {"dense": [], "hashed": []}
-    for kind in seeds:
-        committed = committed_runs(names[kind])
+    # accuracy over seeds, for every row: each recipe's checkpoint at every seed under the row's transform and knob
+    # (offline, no timing; tiltbench's batches, as the sweep's own evaluation). A dense seed whose checkpoint is
+    # gone reads the committed row of the same recipe and seed (fp32 only: nobody measured it under int8).
+    folders: dict[str, dict[int, Path]] = {kind: {} for kind in names}
+    committed = {kind: committed_runs(name) for kind, name in names.items()}
+    for kind, name in names.items():
         for seed in range(args.seeds):
-            folder = checkpoint(names[kind], seed, not args.no_train and seed not in committed)
+            folder = checkpoint(name, seed, not args.no_train and seed not in committed[kind])
             if folder is not None:
-                metrics = offline_tune(OfflineConfig(str(folder), knobs=(0.0,))).rows[0].metrics
-                seeds[kind].append({"seed": seed, "metrics": metrics})
-            elif seed in committed:
-                seeds[kind].append(committed[seed])
+                folders[kind][seed] = folder
+
+    def over_seeds(kind: str, transform: str, knob: float, seed0: dict) -> list[dict]:
+        """The row's metrics at every seed: seed 0's from the sweep (`seed0`), the others evaluated here."""
+        runs = [{"seed": 0, "metrics": seed0}] if 0 in folders[kind] else []
+        for seed in range(1, args.seeds):
+            if seed in folders[kind]:
+                found = offline_tune(OfflineConfig(str(folders[kind][seed]), knobs=(knob,), transform=transform))
+                metrics = next(row.metrics for row in found.rows if math.isclose(row.knob, knob, abs_tol=1e-9))
+                runs.append({"seed": seed, "metrics": metrics})
+            elif transform == "fp32" and seed in committed[kind]:
+                runs.append(committed[kind][seed])
+        return runs
+
     variants = [
         ("dense", dense, "fp32", 0.0),
         ("dense + int8", dense, "int8", 0.0),
@@ -181,9 +195,8 @@ def main() -> None:
             },  # fmt: skip
             **{f"embedding_share_b{b}": r.embedding_share for b, r in cells.items()},
         }
-        kind = {dense: "dense", hashed: "hashed"}.get(folder)
-        if kind and transform == "fp32" and seeds[kind]:
-            runs = seeds[kind]
+        runs = over_seeds({dense: "dense", hashed: "hashed", tilted: "tilted"}[folder], transform, knob, first.metrics)
+        if runs:
             shared = [name for name in runs[0]["metrics"] if all(name in r["metrics"] for r in runs)]
             entry["metrics_over_seeds"] = {
                 name: {

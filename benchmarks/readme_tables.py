@@ -488,10 +488,14 @@ def eel_minilm(task: str) -> Callable[[], str]:
                     cells.append(f"{over[name]['mean']:.3f} ({len(over[name]['values'])} seeds; seed 0: {seed0})")
                 else:
                     cells.append(f"{seed0} (seed 0)")
-            # the drop: mean against mean where both have seeds, else seed 0 against dense's seed 0
-            both = over and len(over["accuracy"]["values"]) > 1
-            reference = dense["metrics_over_seeds"]["accuracy"]["mean"] if both else dense["metrics_seed0"]["accuracy"]
-            value = over["accuracy"]["mean"] if both else row["metrics_seed0"]["accuracy"]
+            # the drop: the row's mean against dense's mean over the same seeds, else seed 0 against dense's seed 0
+            mine = dict(zip(over["accuracy"]["seeds"], over["accuracy"]["values"], strict=True)) if over else {}
+            theirs = dense.get("metrics_over_seeds", {}).get("accuracy", {"seeds": [], "values": []})
+            theirs = dict(zip(theirs["seeds"], theirs["values"], strict=True))
+            if len(mine) > 1 and set(mine) <= set(theirs):
+                value, reference = statistics.mean(mine.values()), statistics.mean(theirs[s] for s in mine)
+            else:
+                value, reference = row["metrics_seed0"]["accuracy"], dense["metrics_seed0"]["accuracy"]
             cells.append(f"{100 * (value - reference):+.1f}")
             disk = row["checkpoint_mb_on_disk"]
             file_mb = f" ({disk:.1f})" if disk is not None else ""
