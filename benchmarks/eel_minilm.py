@@ -11,9 +11,9 @@ For each task (SST-2 on its full training set, MRPC):
                                                 the dense model (seed S continues seed S)
      <prefix>-hashed-aligned-tilted-0.2.yaml    the aligned one, fine-tuned on with TiltedBERT at τ 0.2 (seed S
                                                 continues seed S)
-   (<prefix>: sst2-full, mrpc). Seeds 0..--seeds-1 of every recipe (a dev set of 408 or 872: one seed is noise); a
-   dense seed whose checkpoint is gone but whose accuracy another benchmark committed (COMMITTED) reads that (its
-   fp32 rows only).
+   (<prefix>: sst2-full, mrpc). Seeds 0..--seeds-1 of every recipe (a dev set of 408 or 872: one seed is noise).
+   With --no-train, a dense seed whose checkpoint is gone but whose accuracy another benchmark committed
+   (COMMITTED) reads that (its fp32 row only; its int8 row then leaves the seed out).
 2. One sweep (results/eel-minilm-<task>/) of seed 0's checkpoints at batch 1 and 32 under fp32 and int8, every row
    timed against its own dense-dynamic model (and dense-int8) on the task's first dev inputs, with size columns
    (model_mb: serialised weights; memory_mb; parameters by part; the embedding layer's share of the forward).
@@ -145,13 +145,13 @@ def main() -> None:
         for b in cfg.batch_sizes
     }
     # accuracy over seeds, for every row: each recipe's checkpoint at every seed under the row's transform and knob
-    # (offline, no timing; tiltbench's batches, as the sweep's own evaluation). A dense seed whose checkpoint is
-    # gone reads the committed row of the same recipe and seed (fp32 only: nobody measured it under int8).
+    # (offline, no timing; tiltbench's batches, as the sweep's own evaluation). Under --no-train a dense seed whose
+    # checkpoint is gone reads the committed row of the same recipe and seed (fp32 only: none was measured in int8).
     folders: dict[str, dict[int, Path]] = {kind: {} for kind in names}
     committed = {kind: committed_runs(name) for kind, name in names.items()}
     for kind, name in names.items():
         for seed in range(args.seeds):
-            folder = checkpoint(name, seed, not args.no_train and seed not in committed[kind])
+            folder = checkpoint(name, seed, not args.no_train)
             if folder is not None:
                 folders[kind][seed] = folder
 
