@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tiltbench.check import IDENTITY, hardware_difference, load_hardware, load_rows
+from tiltbench.check import hardware_difference, identity_difference, load_hardware, load_rows
 from tiltbench.errors import UserError
 from tiltbench.files import check_output_dir, normal_modes, replace_dir
 from tiltbench.rows import MeasureRow
@@ -39,9 +39,8 @@ def median_rows(runs: list[list[MeasureRow]]) -> list[MeasureRow]:
     for place in places[0]:
         readings = [next(r for r in rows if r.place == place) for rows in runs]
         for other in readings[1:]:  # the same settings (threads, inputs, padding...), or the median mixes them
-            differing = [k for k in IDENTITY if getattr(other, k) != getattr(readings[0], k)]
-            if differing:
-                name = differing[0]
+            name = identity_difference(readings[0], other)
+            if name is not None:
                 raise UserError(f"{place}: the sweeps differ in {name!r} ({getattr(readings[0], name)!r} and "
                                 f"{getattr(other, name)!r}): measure them with the same settings")  # fmt: skip
         if len({r.metric for r in readings}) > 1:

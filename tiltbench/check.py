@@ -239,13 +239,18 @@ def _profiles_by_transform(paths: tuple[str, ...], transforms: set[str]) -> dict
     return profiles
 
 
+def identity_difference(a: MeasureRow, b: MeasureRow) -> str | None:
+    """The first `IDENTITY` field in which two rows differ (their speedups are not comparable), or None."""
+    return next((k for k in IDENTITY if getattr(a, k) != getattr(b, k)), None)
+
+
 def _match(old: MeasureRow, candidates: list[MeasureRow]) -> MeasureRow:
     """The candidate with the same identity as `old`; UserError naming the first differing field otherwise."""
     for row in candidates:
-        if all(getattr(row, k) == getattr(old, k) for k in IDENTITY):
+        if identity_difference(row, old) is None:
             return row
     row = candidates[0]
-    name = next(k for k in IDENTITY if getattr(row, k) != getattr(old, k))
+    name = identity_difference(row, old)
     checkpoint, knob, batch, _ = old.place
     raise UserError(
         f"the baseline's row {checkpoint} {old.knob_label(short=True)} {knob:g} batch {batch} differs from this "
