@@ -144,3 +144,57 @@ def test_bad_teacher_and_range_are_one_error_line(tiny_checkpoint, tmp_path):
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert lines[0].startswith("error:") and message in " ".join(result.output.split()), (extra, result.output)
         assert not (tmp_path / "out").exists()
+
+
+def _hidden_gap(student: str, teacher: str) -> float:
+    """Mean squared distance of the two models' hidden states (every layer, real tokens) on 16 dev sentences."""
+    from tiltbench.finetune import _alignment_loss
+    from tiltbench.models import load_checkpoint
+
+    lines = (DATA_DIR / "sst2" / "dev.tsv").read_text().splitlines()[1:17]
+    (s, tokenizer, *_), (t, *_) = load_checkpoint(student), load_checkpoint(teacher)
+    batch = tokenizer([line.rsplit("\t", 1)[0] for line in lines], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = [m(**batch, output_hidden_states=True).hidden_states for m in (s, t)]
+    return _alignment_loss(states[0], states[1], batch["attention_mask"]).item()
+
+
+def test_hidden_distillation_teaches_the_teachers_hidden_states(tiny_checkpoint, tmp_path):
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    # a student of the teacher's shape, initialised elsewhere: its states start far from the teacher's
+    torch.manual_seed(1)
+    base = tmp_path / "base"
+    BertForSequenceClassification(AutoConfig.from_pretrained(tiny_checkpoint)).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(base)
+    _train(tmp_path, "teacher", tiny_checkpoint)  # a teacher that removes nothing (tilt rate 0)
+    teacher = str(tmp_path / "teacher")
+    common = dict(teacher=teacher, alpha=0.0, epochs=6, learning_rate=1e-2)
+    plain = _train(tmp_path, "plain", str(base), **common)
+    hidden = _train(tmp_path, "hidden", str(base), distill_hidden=10.0, **common)
+    assert not _same(plain, hidden)  # the term reaches the weights ...
+    # ... and pulls the student's states towards the teacher's, which the labels alone do not
+    assert _hidden_gap(str(tmp_path / "hidden"), teacher) < 0.5 * _hidden_gap(str(tmp_path / "plain"), teacher)
+    meta = json.loads((tmp_path / "hidden" / "tiltbench.json").read_text())
+    assert meta["train_config"]["distill_hidden"] == 10.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--distill-hidden", "1"], "goes with --teacher"),
+        (["--distill-hidden", "-1", "--teacher", "T"], "must be >= 0"),
+        (["--distill-hidden", "1", "--teacher", "T", "--tilt-rate", "0.2"], "nothing removed"),
+        (["--distill-hidden", "1", "--teacher", "T", "--knob-range", "0:0.4"], "nothing removed"),
+        (["--distill-hidden", "1", "--teacher", "T"], "removes no tokens"),  # the teacher runs at tilt rate 0.3
+    ],
+)
+def test_bad_hidden_distillation_is_one_error_line(tiny_checkpoint, tmp_path, extra, message):
+    base = ["finetune", "--model", tiny_checkpoint, "--max-train-samples", "16", "--max-seq-len", "16"]
+    extra = [tiny_checkpoint if x == "T" else x for x in extra]
+    result = CliRunner().invoke(app, [*base, "--output", str(tmp_path / "out"), *extra],
+                                env={"TILTBENCH_DATA_DIR": str(DATA_DIR)})  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].startswith("error:") and message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out").exists()

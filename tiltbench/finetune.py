@@ -29,7 +29,7 @@ from tiltbench.errors import TrainingInterrupted, UserError
 from tiltbench.files import check_output_dir, is_checkpoint, normal_modes, replace_dir, write_json_atomic
 from tiltbench.inference import Progress
 from tiltbench.models import DEFAULT_MODEL, METHOD_WEIGHTS, load_model, save_hashed, write_meta
-from tiltbench.patch import patch, set_knob
+from tiltbench.patch import is_patched, patch, set_knob
 from tiltbench.resume import (
     Cursor,
     interruptible,
@@ -76,6 +76,10 @@ class TrainConfig:
     teacher: str | None = None  # distil from this checkpoint's logits (a tiltbench or HF classifier of the task)
     alpha: float = 0.5  # weight of the teacher term (1 − alpha on the task loss)
     distill_temperature: float = 2.0  # T of the softened distributions (not LTP's `temperature`)
+    # weight of a hidden-state term added to the teacher's (TinyBERT's intermediate-layer distillation): the MSE of
+    # every layer's hidden states to the teacher's, over real tokens, as the [eel] alignment computes it. Needs a
+    # teacher of the same hidden size and depth, and training with nothing removed (the states must line up)
+    distill_hidden: float = 0.0
     knob_range: tuple[float, float] | None = None  # the last stage trains across [a, b] (sandwich rule)
     random_knobs: int = 1  # knobs drawn uniformly in the range per step, besides its two ends
     save_every: int = 200  # steps between resumable states (tiltbench/resume.py); 0: only at Ctrl-C
@@ -121,6 +125,15 @@ class TrainConfig:
         from tiltbench.distill import Distillation
 
         Distillation(self.alpha, self.distill_temperature)  # validates both
+        if not self.distill_hidden >= 0:
+            raise UserError(f"--distill-hidden must be >= 0, got {self.distill_hidden}")
+        if self.distill_hidden and self.teacher is None:
+            raise UserError("--distill-hidden goes with --teacher: it teaches the teacher's hidden states")
+        if self.distill_hidden and (self.method != "tilted" or self.tilt_rate or self.knob_range is not None):
+            raise UserError(
+                "--distill-hidden compares every token's hidden states with the teacher's, so it trains with "
+                "nothing removed: --method tilted --tilt-rate 0, no --knob-range"
+            )
         if self.knob_range is not None:
             low, high = self.knob_range
             if not low < high:
@@ -256,6 +269,14 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         for knob in cfg.knob_range:
             method.schedule(knob)  # UserError now, not after hours of training, when the range leaves the knob's
     teacher = load_teacher(cfg.teacher, info, tokenizer) if cfg.teacher else None
+    if teacher is not None and cfg.distill_hidden:
+        shape = ("hidden_size", "num_hidden_layers")
+        if [getattr(teacher.config, k) for k in shape] != [getattr(model.config, k) for k in shape]:
+            raise UserError(f"--distill-hidden needs a --teacher of the student's hidden size and depth; "
+                            f"{cfg.teacher!r} has another")  # fmt: skip
+        if is_patched(teacher) and teacher._tiltbench.eliminating:  # its states would have fewer tokens
+            raise UserError(f"--distill-hidden needs a --teacher that removes no tokens; {cfg.teacher!r} does at "
+                            "its saved knob (offline-tune it to its dense knob, or give a dense teacher)")  # fmt: skip
     model.to(accelerator.device)
     method.to(accelerator.device)  # outside the HF model: placed (and, under DDP, reduced) by us
     if teacher is not None:
@@ -440,18 +461,28 @@ def _train_epoch(
                     acc.backward(loss * weight)
                 step_loss += loss.item() * weight / world
                 continue
+            hidden = cfg.distill_hidden > 0  # the teacher's hidden states too (validated: nothing is removed)
             if run.teacher is not None:
                 with torch.no_grad(), acc.autocast():
-                    target = run.teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+                    taught = run.teacher(
+                        **{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=hidden
+                    )
+                    target = taught.logits.float()
             for k, knob in enumerate(knobs):  # one pass, or a sandwich whose gradients add up
                 synced = j == len(micros) - 1 and k == len(knobs) - 1  # DDP reduces once per step, at the end
                 if knob is not None:
                     set_knob(model, knob)
                 with contextlib.nullcontext() if synced else acc.no_sync(run.ddp):
-                    output = run.ddp(**batch)
+                    output = run.ddp(**batch, output_hidden_states=hidden)
                     loss = output.loss.float()
                     if target is not None:
                         loss = run.distillation.loss(output.logits.float(), target, loss, run.info.regression)
+                    if hidden:
+                        loss = loss + cfg.distill_hidden * _alignment_loss(
+                            [x.float() for x in output.hidden_states],
+                            [x.float() for x in taught.hidden_states],
+                            batch["attention_mask"],
+                        )
                     else:  # the first pass of a sandwich without a teacher teaches the others (in-place distillation)
                         target = output.logits.detach().float() if knob is not None else None
                     penalty = method.regulariser()  # every pass: it also forgets what the forward recorded for it

@@ -112,6 +112,13 @@ def finetune(
     distill_temperature: Annotated[
         float, typer.Option(help="Distillation temperature T (LTP's soft-mask T is --temperature).")
     ] = 2.0,
+    distill_hidden: Annotated[
+        float,
+        typer.Option(
+            help="With --teacher: weight of an added hidden-state term, the MSE of every layer's states to the "
+            "teacher's (TinyBERT's intermediate distillation; same hidden size and depth, nothing removed)."
+        ),
+    ] = 0.0,
     knob_range: Annotated[
         str | None,
         typer.Option(
@@ -214,6 +221,7 @@ def finetune(
         teacher=teacher,
         alpha=alpha,
         distill_temperature=distill_temperature,
+        distill_hidden=distill_hidden,
         knob_range=parse_knob_range(knob_range),
         random_knobs=random_knobs,
         embeddings=embeddings,
