@@ -198,3 +198,29 @@ def test_bad_hidden_distillation_is_one_error_line(tiny_checkpoint, tmp_path, ex
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines[0].startswith("error:") and message in " ".join(result.output.split()), result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("with_teacher", [True, False])
+def test_every_sandwich_pass_learns_from_the_teacher_or_the_near_dense_pass(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                             with_teacher):  # fmt: skip
+    targets = []  # (student logits, target) of every distilled pass
+    original = Distillation.loss
+
+    def spy(self, student, teacher, task_loss, regression):
+        targets.append((student.detach().clone(), teacher.detach().clone()))
+        return original(self, student, teacher, task_loss, regression)
+
+    monkeypatch.setattr(Distillation, "loss", spy)
+    options = dict(knob_range=(0.0, 0.4), random_knobs=2)
+    options |= dict(teacher=tiny_checkpoint) if with_teacher else {}
+    _train(tmp_path, "sandwich", tiny_checkpoint, **options)
+    # 32 sentences at batch 16: 2 steps of 4 passes (0, 0.4, two draws)
+    if with_teacher:  # every pass is distilled, and within a step all from the same teacher logits
+        assert len(targets) == 8
+        for step in (targets[:4], targets[4:]):
+            assert all(torch.equal(step[0][1], t) for _, t in step[1:])
+    else:  # the near-dense pass teaches the three others of its step: its own logits, the same for all three
+        assert len(targets) == 6
+        for step in (targets[:3], targets[3:]):
+            assert all(torch.equal(step[0][1], t) for _, t in step[1:])
+            assert not any(torch.equal(s, t) for s, t in step[1:])  # a pass is never its own teacher

@@ -477,14 +477,14 @@ def _train_epoch(
                     loss = output.loss.float()
                     if target is not None:
                         loss = run.distillation.loss(output.logits.float(), target, loss, run.info.regression)
+                    else:  # the first pass of a sandwich without a teacher teaches the others (in-place distillation)
+                        target = output.logits.detach().float() if knob is not None else None
                     if hidden:
                         loss = loss + cfg.distill_hidden * _alignment_loss(
                             [x.float() for x in output.hidden_states],
                             [x.float() for x in taught.hidden_states],
                             batch["attention_mask"],
                         )
-                    else:  # the first pass of a sandwich without a teacher teaches the others (in-place distillation)
-                        target = output.logits.detach().float() if knob is not None else None
                     penalty = method.regulariser()  # every pass: it also forgets what the forward recorded for it
                     if penalty is not None and stage.regulariser_weight:
                         loss = loss + stage.regulariser_weight * penalty
