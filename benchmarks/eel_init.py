@@ -13,7 +13,9 @@ Trains (resumably, each in its own process; what is trained is reused) and evalu
   sst2-full (all 67,349 training sentences, len 64, 1 epoch):
     sst2-full-dense.yaml, sst2-full-hashed.yaml, sst2-full-hashed-aligned.yaml (1 epoch of alignment),
     sst2-full-hashed-aligned-distilled.yaml (the aligned checkpoint, one more epoch distilled from the dense model)
-    and its comparison sst2-full-dense-distilled.yaml (the dense checkpoint given the same second epoch)
+    and its comparison sst2-full-dense-distilled.yaml (the dense checkpoint given the same second epoch);
+    sst2-full-hashed-aligned-hidden-distilled.yaml and sst2-full-dense-hidden-distilled.yaml, the same two with
+    the teacher's hidden states distilled too (--distill-hidden 1)
 and writes results/eel-init-<task>/summary.json: each one's accuracy (and F1 on MRPC), and for the hashed ones the
 fit's quality before fine-tuning (row cosine over the vocabulary and per token occurrence in the training text).
 Accuracy only, no timing: seeds 0..--seeds-1, trained seed by seed (every recipe's seed 0 first), so a stopped run
@@ -44,6 +46,8 @@ RECIPES = {
         "sst2-full-hashed",
         "sst2-full-hashed-aligned",
         "sst2-full-hashed-aligned-distilled",
+        "sst2-full-dense-hidden-distilled",
+        "sst2-full-hashed-aligned-hidden-distilled",
     ),
 }
 METRICS = ("accuracy", "f1")
