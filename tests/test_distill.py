@@ -200,6 +200,26 @@ def test_bad_hidden_distillation_is_one_error_line(tiny_checkpoint, tmp_path, ex
     assert not (tmp_path / "out").exists()
 
 
+def test_hidden_distillation_refuses_a_teacher_of_another_depth(tiny_checkpoint, tmp_path):
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    # a fine-tuned SST-2 teacher that removes nothing, with one layer more than the 2-layer student
+    config = AutoConfig.from_pretrained(tiny_checkpoint, num_hidden_layers=3)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "deep-base")
+    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(tmp_path / "deep-base")
+    _train(tmp_path, "deep", str(tmp_path / "deep-base"))
+    base = ["finetune", "--model", tiny_checkpoint, "--max-train-samples", "16", "--max-seq-len", "16"]
+    extra = ["--teacher", str(tmp_path / "deep"), "--distill-hidden", "1", "--output", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, [*base, *extra], env={"TILTBENCH_DATA_DIR": str(DATA_DIR)})
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error:") and "hidden size and depth" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+    # the same teacher without --distill-hidden (logits only) is accepted: the refusal is the hidden term's
+    result = CliRunner().invoke(app, [*base, "--teacher", str(tmp_path / "deep"), "--output", str(tmp_path / "ok")],
+                                env={"TILTBENCH_DATA_DIR": str(DATA_DIR)})  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("with_teacher", [True, False])
 def test_every_sandwich_pass_learns_from_the_teacher_or_the_near_dense_pass(tiny_checkpoint, tmp_path, monkeypatch,
                                                                              with_teacher):  # fmt: skip

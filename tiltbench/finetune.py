@@ -270,8 +270,7 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
             method.schedule(knob)  # UserError now, not after hours of training, when the range leaves the knob's
     teacher = load_teacher(cfg.teacher, info, tokenizer) if cfg.teacher else None
     if teacher is not None and cfg.distill_hidden:
-        shape = ("hidden_size", "num_hidden_layers")
-        if [getattr(teacher.config, k) for k in shape] != [getattr(model.config, k) for k in shape]:
+        if not _same_shape(teacher, model):
             raise UserError(f"--distill-hidden needs a --teacher of the student's hidden size and depth; "
                             f"{cfg.teacher!r} has another")  # fmt: skip
         if is_patched(teacher) and teacher._tiltbench.eliminating:  # its states would have fewer tokens
@@ -562,13 +561,18 @@ def _align_teacher(cfg: TrainConfig, info, student: torch.nn.Module) -> torch.nn
     teacher, _ = load_model(cfg.model, info)
     if hashed_embedding(teacher) is not None or not isinstance(teacher.get_input_embeddings(), torch.nn.Embedding):
         raise UserError(f"--hash-align-epochs needs --model with its word-embedding table; {cfg.model!r} has none")
-    shape = ("hidden_size", "num_hidden_layers")
-    if [getattr(teacher.config, k) for k in shape] != [getattr(student.config, k) for k in shape]:
+    if not _same_shape(teacher, student):
         raise UserError(
             f"--hash-align-epochs teaches towards --model {cfg.model!r}, whose hidden size and layers differ from "
             f"--init {cfg.init!r}'s; pass the --model the --init checkpoint was trained from"
         )
     return teacher.eval().requires_grad_(False)
+
+
+def _same_shape(teacher: torch.nn.Module, student: torch.nn.Module) -> bool:
+    """Whether the two models' hidden states can be compared one to one: the same width and number of layers."""
+    shape = ("hidden_size", "num_hidden_layers")
+    return [getattr(teacher.config, k) for k in shape] == [getattr(student.config, k) for k in shape]
 
 
 def _alignment_loss(student_states: tuple, teacher_states: tuple, mask: torch.Tensor) -> torch.Tensor:
