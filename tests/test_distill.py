@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import random
@@ -179,13 +180,50 @@ def test_hidden_distillation_teaches_the_teachers_hidden_states(tiny_checkpoint,
     assert meta["train_config"]["distill_hidden"] == 10.0
 
 
+def _kept_gap(student: str, teacher: str) -> float:
+    """_hidden_gap for a student that removes tokens at its saved tilt rate: its kept word vectors against the
+    teacher's at the same positions (finetune's own --distill-hidden loss), on 16 dev sentences."""
+    from tiltbench.finetune import _kept_alignment_loss
+    from tiltbench.models import load_checkpoint
+
+    lines = (DATA_DIR / "sst2" / "dev.tsv").read_text().splitlines()[1:17]
+    (s, tokenizer, *_), (t, *_) = load_checkpoint(student), load_checkpoint(teacher)
+    batch = tokenizer([line.rsplit("\t", 1)[0] for line in lines], padding=True, return_tensors="pt")
+    s._tiltbench.record_states = True
+    with torch.no_grad():
+        s(**batch)
+        goal = t(**batch, output_hidden_states=True).hidden_states
+    recorded = zip(s._tiltbench.states, s._tiltbench.valids, strict=True)
+    return _kept_alignment_loss([(x, where, valid) for (x, where), valid in recorded], goal).item()
+
+
+@pytest.mark.parametrize("options", [dict(tilt_rate=0.3), dict(knob_range=(0.0, 0.4))], ids=["tilt", "range"])
+def test_hidden_distillation_under_elimination_teaches_the_kept_word_vectors(tiny_checkpoint, tmp_path, options):
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    base = tmp_path / "base"
+    BertForSequenceClassification(AutoConfig.from_pretrained(tiny_checkpoint)).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_checkpoint).save_pretrained(base)
+    _train(tmp_path, "teacher", tiny_checkpoint)  # removes nothing
+    teacher = str(tmp_path / "teacher")
+    common = dict(teacher=teacher, alpha=0.0, epochs=6, learning_rate=1e-2, **options)
+    plain = _train(tmp_path, "plain", str(base), **common)
+    hidden = _train(tmp_path, "hidden", str(base), distill_hidden=10.0, **common)
+    assert not _same(plain, hidden)
+    for name in ("plain", "hidden"):  # both evaluated where they remove tokens (the range one at its top)
+        meta = json.loads((tmp_path / name / "tiltbench.json").read_text())
+        assert meta["schedule"]["tilt_rate"] > 0, meta["schedule"]
+    assert _kept_gap(str(tmp_path / "hidden"), teacher) < 0.5 * _kept_gap(str(tmp_path / "plain"), teacher)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--distill-hidden", "1"], "goes with --teacher"),
         (["--distill-hidden", "-1", "--teacher", "T"], "must be >= 0"),
-        (["--distill-hidden", "1", "--teacher", "T", "--tilt-rate", "0.2"], "nothing removed"),
-        (["--distill-hidden", "1", "--teacher", "T", "--knob-range", "0:0.4"], "nothing removed"),
+        (["--distill-hidden", "inf", "--teacher", "T"], "--distill-hidden must be a finite number"),
+        (["--distill-hidden", "1", "--teacher", "T", "--method", "power"], "built for --method tilted"),
         (["--distill-hidden", "1", "--teacher", "T"], "removes no tokens"),  # the teacher runs at tilt rate 0.3
     ],
 )
@@ -231,16 +269,62 @@ def test_every_sandwich_pass_learns_from_the_teacher_or_the_near_dense_pass(tiny
         return original(self, student, teacher, task_loss, regression)
 
     monkeypatch.setattr(Distillation, "loss", spy)
+    taught = []  # the teacher's logits, forward by forward
+    finetune_module = importlib.import_module("tiltbench.finetune")  # the module (tiltbench.finetune is the function)
+    load_teacher = finetune_module.load_teacher
+
+    def watched_teacher(*args, **kwargs):
+        teacher = load_teacher(*args, **kwargs)
+        teacher.register_forward_hook(lambda module, inputs, output: taught.append(output.logits.detach().clone()))
+        return teacher
+
+    monkeypatch.setattr(finetune_module, "load_teacher", watched_teacher)
     options = dict(knob_range=(0.0, 0.4), random_knobs=2)
     options |= dict(teacher=tiny_checkpoint) if with_teacher else {}
     _train(tmp_path, "sandwich", tiny_checkpoint, **options)
     # 32 sentences at batch 16: 2 steps of 4 passes (0, 0.4, two draws)
-    if with_teacher:  # every pass is distilled, and within a step all from the same teacher logits
-        assert len(targets) == 8
-        for step in (targets[:4], targets[4:]):
-            assert all(torch.equal(step[0][1], t) for _, t in step[1:])
+    if with_teacher:  # every pass is distilled, and within a step all from that step's teacher logits
+        assert len(targets) == 8 and len(taught) == 2
+        for step, logits in zip((targets[:4], targets[4:]), taught, strict=True):
+            assert all(torch.equal(logits.float(), t) for _, t in step)
     else:  # the near-dense pass teaches the three others of its step: its own logits, the same for all three
         assert len(targets) == 6
         for step in (targets[:3], targets[3:]):
             assert all(torch.equal(step[0][1], t) for _, t in step[1:])
             assert not any(torch.equal(s, t) for s, t in step[1:])  # a pass is never its own teacher
+
+
+def test_the_hidden_term_reads_real_tokens_only(tiny_checkpoint, tmp_path, monkeypatch):
+    """_kept_alignment_loss ignores whatever sits in padding and filler slots, and finetune hands it each batch's
+    own validity (padding marked), dense and eliminating alike."""
+    from tiltbench.finetune import _kept_alignment_loss
+
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 5, 8, generator=generator), torch.randn(2, 5, 8, generator=generator)
+    valid = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    noisy = student.clone()
+    noisy[1, 3:] = 1e3  # padding of row 1
+    clean = _kept_alignment_loss([(student, None, valid)], (teacher,))
+    assert torch.equal(clean, _kept_alignment_loss([(noisy, None, valid)], (teacher,)))
+    assert not torch.equal(clean, _kept_alignment_loss([(noisy, None, torch.ones_like(valid))], (teacher,)))
+
+    finetune_module = importlib.import_module("tiltbench.finetune")
+    seen = []  # per call: every state's validity
+
+    def spy(student_states, teacher_states):
+        seen.append([valid.clone() for _, _, valid in student_states])
+        return _kept_alignment_loss(student_states, teacher_states)
+
+    monkeypatch.setattr(finetune_module, "_kept_alignment_loss", spy)
+    _train(tmp_path, "teacher", tiny_checkpoint)
+    for name, options in (("dense", {}), ("tilted", dict(tilt_rate=0.3))):
+        seen.clear()
+        _train(tmp_path, name, tiny_checkpoint, teacher=str(tmp_path / "teacher"), distill_hidden=1.0, **options)
+        assert len(seen) == 2  # 32 sentences at batch 16
+        for valids in seen:
+            assert not valids[0].all()  # SST-2 sentences differ in length: the batch has padding, marked
+            assert all(v[:, 0].all() for v in valids)  # [CLS] is real in every state
+            if options:  # eliminating: fewer real tokens after the layers than in the input
+                assert valids[-1].sum() < valids[0].sum()
+            else:
+                assert all(torch.equal(v.bool(), valids[0].bool()) for v in valids)

@@ -444,3 +444,40 @@ def test_layers_with_more_than_bertlayers_three_parts_are_refused(family):
     model = model_class(config_class(**sizes, **extra)).eval()
     with pytest.raises(UserError, match="besides attention, intermediate and output"):
         patch(model, tilt_rate=0.2)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "grad"),
+    [([20, 13, 7], True), ([20, 13, 7], False), ([20], False)],
+    ids=["padded-train", "padded-inference", "batch1-short-path"],
+)
+def test_recorded_states_say_where_every_kept_word_vector_came_from(lengths, grad):
+    """record_states (finetune --distill-hidden under elimination): each layer's kept word vectors with their input
+    positions. Up to and through the first layer that removes tokens the eliminating model computes what the dense
+    one does (the gather sits between attention and the per-token FFN), so there each kept vector must equal the
+    dense model's vector at its recorded position; positions only ever lose tokens, [CLS] first."""
+    model = tiny_bert(layers=4)
+    batch = random_batch(lengths)
+    with torch.no_grad():
+        dense = model(**batch, output_hidden_states=True).hidden_states
+    patch(model, tilt_rate=0.3)
+    model._tiltbench.record_states = True
+    with torch.enable_grad() if grad else torch.no_grad():
+        model(**batch)
+    state = model._tiltbench
+    assert len(state.states) == len(state.valids) == 5
+    first = next(i for i in range(1, 5) if state.states[i][0].shape[1] < state.states[i - 1][0].shape[1])
+    for i, ((hidden, where), valid) in enumerate(zip(state.states, state.valids, strict=True)):
+        assert where.shape == valid.shape == hidden.shape[:2]
+        for row in range(len(lengths)):
+            kept = where[row][valid[row]].tolist()
+            assert kept[0] == 0 and kept == sorted(set(kept)) and len(kept) == int(valid[row].sum())
+            if i > 0:  # a removed token never comes back
+                assert set(kept) <= set(state.states[i - 1][1][row][state.valids[i - 1][row]].tolist())
+            if i <= first:
+                torch.testing.assert_close(hidden[row][valid[row]], dense[i][row, kept], atol=1e-5, rtol=1e-4)
+    assert first < 4 and where.shape[1] < max(lengths)  # tokens did leave
+    model._tiltbench.record_states = False
+    with torch.no_grad():
+        model(**batch)
+    assert model._tiltbench.states is None  # nothing recorded unless asked

@@ -73,8 +73,8 @@ def parse_knob_range(text: str | None) -> tuple[float, float] | None:
         low, high = (float(p) for p in parts)
     except ValueError:
         raise UserError(f"--knob-range takes LOW:HIGH, e.g. 0:0.4, got {text!r}") from None
-    if not low < high:
-        raise UserError(f"--knob-range needs LOW < HIGH, got {text!r}")
+    if not low < high or high == float("inf"):  # NaN fails `<` too
+        raise UserError(f"--knob-range needs finite LOW < HIGH, got {text!r}")
     return low, high
 
 

@@ -11,11 +11,12 @@ Devices, mixed precision, gradient accumulation and several processes (`accelera
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import shutil
 import time
-from dataclasses import KW_ONLY, asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,10 @@ from tiltbench.schedule import Schedule, Shape
 
 HASH_ALIGN_LR = 2e-4  # --hash-align-lr's default
 HASH_FITS = ("task", "vocabulary")  # --hash-fit: weight the table's rows by the task's token counts, or alike
+
+
+# TrainConfig fields whose command-line option has another name
+_OPTION_NAMES = {"learning_rate": "--lr", "regulariser_weight": "--lambda", "bimodal_weight": "--bimodal"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from tiltbench.methods import get_method
 
+        for item in fields(self):  # typer and YAML both read "inf" and "nan" as floats: no setting may be either
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                option = _OPTION_NAMES.get(item.name, "--" + item.name.replace("_", "-"))
+                raise UserError(f"{option} must be a finite number, got {value}")
         get_method(self.method)
         if self.method == "tilted":
             Schedule(1, self.tilt_rate, self.shape, None, self.min_tokens)  # validates rate, shape, min tokens
@@ -125,14 +135,14 @@ class TrainConfig:
         from tiltbench.distill import Distillation
 
         Distillation(self.alpha, self.distill_temperature)  # validates both
-        if not self.distill_hidden >= 0:
+        if self.distill_hidden < 0:
             raise UserError(f"--distill-hidden must be >= 0, got {self.distill_hidden}")
         if self.distill_hidden and self.teacher is None:
             raise UserError("--distill-hidden goes with --teacher: it teaches the teacher's hidden states")
-        if self.distill_hidden and (self.method != "tilted" or self.tilt_rate or self.knob_range is not None):
+        if self.distill_hidden and self.method != "tilted":
             raise UserError(
-                "--distill-hidden compares every token's hidden states with the teacher's, so it trains with "
-                "nothing removed: --method tilted --tilt-rate 0, no --knob-range"
+                f"--distill-hidden is built for --method tilted (its kept word vectors are compared with the "
+                f"teacher's at the same positions), not {self.method}"
             )
         if self.knob_range is not None:
             low, high = self.knob_range
@@ -460,7 +470,7 @@ def _train_epoch(
                     acc.backward(loss * weight)
                 step_loss += loss.item() * weight / world
                 continue
-            hidden = cfg.distill_hidden > 0  # the teacher's hidden states too (validated: nothing is removed)
+            hidden = cfg.distill_hidden > 0  # the teacher's hidden states too (validated: the teacher removes none)
             if run.teacher is not None:
                 with torch.no_grad(), acc.autocast():
                     taught = run.teacher(
@@ -472,17 +482,24 @@ def _train_epoch(
                 if knob is not None:
                     set_knob(model, knob)
                 with contextlib.nullcontext() if synced else acc.no_sync(run.ddp):
-                    output = run.ddp(**batch, output_hidden_states=hidden)
+                    # an eliminating pass records its kept word vectors itself (HF's collector needs one width)
+                    eliminating = hidden and model._tiltbench.eliminating
+                    model._tiltbench.record_states = eliminating  # for this pass only: evaluation records nothing
+                    output = run.ddp(**batch, output_hidden_states=hidden and not eliminating)
+                    model._tiltbench.record_states = False
                     loss = output.loss.float()
                     if target is not None:
                         loss = run.distillation.loss(output.logits.float(), target, loss, run.info.regression)
                     else:  # the first pass of a sandwich without a teacher teaches the others (in-place distillation)
                         target = output.logits.detach().float() if knob is not None else None
                     if hidden:
-                        loss = loss + cfg.distill_hidden * _alignment_loss(
-                            [x.float() for x in output.hidden_states],
-                            [x.float() for x in taught.hidden_states],
-                            batch["attention_mask"],
+                        if eliminating:
+                            recorded = zip(model._tiltbench.states, model._tiltbench.valids, strict=True)
+                            kept = [(x.float(), where, valid) for (x, where), valid in recorded]
+                        else:
+                            kept = [(x.float(), None, batch["attention_mask"]) for x in output.hidden_states]
+                        loss = loss + cfg.distill_hidden * _kept_alignment_loss(
+                            kept, [x.float() for x in taught.hidden_states]
                         )
                     penalty = method.regulariser()  # every pass: it also forgets what the forward recorded for it
                     if penalty is not None and stage.regulariser_weight:
@@ -575,12 +592,26 @@ def _same_shape(teacher: torch.nn.Module, student: torch.nn.Module) -> bool:
     return [getattr(teacher.config, k) for k in shape] == [getattr(student.config, k) for k in shape]
 
 
+def _kept_alignment_loss(student: list[tuple], teacher_states: tuple) -> torch.Tensor:
+    """--distill-hidden: the mean over the hidden states (embedding output, every layer) of the squared error
+    between each word vector the student still has and the teacher's at the same input position, over the real
+    tokens and hidden units. `student`: (states [B,w,h], positions [B,w] into the input or None for all of them in
+    order, validity [B,w]) per state. With nothing removed this is `_alignment_loss`; under elimination a layer's
+    kept vectors are compared with the teacher's vectors of those tokens (DynamicViT's token distillation, there
+    for the last layer only, here for every layer as TinyBERT's term is)."""
+    total = 0.0
+    for (states, positions, valid), goal in zip(student, teacher_states, strict=True):
+        if positions is not None:
+            goal = goal.gather(1, positions[:, :, None].expand(-1, -1, goal.shape[-1]))
+        real = valid[..., None].to(states.dtype)
+        total = total + ((states - goal) ** 2 * real).sum() / (real.sum() * states.shape[-1])
+    return total / len(student)
+
+
 def _alignment_loss(student_states: tuple, teacher_states: tuple, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error between the two models' hidden states (embeddings output and every layer's), over the
-    real tokens and hidden units, averaged over the layers."""
-    real = mask[..., None].to(student_states[0].dtype)
-    total = sum(((s - t) ** 2 * real).sum() for s, t in zip(student_states, teacher_states, strict=True))
-    return total / (real.sum() * student_states[0].shape[-1] * len(student_states))
+    real tokens and hidden units, averaged over the layers: `_kept_alignment_loss` with every token present."""
+    return _kept_alignment_loss([(states, None, mask) for states in student_states], teacher_states)
 
 
 def _input_embeddings(model: torch.nn.Module, tokenizer, cfg: TrainConfig, train: list[dict]) -> dict | None:  # noqa: ANN001

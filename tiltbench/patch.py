@@ -52,6 +52,11 @@ class TiltState:
     valids: list[Tensor] | None = None  # [B, width] validity after each layer of the last eliminating forward
     dense_input: tuple | None = None  # (HF mask, batch, length, device) of the last forward that eliminated nothing
     kept: Tensor | None = None  # realised [B, L+1] counts, derived from `valids` or `dense_input` on demand
+    # Set by whoever needs every layer's kept word vectors (finetune --distill-hidden under elimination), which HF's
+    # output_hidden_states cannot give once widths differ: each eliminating forward then leaves in `states` the
+    # (hidden [B, width, h], original positions [B, width]) of its input and of every layer, beside `valids`.
+    record_states: bool = False
+    states: list[tuple[Tensor, Tensor]] | None = None
     _tables: dict[tuple[Schedule, torch.device], Tensor] = field(default_factory=dict)
 
     @property
@@ -83,7 +88,7 @@ class TiltState:
 
     def __getstate__(self) -> dict:
         # The last forward's tensors and the count tables are caches: a pickled or deep-copied model starts clean.
-        return {**self.__dict__, "valids": None, "dense_input": None, "kept": None, "_tables": {}}
+        return {**self.__dict__, "valids": None, "dense_input": None, "kept": None, "states": None, "_tables": {}}
 
 
 def _right_padded_validity(mask: Tensor | None, hidden: Tensor) -> Tensor:
@@ -171,9 +176,12 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     lengths: list[int] = real.tolist()  # each row's real tokens now
     if method.soft and method.decides_before_attention:
         hidden = _soft_input_gated(encoder, hidden, valid)
-        state.valids, state.dense_input, state.kept = [valid] * (layers + 1), None, None
+        state.valids, state.dense_input, state.kept, state.states = [valid] * (layers + 1), None, None, None
         return hidden
     valids = [valid]
+    # where each row's word vectors came from (indices into the input), followed through every gather
+    positions = torch.arange(valid.shape[1], device=hidden.device).expand_as(valid) if state.record_states else None
+    states = [(hidden, positions)] if positions is not None else None
     # the fast path below: counts known on the host (planned or keep-all), no autograd (it scores in place)
     fast = plan is not None and not method.soft and not torch.is_grad_enabled()
     unpadded_scorer = method.scores_without_valid
@@ -202,6 +210,7 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
                 attended = layer.attention(hidden, hf_mask(valid, impl, hidden.dtype, everyone))[0]
                 idx, valid = keep_indices(scores, valid, n_out, max(kept))
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
+                positions = None if positions is None else positions.gather(1, idx)
                 hidden = layer.output(layer.intermediate(attended), attended)
                 lengths = [min(k, n) for k, n in zip(kept, lengths, strict=True)]  # what the gather kept
         elif fast and everyone and len(set(plan[i + 1])) == 1:
@@ -209,7 +218,9 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             # counts are the plan, so no select and no per-row masks; top_tokens keeps the k best in order.
             attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths, unpadded_scorer)
             k = plan[i + 1][0]
-            attended = gather_tokens(attended, top_tokens(scores, k))  # [B,k,h]
+            idx = top_tokens(scores, k)
+            attended = gather_tokens(attended, idx)  # [B,k,h]
+            positions = None if positions is None else positions.gather(1, idx)
             valid, lengths = valid.narrow(1, 0, k), [k] * len(lengths)  # every slot still real
             hidden = layer.output(layer.intermediate(attended), attended)
         else:
@@ -223,10 +234,13 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             if not adaptive or any(k < n for k, n in zip(kept, lengths, strict=True)):  # adaptive: no gather when
                 idx, valid = keep_indices(scores, valid, n_out, max(kept, default=0))  # every row keeps all
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
+                positions = None if positions is None else positions.gather(1, idx)
                 lengths = [min(k, n) for k, n in zip(kept, lengths, strict=True)]  # what the gather kept
             hidden = layer.output(layer.intermediate(attended), attended)
         valids.append(valid)  # what the gather kept: realised counts come from these, not from the plan
-    state.valids, state.dense_input, state.kept = valids, None, None
+        if states is not None:
+            states.append((hidden, positions))
+    state.valids, state.dense_input, state.kept, state.states = valids, None, None, states
     return hidden
 
 
@@ -318,7 +332,7 @@ def _tilted_class(base: type) -> type:
                 if not state.eliminating:  # HF's forward; counts are derived only if someone asks
                     B, n, _ = hidden_states.shape
                     _right_padded_validity(attention_mask, hidden_states)
-                    state.valids, state.kept = None, None
+                    state.valids, state.kept, state.states = None, None, None
                     state.dense_input = (attention_mask, B, n, hidden_states.device)
                     return super().forward(hidden_states, attention_mask, *args, **kwargs)
                 _refuse_per_layer_outputs(self, kwargs)

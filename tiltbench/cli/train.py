@@ -116,7 +116,8 @@ def finetune(
         float,
         typer.Option(
             help="With --teacher: weight of an added hidden-state term, the MSE of every layer's states to the "
-            "teacher's (TinyBERT's intermediate distillation; same hidden size and depth, nothing removed)."
+            "teacher's (TinyBERT's intermediate distillation; same hidden size and depth, a teacher that removes "
+            "nothing). Under elimination each kept word vector is compared with the teacher's at its position."
         ),
     ] = 0.0,
     knob_range: Annotated[
