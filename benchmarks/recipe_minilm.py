@@ -16,12 +16,15 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    against the checkpoint's own tilt rate 0), and each training's seconds per epoch.
 4. --ablation: offline-tune (accuracy only) of the 8,000-sentence ablation checkpoints (runs/recipes/sst2-8k-*) into
    results/recipe-ablation-sst2-8k/<name>/.
-5. --seeds: the same two recipes at seeds 1 and 2 (runs/recipes/<recipe>-seed<S>, trained here when missing), every
+5. --hidden-ablation: the 8k range + teacher recipe with and without --distill-hidden 1, seeds 0-2 each, accuracy
+   along the tilt rate (offline-tune): results/recipe-ablation-sst2-8k/hidden.json.
+6. --seeds: the same two recipes at seeds 1 and 2 (runs/recipes/<recipe>-seed<S>, trained here when missing), every
    seed's checkpoints evaluated without timing (accuracy only: the speed of a tilt rate does not depend on the
    seed) into results/recipe-minilm-sst2-full/seeds.json: accuracy per seed, mean and sample standard deviation,
    and the mean drop against the mean dense accuracy (the issue's target is a mean over three seeds).
 
-    TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py [--task imdb] [--ablation | --seeds]
+    TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py \\
+        [--task imdb] [--ablation | --hidden-ablation | --seeds]
 """
 
 from __future__ import annotations
@@ -163,6 +166,45 @@ def ablation() -> None:
         print(name, [(r.knob, round(r.metric, 4), round(r.predicted_speedup, 2)) for r in report.rows])
 
 
+def hidden_ablation(train_missing: bool = True) -> None:
+    """Does the hidden-state term help elimination? sst2-8k-tilted-range-teacher against the same recipe with
+    --distill-hidden 1 (-hidden), seeds 0-2 each (every seed distils from the seed-0 8k dense model, as the recipes
+    name it), accuracy along the tilt rate (offline-tune, no timing): results/recipe-ablation-sst2-8k/hidden.json."""
+    rates = tuple(sorted(GRID + FINE))
+    names = ("sst2-8k-tilted-range-teacher", "sst2-8k-tilted-range-teacher-hidden")
+    if train_missing:
+        train("sst2-8k-dense")  # the teacher
+    accuracy: dict[str, dict[float, list[float]]] = {name: {r: [] for r in rates} for name in names}
+    done = []
+    for seed in (0, 1, 2):
+        folders = [RUNS / (n if seed == 0 else f"{n}-seed{seed}") for n in names]
+        if not train_missing and not all((f / "tiltbench.json").is_file() for f in folders):
+            continue
+        for name in names:
+            report = offline_tune(OfflineConfig(str(train(name, seed)), knobs=rates))
+            for row in report.rows:
+                accuracy[name][row.knob].append(row.metric)
+        done.append(seed)
+    write_json_atomic(
+        RESULTS / "recipe-ablation-sst2-8k" / "hidden.json",
+        {
+            "seeds": done,
+            "recipes": {
+                name: [
+                    {"tilt_rate": rate, "accuracy": values, "mean": statistics.fmean(values) if values else None}
+                    for rate, values in by_rate.items()
+                ]
+                for name, by_rate in accuracy.items()
+            },
+            "environment": environment(),
+        },
+    )
+    for rate in rates:
+        means = [statistics.fmean(accuracy[n][rate]) if accuracy[n][rate] else float("nan") for n in names]
+        gain = 100 * (means[1] - means[0])
+        print(f"tilt {rate:g}: range + teacher {means[0]:.4f}, + hidden {means[1]:.4f} ({gain:+.2f} points)")
+
+
 def seeds(train_missing: bool = True) -> None:
     rates = tuple(sorted(GRID + FINE))
     accuracy: dict[str, dict[float, list[float]]] = {"dense": {0.0: []}, "range": {r: [] for r in rates}}
@@ -213,12 +255,18 @@ def main() -> None:
     parser.add_argument("--task", choices=sorted(TASKS), default="sst2", help="the headline sweep's task")
     parser.add_argument("--ablation", action="store_true", help="offline-tune the 8k ablation checkpoints only")
     parser.add_argument("--seeds", action="store_true", help="seeds 0-2 of both recipes, accuracy only")
+    parser.add_argument(
+        "--hidden-ablation", action="store_true", help="8k: range + teacher with and without --distill-hidden, 3 seeds"
+    )
     parser.add_argument("--no-train", action="store_true", help="with --seeds: only the seeds already trained")
     args = parser.parse_args()
     setup()
-    if args.task != "sst2" and (args.ablation or args.seeds):
-        parser.error("--ablation and --seeds are SST-2's (full-data seeds, 8k ablation); IMDB has its sweep only")
-    ablation() if args.ablation else seeds(not args.no_train) if args.seeds else full(args.task)
+    if args.task != "sst2" and (args.ablation or args.seeds or args.hidden_ablation):
+        parser.error("--ablation, --hidden-ablation and --seeds are SST-2's; IMDB has its sweep only")
+    if args.hidden_ablation:
+        hidden_ablation(not args.no_train)
+    else:
+        ablation() if args.ablation else seeds(not args.no_train) if args.seeds else full(args.task)
 
 
 if __name__ == "__main__":
