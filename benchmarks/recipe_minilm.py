@@ -68,7 +68,7 @@ class TaskRun:
     run_name: str
     measure: MeasureConfig
     training_note: str  # what the recorded training wall times include
-    save_every: int = 100  # steps between resumable saves (an IMDB step at len 512 takes ~30 s here)
+    save_every: int = 100  # steps between resumable saves (a dense IMDB step at len 512 took ~24 s here)
 
 
 TASKS = {
