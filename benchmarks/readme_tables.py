@@ -276,6 +276,23 @@ def recipe_ablation() -> str:
     return f"Dense fine-tune of the same data: {dense:.3f}.\n\n" + table
 
 
+def recipe_hidden() -> str:
+    """The 8k range + teacher recipe with and without --distill-hidden: mean accuracy over the seeds at each tilt
+    rate, and the difference, seed-paired (both recipes of a seed train on the same 8,000 sentences)."""
+    data = _load("recipe-ablation-sst2-8k/hidden.json")
+    plain, hidden = (data["recipes"][f"sst2-8k-tilted-range-teacher{s}"] for s in ("", "-hidden"))
+    rates = [row["tilt_rate"] for row in plain]
+    pairs = zip(plain, hidden, strict=True)
+    gaps = [[100 * (b - a) for a, b in zip(p["accuracy"], h["accuracy"], strict=True)] for p, h in pairs]
+    body = [
+        ["range 0:0.4 + teacher", *(f"{row['mean']:.3f}" for row in plain)],
+        ["the same + `--distill-hidden 1`", *(f"{row['mean']:.3f}" for row in hidden)],
+        ["difference, mean (pts)", *(f"{statistics.mean(g):+.1f}" for g in gaps)],
+        ["seeds gaining / losing", *(f"{sum(x > 0 for x in g)} / {sum(x < 0 for x in g)}" for g in gaps)],
+    ]
+    return _md([f"8k, {len(data['seeds'])} seeds", *(f"τ {r:g}" for r in rates)], body)
+
+
 def accelerate() -> str:
     data = _load("accelerate-minilm-sst2/report.json")
     rows = sorted(data["rows"], key=lambda r: (r["processes"], r["seed"]))
@@ -528,6 +545,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-sst2-full": recipe_full,
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
+    "recipe-hidden-sst2-8k": recipe_hidden,
     "accelerate-sst2": accelerate,
     "demo": demo,
     "measure-sst2": lambda: measured("measure-minilm-sst2"),
