@@ -293,6 +293,28 @@ def recipe_hidden() -> str:
     return _md([f"8k, {len(data['seeds'])} seeds", *(f"τ {r:g}" for r in rates)], body)
 
 
+def recipe_specialists() -> str:
+    """The 8k range + teacher checkpoint against single-knob specialists (each trained at its rate, + teacher) at
+    their rates, seed-paired means."""
+    data = _load("recipe-ablation-sst2-8k/specialists.json")
+    body = []
+    for row in data["rows"]:
+        specialist, ranged = row["specialist"], row["range"]
+        body.append(
+            [
+                f"{row['tilt_rate']:g}",
+                f"{statistics.mean(specialist):.3f} ({', '.join(f'{a:.3f}' for a in specialist)})",
+                f"{statistics.mean(ranged):.3f} ({', '.join(f'{a:.3f}' for a in ranged)})",
+                f"{row['range_minus_specialist_points']:+.1f}",
+            ]
+        )
+    seeds = len(data["seeds"])
+    return _md(
+        ["tilt rate", f"specialist, mean ({seeds} seeds)", f"range 0:0.4, mean ({seeds} seeds)", "range − specialist"],
+        body,
+    )
+
+
 def accelerate() -> str:
     data = _load("accelerate-minilm-sst2/report.json")
     rows = sorted(data["rows"], key=lambda r: (r["processes"], r["seed"]))
@@ -546,6 +568,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
     "recipe-hidden-sst2-8k": recipe_hidden,
+    "recipe-specialists-sst2-8k": recipe_specialists,
     "accelerate-sst2": accelerate,
     "demo": demo,
     "measure-sst2": lambda: measured("measure-minilm-sst2"),

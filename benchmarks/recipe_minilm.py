@@ -226,8 +226,8 @@ def specialists(train_missing: bool = True) -> None:
             continue
         ranged = offline_tune(OfflineConfig(str(train(names[-1], seed)), knobs=SPECIALIST_RATES)).rows
         for rate, name in zip(SPECIALIST_RATES, names[:-1], strict=True):
-            own = offline_tune(OfflineConfig(str(train(name, seed)), knobs=(rate,))).rows[0]
-            rows[rate]["specialist"].append(own.metric)
+            own = offline_tune(OfflineConfig(str(train(name, seed)), knobs=(rate,))).rows  # with its dense row
+            rows[rate]["specialist"].append(next(r.metric for r in own if r.knob == rate))
             rows[rate]["range"].append(next(r.metric for r in ranged if r.knob == rate))
         done.append(seed)
     summary = [
