@@ -96,9 +96,19 @@ TASKS = {
 }
 
 
+def run_dir(name: str, seed: int = 0) -> Path:
+    """Where recipe <name> trained at <seed> lives: runs/recipes/<name>[-seed<S>]."""
+    return RUNS / (name if seed == 0 else f"{name}-seed{seed}")
+
+
+def trained(names: list[str] | tuple[str, ...], seed: int) -> bool:
+    """Whether every named recipe has a finished checkpoint at this seed."""
+    return all((run_dir(n, seed) / "tiltbench.json").is_file() for n in names)
+
+
 def train(name: str, seed: int = 0, save_every: int = 100) -> Path:
-    """runs/recipes/<name>[-seed<S>], trained by its recipe in a separate process unless it exists (resumable)."""
-    output = RUNS / (name if seed == 0 else f"{name}-seed{seed}")
+    """run_dir(name, seed), trained by its recipe in a separate process unless it exists (resumable)."""
+    output = run_dir(name, seed)
     if not (output / "tiltbench.json").is_file():
         command = [sys.executable, "-m", "tiltbench", "finetune", "--recipe", str(RECIPES / f"{name}.yaml")]
         command += ["--seed", str(seed), "--output", str(output), "--save-every", str(save_every)]
@@ -179,8 +189,7 @@ def hidden_ablation(train_missing: bool = True) -> None:
     accuracy: dict[str, dict[float, list[float]]] = {name: {r: [] for r in rates} for name in names}
     done = []
     for seed in (0, 1, 2):
-        folders = [RUNS / (n if seed == 0 else f"{n}-seed{seed}") for n in names]
-        if not train_missing and not all((f / "tiltbench.json").is_file() for f in folders):
+        if not train_missing and not trained(names, seed):
             continue
         for name in names:
             report = offline_tune(OfflineConfig(str(train(name, seed)), knobs=rates))
@@ -221,8 +230,7 @@ def specialists(train_missing: bool = True) -> None:
     rows, done = {rate: {"specialist": [], "range": []} for rate in SPECIALIST_RATES}, []
     for seed in (0, 1, 2):
         names = [f"sst2-8k-tilted-{rate}-teacher" for rate in SPECIALIST_RATES] + ["sst2-8k-tilted-range-teacher"]
-        folders = [RUNS / (n if seed == 0 else f"{n}-seed{seed}") for n in names]
-        if not train_missing and not all((f / "tiltbench.json").is_file() for f in folders):
+        if not train_missing and not trained(names, seed):
             continue
         ranged = offline_tune(OfflineConfig(str(train(names[-1], seed)), knobs=SPECIALIST_RATES)).rows
         for rate, name in zip(SPECIALIST_RATES, names[:-1], strict=True):
@@ -255,12 +263,7 @@ def seeds(train_missing: bool = True) -> None:
     rates = tuple(sorted(GRID + FINE))
     accuracy: dict[str, dict[float, list[float]]] = {"dense": {0.0: []}, "range": {r: [] for r in rates}}
     recipes = (("sst2-full-dense", "dense", (0.0,)), ("sst2-full-tilted-range-teacher", "range", rates))
-    done = [
-        seed
-        for seed in (0, 1, 2)
-        if train_missing
-        or all((RUNS / (n if seed == 0 else f"{n}-seed{seed}") / "tiltbench.json").is_file() for n, _, _ in recipes)
-    ]
+    done = [seed for seed in (0, 1, 2) if train_missing or trained([n for n, _, _ in recipes], seed)]
     for seed in done:
         for name, key, grid in recipes:
             checkpoint = train(name, seed)

@@ -148,16 +148,25 @@ def test_bad_teacher_and_range_are_one_error_line(tiny_checkpoint, tmp_path):
 
 
 def _hidden_gap(student: str, teacher: str) -> float:
-    """Mean squared distance of the two models' hidden states (every layer, real tokens) on 16 dev sentences."""
-    from tiltbench.finetune import _alignment_loss
+    """finetune's --distill-hidden loss on 16 dev sentences, the student at its saved knob: every hidden state
+    against the teacher's, or, for a student that removes tokens, its kept word vectors against the teacher's of
+    the same tokens (real tokens only)."""
+    from tiltbench.finetune import _kept_alignment_loss
     from tiltbench.models import load_checkpoint
 
     lines = (DATA_DIR / "sst2" / "dev.tsv").read_text().splitlines()[1:17]
     (s, tokenizer, *_), (t, *_) = load_checkpoint(student), load_checkpoint(teacher)
     batch = tokenizer([line.rsplit("\t", 1)[0] for line in lines], padding=True, return_tensors="pt")
+    eliminating = s._tiltbench.record_states = s._tiltbench.eliminating
     with torch.no_grad():
-        states = [m(**batch, output_hidden_states=True).hidden_states for m in (s, t)]
-    return _alignment_loss(states[0], states[1], batch["attention_mask"]).item()
+        output = s(**batch, output_hidden_states=not eliminating)
+        goal = t(**batch, output_hidden_states=True).hidden_states
+    if eliminating:
+        recorded = zip(s._tiltbench.states, s._tiltbench.valids, strict=True)
+        kept = [(x, where, valid) for (x, where), valid in recorded]
+    else:
+        kept = [(x, None, batch["attention_mask"]) for x in output.hidden_states]
+    return _kept_alignment_loss(kept, goal).item()
 
 
 def test_hidden_distillation_teaches_the_teachers_hidden_states(tiny_checkpoint, tmp_path):
@@ -180,23 +189,6 @@ def test_hidden_distillation_teaches_the_teachers_hidden_states(tiny_checkpoint,
     assert meta["train_config"]["distill_hidden"] == 10.0
 
 
-def _kept_gap(student: str, teacher: str) -> float:
-    """_hidden_gap for a student that removes tokens at its saved tilt rate: its kept word vectors against the
-    teacher's at the same positions (finetune's own --distill-hidden loss), on 16 dev sentences."""
-    from tiltbench.finetune import _kept_alignment_loss
-    from tiltbench.models import load_checkpoint
-
-    lines = (DATA_DIR / "sst2" / "dev.tsv").read_text().splitlines()[1:17]
-    (s, tokenizer, *_), (t, *_) = load_checkpoint(student), load_checkpoint(teacher)
-    batch = tokenizer([line.rsplit("\t", 1)[0] for line in lines], padding=True, return_tensors="pt")
-    s._tiltbench.record_states = True
-    with torch.no_grad():
-        s(**batch)
-        goal = t(**batch, output_hidden_states=True).hidden_states
-    recorded = zip(s._tiltbench.states, s._tiltbench.valids, strict=True)
-    return _kept_alignment_loss([(x, where, valid) for (x, where), valid in recorded], goal).item()
-
-
 @pytest.mark.parametrize("options", [dict(tilt_rate=0.3), dict(knob_range=(0.0, 0.4))], ids=["tilt", "range"])
 def test_hidden_distillation_under_elimination_teaches_the_kept_word_vectors(tiny_checkpoint, tmp_path, options):
     from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
@@ -214,7 +206,7 @@ def test_hidden_distillation_under_elimination_teaches_the_kept_word_vectors(tin
     for name in ("plain", "hidden"):  # both evaluated where they remove tokens (the range one at its top)
         meta = json.loads((tmp_path / name / "tiltbench.json").read_text())
         assert meta["schedule"]["tilt_rate"] > 0, meta["schedule"]
-    assert _kept_gap(str(tmp_path / "hidden"), teacher) < 0.5 * _kept_gap(str(tmp_path / "plain"), teacher)
+    assert _hidden_gap(str(tmp_path / "hidden"), teacher) < 0.5 * _hidden_gap(str(tmp_path / "plain"), teacher)
 
 
 @pytest.mark.parametrize(
