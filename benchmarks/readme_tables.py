@@ -205,32 +205,37 @@ def seeds(folder: str) -> str:
     return _md(["recipe", "knob", *(f"seed {s}" for s in data["seeds"]), "mean ± sd"], body)
 
 
-def recipe_full() -> str:
-    """The full-SST-2 recipes: accuracy and its drop against the dense model of the same data and epochs, measured
-    speedup at batch 1 and 32 against dense-dynamic, and the FLOP ratio."""
-    data = _load("recipe-minilm-sst2-full/summary.json")
-    names = {"sst2-full-dense": "dense", "sst2-full-tilted-range-teacher": "tilted, range 0:0.4 + teacher"}
-    cells: dict[tuple[str, float], dict[int, dict]] = {}
-    for row in data["rows"]:
-        cells.setdefault((row["checkpoint"], row["tilt_rate"]), {})[row["batch_size"]] = row
-    body = []
-    for (checkpoint, rate), by_batch in cells.items():
-        one, many = by_batch[1], by_batch[32]
-        body.append(
-            [
-                names.get(checkpoint, checkpoint),
-                f"{rate:g}",
-                f"{one['accuracy']:.3f}",
-                "—" if checkpoint == "sst2-full-dense" else f"{0.0 - one['drop_vs_dense_points']:+.1f}",
-                f"{many['speedup_vs_dense_dynamic']:.2f}×",
-                f"{one['speedup_vs_dense_dynamic']:.2f}×",
-                f"{many['predicted_flop_speedup']:.2f}×",
-            ]
+def recipe_full(folder: str, names: dict[str, str], metric: str = "dev accuracy") -> Callable[[], str]:
+    """A task's headline recipes (recipe_minilm.py [--task]): accuracy and its drop against the dense model of the
+    same data and epochs, measured speedup at batch 1 and 32 against dense-dynamic, and the FLOP ratio. <names>
+    maps checkpoint folders to row labels; the first is the dense model."""
+    dense = next(iter(names))
+
+    def render() -> str:
+        data = _load(f"{folder}/summary.json")
+        cells: dict[tuple[str, float], dict[int, dict]] = {}
+        for row in data["rows"]:
+            cells.setdefault((row["checkpoint"], row["tilt_rate"]), {})[row["batch_size"]] = row
+        body = []
+        for (checkpoint, rate), by_batch in cells.items():
+            one, many = by_batch[1], by_batch[32]
+            body.append(
+                [
+                    names.get(checkpoint, checkpoint),
+                    f"{rate:g}",
+                    f"{one['accuracy']:.3f}",
+                    "—" if checkpoint == dense else f"{0.0 - one['drop_vs_dense_points']:+.1f}",
+                    f"{many['speedup_vs_dense_dynamic']:.2f}×",
+                    f"{one['speedup_vs_dense_dynamic']:.2f}×",
+                    f"{many['predicted_flop_speedup']:.2f}×",
+                ]
+            )
+        return _md(
+            ["checkpoint", "tilt rate", metric, "vs dense (pts)", "speedup b32", "speedup b1", "FLOP ratio"],
+            body,
         )
-    return _md(
-        ["checkpoint", "tilt rate", "dev accuracy", "vs dense (pts)", "speedup b32", "speedup b1", "FLOP ratio"],
-        body,
-    )
+
+    return render
 
 
 def recipe_training() -> str:
@@ -564,7 +569,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "int8-backends": int8_backends,
     "stack-sst2": lambda: stack("stack-minilm-sst2"),
     "stack-imdb": lambda: stack("stack-minilm-imdb"),
-    "recipe-sst2-full": recipe_full,
+    "recipe-sst2-full": recipe_full(
+        "recipe-minilm-sst2-full",
+        {"sst2-full-dense": "dense", "sst2-full-tilted-range-teacher": "tilted, range 0:0.4 + teacher"},
+    ),
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
     "recipe-hidden-sst2-8k": recipe_hidden,
