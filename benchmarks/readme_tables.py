@@ -573,6 +573,11 @@ TABLES: dict[str, Callable[[], str]] = {
         "recipe-minilm-sst2-full",
         {"sst2-full-dense": "dense", "sst2-full-tilted-range-teacher": "tilted, range 0:0.4 + teacher"},
     ),
+    "recipe-imdb-5k": recipe_full(
+        "recipe-minilm-imdb-5k",
+        {"imdb-5k-dense": "dense", "imdb-5k-tilted-range-teacher": "tilted, range 0:0.5 + teacher"},
+        "test accuracy (2,000)",
+    ),
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
     "recipe-hidden-sst2-8k": recipe_hidden,
