@@ -337,7 +337,11 @@ def main() -> None:
         action="store_true",
         help="single-knob specialists against the range checkpoint (SST-2 8k: 3 seeds)",
     )
-    parser.add_argument("--no-train", action="store_true", help="with --seeds: only the seeds already trained")
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="with --seeds, --hidden-ablation or --specialists: only what is already trained",
+    )
     args = parser.parse_args()
     setup()
     if args.task != "sst2" and (args.ablation or args.seeds or args.hidden_ablation):
