@@ -298,26 +298,34 @@ def recipe_hidden() -> str:
     return _md([f"8k, {len(data['seeds'])} seeds", *(f"τ {r:g}" for r in rates)], body)
 
 
-def recipe_specialists() -> str:
-    """The 8k range + teacher checkpoint against single-knob specialists (each trained at its rate, + teacher) at
-    their rates, seed-paired means."""
-    data = _load("recipe-ablation-sst2-8k/specialists.json")
-    body = []
-    for row in data["rows"]:
-        specialist, ranged = row["specialist"], row["range"]
-        body.append(
+def recipe_specialists(path: str, ranged_label: str) -> Callable[[], str]:
+    """A range + teacher checkpoint against single-knob specialists (each trained at its rate, + teacher) at their
+    rates: seed-paired means, each seed's value in brackets when there are several."""
+
+    def render() -> str:
+        data = _load(path)
+        seeds = len(data["seeds"])
+
+        def cell(values: list[float]) -> str:
+            mean = f"{statistics.mean(values):.3f}"
+            return mean if seeds == 1 else f"{mean} ({', '.join(f'{a:.3f}' for a in values)})"
+
+        body = [
             [
                 f"{row['tilt_rate']:g}",
-                f"{statistics.mean(specialist):.3f} ({', '.join(f'{a:.3f}' for a in specialist)})",
-                f"{statistics.mean(ranged):.3f} ({', '.join(f'{a:.3f}' for a in ranged)})",
+                cell(row["specialist"]),
+                cell(row["range"]),
                 f"{row['range_minus_specialist_points']:+.1f}",
             ]
+            for row in data["rows"]
+        ]
+        count = f"{seeds} seed" + ("s" if seeds > 1 else "")
+        return _md(
+            ["tilt rate", f"specialist, mean ({count})", f"{ranged_label}, mean ({count})", "range − specialist"],
+            body,
         )
-    seeds = len(data["seeds"])
-    return _md(
-        ["tilt rate", f"specialist, mean ({seeds} seeds)", f"range 0:0.4, mean ({seeds} seeds)", "range − specialist"],
-        body,
-    )
+
+    return render
 
 
 def accelerate() -> str:
@@ -578,10 +586,11 @@ TABLES: dict[str, Callable[[], str]] = {
         {"imdb-5k-dense": "dense", "imdb-5k-tilted-range-teacher": "tilted, range 0:0.5 + teacher"},
         "test accuracy (2,000)",
     ),
+    "recipe-specialists-imdb-5k": recipe_specialists("recipe-minilm-imdb-5k/specialists.json", "range 0:0.5"),
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
     "recipe-hidden-sst2-8k": recipe_hidden,
-    "recipe-specialists-sst2-8k": recipe_specialists,
+    "recipe-specialists-sst2-8k": recipe_specialists("recipe-ablation-sst2-8k/specialists.json", "range 0:0.4"),
     "accelerate-sst2": accelerate,
     "demo": demo,
     "measure-sst2": lambda: measured("measure-minilm-sst2"),
