@@ -9,6 +9,9 @@ the median reported and every run kept.
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/batch1_overhead.py sst2 CKPT --transform int8
         --label after
 
+The fused attention kernel (tiltbench/fused.py) against the torch ops it replaces, same code, same session:
+`TILTBENCH_FUSED_ATTENTION=0 ... --label unfused`, then `... --label fused`.
+
 To compare code versions, run the same command under each (`git worktree add /tmp/before <commit>`, then
 `PYTHONPATH=/tmp/before python benchmarks/batch1_overhead.py ... --label before`): each run writes
 results/batch1-overhead/<label>-<task>-<transform>.json with its git commit and environment.
@@ -56,13 +59,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import tiltbench
+    from tiltbench import fused
     from tiltbench.cli.common import setup
     from tiltbench.data import DataConfig, collate, encode, load_split
     from tiltbench.environment import environment
     from tiltbench.files import write_json_atomic
     from tiltbench.latency import Variant, robust_total, time_interleaved
     from tiltbench.models import load_checkpoint, load_model
-    from tiltbench.patch import set_knob
+    from tiltbench.patch import method_of, set_knob
 
     setup()
     max_len, n_inputs, min_iterations = SETTINGS[args.task]
@@ -86,8 +90,14 @@ def main() -> None:
     for knob in knobs:
         set_knob(model, knob)
         ops[f"knob {knob:g}"] = aten_ops(model, batches[0])
+    # keep-all: every layer takes the eliminating path (its attention and scoring) and removes nothing: what the
+    # path costs, or saves, before a token leaves; each knob against it is what the removed tokens buy
+    set_knob(model, method_of(model).dense_knob, keep_all=True)
+    ops["keep-all"] = aten_ops(model, batches[0])
     variants = [Variant("dense", dense, batches)]
     variants += [Variant(f"knob {k:g}", model, batches, lambda k=k: set_knob(model, k)) for k in knobs]
+    keep_all = lambda: set_knob(model, method_of(model).dense_knob, keep_all=True)  # noqa: E731
+    variants.append(Variant("keep-all", model, batches, keep_all))
     runs = []  # each run: every variant timed afresh, interleaved (per input the median over rounds, summed)
     for _ in range(args.runs):
         latency = time_interleaved(variants, warmup=5, min_iterations=min_iterations, min_seconds=1.0, min_rounds=4)
@@ -109,6 +119,7 @@ def main() -> None:
         },
         "speedup_per_run": [{name: round(v, 4) for name, v in s.items()} for s in speedups],
         "dense_ms_per_input": round(statistics.median(t["dense"] for t in runs) / len(batches), 3),
+        "fused_attention": fused.status(),  # the eliminating layers' attention: the fused kernel or torch ops
         "environment": environment(dense.config._attn_implementation, seed=0),
     }
     out = ROOT / "results" / "batch1-overhead" / f"{args.label}-{args.task}-{args.transform}.json"

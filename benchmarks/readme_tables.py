@@ -416,31 +416,37 @@ def batch1() -> str:
     same-transform dense model at each knob."""
     body = []
     runs = [json.loads(p.read_text()) for p in (RESULTS / "batch1-overhead").glob("*.json")]
-    order = {"before": 0, "after": 1, "blocks": 2, "head": 3, "direct": 4}
+    order = {"before": 0, "after": 1, "blocks": 2, "head": 3, "direct": 4, "unfused": 5, "fused": 6}
     names = {
         "before": "before (a60ec89)",
         "after": "short path",
         "blocks": "+ head blocks (reverted)",
         "head": "short path, rerun (b722c23)",
         "direct": "+ direct layer calls (5bd0b0e)",
+        "unfused": "torch-op attention, rerun",
+        "fused": "+ fused attention kernel",
     }
-    for data in sorted(runs, key=lambda d: (d["task"], d["transform"], order.get(d["label"], 5))):
+    knobs: list[str] = []
+    for data in runs:
+        knobs += [k for k in data["speedup_vs_same_transform_dense"] if k.startswith("knob ") and k not in knobs]
+    knobs.sort(key=lambda k: float(k.removeprefix("knob ")))
+    for data in sorted(runs, key=lambda d: (d["task"], d["transform"], order.get(d["label"], 7))):
         ops = data["aten_ops_per_forward"]
-        knob_ops = next(v for k, v in ops.items() if k != "dense")
+        knob_ops = next(v for k, v in ops.items() if k.startswith("knob "))
         speed = data["speedup_vs_same_transform_dense"]
         body.append(
             [
                 data["task"],
                 data["transform"],
                 names.get(data["label"], data["label"]),
+                data["environment"]["cpu"].replace("(R)", "").replace(" Processor", ""),  # the VM's host varies
                 str(data.get("runs", 1)),
                 f"{ops['dense']:.0f} / {knob_ops:.0f}",
-                *(f"{v:.2f}×" for v in speed.values()),
+                *(f"{speed[k]:.2f}×" if k in speed else "—" for k in [*knobs, "keep-all"]),
             ]
         )
-    knobs = [k.removeprefix("knob ") for k in speed]
-    headers = ["task", "transform", "code", "runs (median)", "aten ops dense / eliminating"]
-    return _md([*headers, *(f"τ {k}" for k in knobs)], body)
+    headers = ["task", "transform", "code", "CPU", "runs (median)", "aten ops dense / eliminating"]
+    return _md([*headers, *(f"τ {k.removeprefix('knob ')}" for k in knobs), "keep-all (τ 0)"], body)
 
 
 def stack_offline() -> str:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from tiltbench import fused
+
 # scorer(probs [B,H,n,n] pre-dropout, valid [B,n] bool or None (every slot real), values [B,H,n,d]) -> importance [B,n]
 Scorer = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -48,6 +50,16 @@ def score_acc_norm(probs: Tensor, valid: Tensor | None, values: Tensor) -> Tenso
 
 
 SCORERS: dict[str, Scorer] = {"acc": score_acc, "acc-nodiag": score_acc_nodiag, "acc-norm": score_acc_norm}
+
+# The same scorers from what the fused kernel (tiltbench/fused.py) returns for a batch without padding instead of
+# the probabilities: received [B,H,n] (attention each key receives, summed over queries), self-attention [B,H,n]
+# (each token's probability on itself) and values [B,H,n,d]. The maths of SCORERS with valid None.
+ReceivedScorer = Callable[[Tensor, Tensor, Tensor], Tensor]
+RECEIVED_SCORERS: dict[str, ReceivedScorer] = {
+    "acc": lambda received, self_attention, values: received.sum(1),
+    "acc-nodiag": lambda received, self_attention, values: (received - self_attention).sum(1),
+    "acc-norm": lambda received, self_attention, values: (received * values.norm(dim=-1)).sum(1),
+}
 
 
 def key_valid_from_hf_mask(mask: Tensor | None, batch: int, length: int, device: torch.device) -> Tensor:
@@ -156,6 +168,7 @@ def attention_with_scores(
     scorer: Scorer,
     lengths: Sequence[int] | None = None,
     scorer_takes_none: bool = False,
+    received_scorer: ReceivedScorer | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run a BertLayer-layout self-attention sub-layer and score its keys from pre-dropout probabilities.
 
@@ -166,16 +179,36 @@ def attention_with_scores(
     they are never kept. Returns (attention sub-layer output [B,n,h] after residual + LayerNorm, scores [B,n]).
     `lengths`: each row's real tokens, when the caller knows them on the host (None: read them, one host sync).
     `scorer_takes_none`: the scorer accepts valid=None for a batch without padding (the built-in ones do).
+    `received_scorer`: the same scorer from the fused kernel's outputs (RECEIVED_SCORERS); with it, a batch without
+    padding in inference on the CPU in fp32 takes the fused kernel (tiltbench/fused.py) when it is available.
     """
     self_attn = layer.attention.self
     B, n, _ = hidden.shape
     heads_shape = (B, n, -1, self_attn.attention_head_size)
     scaling = getattr(self_attn, "scaling", self_attn.attention_head_size**-0.5)
-    query = self_attn.query(hidden).view(heads_shape).transpose(1, 2)  # [B,H,n,d]
-    key_t = self_attn.key(hidden).view(heads_shape).permute(0, 2, 3, 1)  # [B,H,d,n]
-    value = self_attn.value(hidden).view(heads_shape).transpose(1, 2)  # [B,H,n,d]
-    H, d = query.shape[1], query.shape[3]
+    query_rows, key_rows, value_rows = self_attn.query(hidden), self_attn.key(hidden), self_attn.value(hidden)
     lengths = valid.sum(1).tolist() if lengths is None else list(lengths)
+    if (
+        received_scorer is not None
+        and min(lengths, default=0) == n > 0
+        and hidden.device.type == "cpu"
+        and query_rows.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not self_attn.training
+        and (kernel := fused.attention_received()) is not None
+    ):
+        # Context and each key's received attention in one pass, the probabilities never written out: faster
+        # than sdpa here, so the scoring layer costs no more than HF's (README "Batch 1"). Same maths up to rounding.
+        heads = query_rows.shape[-1] // self_attn.attention_head_size
+        context, received, self_attention = kernel(
+            query_rows, key_rows, value_rows, heads, float(scaling), fused.QUERY_BLOCK
+        )
+        scores = received_scorer(received, self_attention, value_rows.view(heads_shape).transpose(1, 2))
+        return layer.attention.output(context, hidden), scores
+    query = query_rows.view(heads_shape).transpose(1, 2)  # [B,H,n,d]
+    key_t = key_rows.view(heads_shape).permute(0, 2, 3, 1)  # [B,H,d,n]
+    value = value_rows.view(heads_shape).transpose(1, 2)  # [B,H,n,d]
+    H, d = query.shape[1], query.shape[3]
     chunks = row_chunks(lengths, H, hidden.element_size(), whole=hidden.device.type != "cpu")
     if len(chunks) == 1 and min(lengths, default=0) == n:
         # No padding and one chunk (always at batch 1): no mask, no zeroed buffers, no copies into them, and the

@@ -63,6 +63,7 @@ def environment(attn_implementation: str | None = None, seed: int | None = None)
     """Hardware, threads, versions, git commit, attention implementation and seed of this run."""
     import torch
 
+    from tiltbench import fused
     from tiltbench.transforms import TRANSFORMS
 
     return {
@@ -76,6 +77,8 @@ def environment(attn_implementation: str | None = None, seed: int | None = None)
         "versions": {p: _version(p) for p in ("tiltbench", "torch", "transformers", "datasets", "fvcore")},
         "git_commit": git_commit(),
         "attn_implementation": attn_implementation,
+        # whether the eliminating layers' unpadded attention ran the fused CPU kernel (tiltbench/fused.py)
+        "fused_attention": fused.status(),
         "seed": seed,
         # how each numerics transform a row may name rewrites the model here (int8: backend, engine, granularity)
         "transforms": {name: cls().config() for name, cls in sorted(TRANSFORMS.items())},

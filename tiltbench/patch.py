@@ -185,6 +185,7 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     # the fast path below: counts known on the host (planned or keep-all), no autograd (it scores in place)
     fast = plan is not None and not method.soft and not torch.is_grad_enabled()
     unpadded_scorer = method.scores_without_valid
+    received_scorer = method.received_scorer if not method.soft else None
     for i, layer in enumerate(encoder.layer):
         width = valid.shape[1]
         everyone = min(lengths, default=width) == width  # no row has padding (known on the host)
@@ -216,7 +217,9 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
         elif fast and everyone and len(set(plan[i + 1])) == 1:
             # Inference, a planned method, no padding and one count for every row (always at batch 1): the
             # counts are the plan, so no select and no per-row masks; top_tokens keeps the k best in order.
-            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths, unpadded_scorer)
+            attended, scores = attention_with_scores(
+                layer, hidden, valid, method.score, lengths, unpadded_scorer, received_scorer
+            )
             k = plan[i + 1][0]
             idx = top_tokens(scores, k)
             attended = gather_tokens(attended, idx)  # [B,k,h]
@@ -224,7 +227,9 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             valid, lengths = valid.narrow(1, 0, k), [k] * len(lengths)  # every slot still real
             hidden = layer.output(layer.intermediate(attended), attended)
         else:
-            attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths, unpadded_scorer)
+            attended, scores = attention_with_scores(
+                layer, hidden, valid, method.score, lengths, unpadded_scorer, received_scorer
+            )
             if state.keep_all:
                 n_out, kept = counts[:, i + 1], plan[i + 1]
             else:

@@ -39,7 +39,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from tiltbench.eliminate import SCORERS, Scorer
+from tiltbench.eliminate import RECEIVED_SCORERS, SCORERS, ReceivedScorer, Scorer
 from tiltbench.errors import UserError
 from tiltbench.schedule import Schedule
 
@@ -124,6 +124,12 @@ class Method(nn.Module):
         """Whether `score` takes valid=None for "every slot is real" (the built-in scorers do; a batch with no
         padding then skips the masking of pad queries). A method that overrides `score` says so itself."""
         return type(self).score is Method.score
+
+    @property
+    def received_scorer(self) -> ReceivedScorer | None:
+        """`score` computed from the fused kernel's received attention (eliminate.RECEIVED_SCORERS); None for a
+        method that overrides `score` and not this: it then always sees the probabilities (the unfused path)."""
+        return RECEIVED_SCORERS[self.scorer_name] if type(self).score is Method.score else None
 
     def select(self, view: LayerView, scores: Tensor) -> Tensor:
         if view.planned is None:

@@ -30,6 +30,8 @@ Ours:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -105,6 +107,11 @@ class LTP(Method):
     def score(self, probs: Tensor, valid: Tensor | None, values: Tensor) -> Tensor:
         """s(i) = Σ_h Σ_{j real} A_h[j, i] / (H N), N the recorded maximum length (see the module docstring)."""
         return _received(probs, valid).sum(1) / (probs.shape[1] * self.max_len)
+
+    @property
+    def received_scorer(self) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """`score` from the fused kernel's received attention [B,H,n] (a batch without padding, inference)."""
+        return lambda received, self_attention, values: received.sum(1) / (received.shape[1] * self.max_len)
 
     def select(self, view: LayerView, scores: Tensor) -> Tensor:
         scale = 1.0 if view.knob is None else view.knob
