@@ -77,15 +77,34 @@ def test_the_patched_model_keeps_the_same_tokens_with_and_without_the_kernel(mon
         calls.clear()
 
 
-def test_padded_batches_and_gradients_take_the_unfused_path(monkeypatch):
+def test_padding_gradients_training_mode_and_bf16_take_the_unfused_path(monkeypatch):
     model = patch(tiny_bert(), tilt_rate=0.2)
     calls = []
     # asked for only once every other condition holds (it is the last test of the chain)
     monkeypatch.setattr(fused, "attention_received", lambda: calls.append(1))
     with torch.no_grad():
+        model(**random_batch([20]))
+    assert len(calls) == 4  # the control: an unpadded inference forward in fp32 asks in each eliminating layer
+    calls.clear()
+    with torch.no_grad():
         model(**random_batch([20, 13]))  # padding: per-row masks
     model(**random_batch([20]))  # autograd on: the kernel has no backward
+    with torch.no_grad():
+        model.train()  # attention dropout
+        model(**random_batch([20]))
+        model.eval().to(torch.bfloat16)  # the kernel is fp32
+        model(**random_batch([20]))
     assert calls == []
+
+
+def test_every_scorer_has_its_received_form():
+    assert set(RECEIVED_SCORERS) == set(SCORERS)
+
+
+def test_the_build_is_named_after_the_cpu():
+    fingerprint = fused.cpu_fingerprint()
+    assert len(fingerprint) == 8 and int(fingerprint, 16) >= 0
+    assert fingerprint == fused.cpu_fingerprint()
 
 
 def test_the_environment_switch_turns_the_kernel_off(monkeypatch):
@@ -106,12 +125,15 @@ def test_a_kernel_that_cannot_be_built_falls_back_with_one_warning(monkeypatch):
     with pytest.warns(RuntimeWarning, match="Ninja is required"):
         assert fused.attention_received() is None
     assert fused.status() == "unavailable (Ninja is required to load C++ extensions)"
+    from tiltbench.environment import environment
+
+    assert environment()["fused_attention"] == fused.status()  # every result records it
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # decided once: no second build attempt, no second warning
         assert fused.attention_received() is None
 
 
-def test_fvcore_counts_the_attention_matmuls_that_the_kernel_hides():
+def test_fvcore_counts_the_attention_matmuls_that_the_kernel_hides(monkeypatch):
     from tiltbench.flops import fvcore_macs
 
     _kernel()
@@ -121,3 +143,5 @@ def test_fvcore_counts_the_attention_matmuls_that_the_kernel_hides():
     assert fused.enabled()  # held off only for the trace
     # the eliminating layers' PV product: a matmul of [H, n, n] probabilities, which the kernel would hide
     assert by_operator.get("matmul", 0) > 0
+    monkeypatch.setenv("TILTBENCH_FUSED_ATTENTION", "0")
+    assert fvcore_macs(model, batch["input_ids"], batch["attention_mask"])[0] == total

@@ -77,8 +77,8 @@ def environment(attn_implementation: str | None = None, seed: int | None = None)
         "versions": {p: _version(p) for p in ("tiltbench", "torch", "transformers", "datasets", "fvcore")},
         "git_commit": git_commit(),
         "attn_implementation": attn_implementation,
-        # whether the eliminating layers' unpadded attention ran the fused CPU kernel (tiltbench/fused.py)
-        "fused_attention": fused.status(),
+        # whether eliminating layers take the fused CPU kernel for batches without padding (tiltbench/fused.py)
+        "fused_attention": fused.availability(),
         "seed": seed,
         # how each numerics transform a row may name rewrites the model here (int8: backend, engine, granularity)
         "transforms": {name: cls().config() for name, cls in sorted(TRANSFORMS.items())},

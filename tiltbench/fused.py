@@ -6,15 +6,19 @@ transposed copy) its attention cost more than sdpa, and at batch 1 on long input
 small tilt rate removes (README "Batch 1"). The kernel does sdpa's blocking (a block of queries of one head at a
 time, its probabilities kept in cache) and sums the probabilities as it makes them.
 
-Built once per machine with torch's JIT extension builder (ninja and a C++ compiler; ~15 s), cached in
-torch's extensions folder (TORCH_EXTENSIONS_DIR). Where it cannot be built, or with TILTBENCH_FUSED_ATTENTION=0,
+Built once per CPU model with torch's JIT extension builder (ninja and a C++ compiler; ~10 s), cached in
+torch's extensions folder (TORCH_EXTENSIONS_DIR) under a name that carries a fingerprint of the CPU: the build
+uses -march=native, so a folder shared between machines (an NFS home, shards on several nodes) must not hand one
+CPU's build to another. Where it cannot be built, or with TILTBENCH_FUSED_ATTENTION=0,
 `attention_received()` returns None and the eliminating layer takes the unfused torch path: the same tokens up to
 rounding, only slower; `status()` says which, and `environment()` records it with every result.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +33,18 @@ SOURCE = Path(__file__).with_name("csrc") / "attention_received.cpp"
 # code; the extension then shares torch's already loaded libgomp (same soname), not a second runtime.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 QUERY_BLOCK = 128  # queries per task: a [128, 512] fp32 block is 256 KB, within the L2 cache of one core
+
+
+def cpu_fingerprint() -> str:
+    """8 hex digits of the CPU's model name and instruction-set flags (what -march=native compiles for)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        wanted = [line for line in lines if line.startswith(("model name", "flags"))][:2]
+    except OSError:
+        wanted = []
+    text = "\n".join(wanted) or f"{platform.machine()} {platform.processor()}"
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
 
 _op: Callable | None = None
 _status: str | None = None
@@ -67,7 +83,7 @@ def attention_received() -> Callable | None:
             from torch.utils.cpp_extension import load
 
             load(
-                name="tiltbench_attention",
+                name=f"tiltbench_attention_{cpu_fingerprint()}",
                 sources=[str(SOURCE)],
                 extra_cflags=CFLAGS,
                 extra_ldflags=["-fopenmp"],
@@ -88,7 +104,15 @@ def attention_received() -> Callable | None:
 
 
 def status() -> str:
-    """'built', 'disabled (TILTBENCH_FUSED_ATTENTION=0)', 'unavailable (why)' or 'not built yet' (never used)."""
+    """Whether this process's eliminating layers can take the kernel: 'built', 'disabled
+    (TILTBENCH_FUSED_ATTENTION=0)', 'unavailable (why)', or 'not built yet' (no eliminating forward has asked)."""
     if not enabled():
         return "disabled (TILTBENCH_FUSED_ATTENTION=0)" if not _held_off else "held off"
     return _status or "not built yet"
+
+
+def availability() -> str:
+    """`status()` after a build attempt: what a run's environment records. Which batches then take the kernel
+    follows from the batches themselves (every batch without padding, in inference, fp32 on the CPU)."""
+    attention_received()
+    return status()

@@ -46,7 +46,10 @@ layers too: its area is B * m_in^2 and it materialises no probabilities (e = 0 t
 An eliminating layer whose batch has no padding, one attention chunk and a planned count (always so at batch 1)
 takes patch.py's short path (no masks, no zeroed buffers, `top_tokens`); any other pays the general path's dozens
 of extra small kernels on top, r per layer: one per-layer constant cannot fit both (it left batch 1 predicted
-15-25 % slow once the short path existed). With one
+15-25 % slow once the short path existed). Since the fused attention kernel (tiltbench/fused.py), a layer whose
+batch has no padding computes its probabilities in cache and never writes them out; the model still charges them
+to e, so one coefficient averages the fused cost (batch 1) and the materialised one (padded batches). A profile
+fitted before the kernel over-predicts batch 1: calibrate again. With one
 model
 L is fixed, so the per-layer constant d and the per-batch constant k are fitted as one constant (k' = L*d + k).
 The large-batch term is measured, not derived: on the 2-core VM HF's dense layers cost more per token once a

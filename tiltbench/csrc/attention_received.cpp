@@ -60,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_received(const at::Tens
   TORCH_CHECK(q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
               "fp32 only");
   TORCH_CHECK(q.device().is_cpu(), "CPU only");
-  TORCH_CHECK(heads > 0 && q.size(2) % heads == 0 && block > 0, "H*d must split into `heads` heads");
+  TORCH_CHECK(heads > 0 && q.size(2) > 0 && q.size(2) % heads == 0 && block > 0, "H*d must split into `heads` heads");
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const int64_t B = q.size(0), n = q.size(1), hd = q.size(2), d = hd / heads;
   const int64_t blocks = (n + block - 1) / block;
