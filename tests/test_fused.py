@@ -92,9 +92,27 @@ def test_padding_gradients_training_mode_and_bf16_take_the_unfused_path(monkeypa
     with torch.no_grad():
         model.train()  # attention dropout
         model(**random_batch([20]))
-        model.eval().to(torch.bfloat16)  # the kernel is fp32
+        model.eval().to(torch.float64)  # the kernel attends fp32 and bf16 only
         model(**random_batch([20]))
     assert calls == []
+
+
+def test_bf16_is_attended_in_fp32_and_keeps_bf16_activations():
+    _kernel()
+    model = patch(tiny_bert(), tilt_rate=0.2).to(torch.bfloat16)
+    batch = random_batch([40])
+    fp32 = patch(tiny_bert(), tilt_rate=0.2)
+    with torch.no_grad():
+        logits = model(**batch).logits
+        reference = fp32(**batch).logits  # the same weights in fp32: bf16 rounds, the ranking holds
+    assert logits.dtype == torch.bfloat16
+    assert torch.allclose(logits.float(), reference, atol=0.05)
+    q, k, v = (torch.randn(1, 40, 32, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    expected = _kernel()(q, k, v, 4, 8**-0.5, fused.QUERY_BLOCK)
+    context, received, _ = _kernel()(q.bfloat16(), k.bfloat16(), v.bfloat16(), 4, 8**-0.5, fused.QUERY_BLOCK)
+    assert context.dtype == torch.bfloat16 and received.dtype == torch.float32
+    assert torch.allclose(context.float(), expected[0], atol=0.05)
+    assert torch.allclose(received, expected[1], atol=0.05)
 
 
 def test_every_scorer_has_its_received_form():

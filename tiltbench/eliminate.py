@@ -180,7 +180,7 @@ def attention_with_scores(
     `lengths`: each row's real tokens, when the caller knows them on the host (None: read them, one host sync).
     `scorer_takes_none`: the scorer accepts valid=None for a batch without padding (the built-in ones do).
     `received_scorer`: the same scorer from the fused kernel's outputs (RECEIVED_SCORERS); with it, a batch without
-    padding in inference on the CPU in fp32 takes the fused kernel (tiltbench/fused.py) when it is available.
+    padding in inference on the CPU in fp32 or bf16 takes the fused kernel (tiltbench/fused.py) when it is available.
     """
     self_attn = layer.attention.self
     B, n, _ = hidden.shape
@@ -192,7 +192,7 @@ def attention_with_scores(
         received_scorer is not None
         and min(lengths, default=0) == n > 0
         and hidden.device.type == "cpu"
-        and query_rows.dtype == torch.float32
+        and query_rows.dtype in (torch.float32, torch.bfloat16)  # bf16 is attended in fp32 (fused.py)
         and not torch.is_grad_enabled()
         and not self_attn.training
         and (kernel := fused.attention_received()) is not None

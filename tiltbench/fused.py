@@ -72,7 +72,8 @@ def held_off() -> Iterator[None]:
 def attention_received() -> Callable | None:
     """torch.ops.tiltbench.attention_received, built or loaded on the first call; None where it is unavailable.
 
-    op(q, k, v, heads, scaling, block) with q, k, v [B, n, H*d] fp32 on the CPU, every position real ->
+    op(q, k, v, heads, scaling, block) with q, k, v [B, n, H*d] fp32 or bf16 (attended in fp32) on the CPU, every
+    position real ->
     (context [B, n, H*d], received [B, H, n]: attention each key receives summed over queries, self-attention
     [B, H, n]: each query's probability on itself)."""
     global _op, _status
@@ -113,6 +114,6 @@ def status() -> str:
 
 def availability() -> str:
     """`status()` after a build attempt: what a run's environment records. Which batches then take the kernel
-    follows from the batches themselves (every batch without padding, in inference, fp32 on the CPU)."""
+    follows from the batches themselves (every batch without padding, in inference, fp32 or bf16 on the CPU)."""
     attention_received()
     return status()

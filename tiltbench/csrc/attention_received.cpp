@@ -8,7 +8,7 @@
 //   self_attention[b, h, i] = P[i, i]
 //   context[b, block, h] = P V        one GEMM written straight into the [B, n, H*d] layout the output Linear reads
 // Blocks run in parallel over torch's intra-op threads (at::parallel_for). Every key and query is real: the caller
-// uses it only for rows without padding. fp32 only; the GEMMs are the BLAS torch was built with (sgemm_).
+// uses it only for rows without padding. The arithmetic is fp32; the GEMMs are the BLAS torch was built with (sgemm_).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -51,23 +51,29 @@ void softmax_rows(float* s, int64_t rows, int64_t n, int64_t first_query, float*
   }
 }
 
-// q, k, v: [B, n, H*d] fp32, each row of H*d contiguous (the query/key/value Linear outputs).
+// q, k, v: [B, n, H*d] fp32 or bf16 (the query/key/value Linear outputs). bf16 is computed in fp32 (converted
+// here, not in Python: four conversions a layer cost a short input more in Python's dispatch than in arithmetic)
+// and the context is returned in bf16; received and self_attention are fp32 either way.
 // Returns (context [B, n, H*d], received [B, H, n], self_attention [B, H, n]).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_received(const at::Tensor& q, const at::Tensor& k,
                                                                   const at::Tensor& v, int64_t heads,
                                                                   double scaling, int64_t block) {
   TORCH_CHECK(q.dim() == 3 && q.sizes() == k.sizes() && q.sizes() == v.sizes(), "q, k, v must be [B, n, H*d]");
-  TORCH_CHECK(q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
-              "fp32 only");
+  const auto dtype = q.scalar_type();
+  TORCH_CHECK((dtype == at::kFloat || dtype == at::kBFloat16) && k.scalar_type() == dtype &&
+                  v.scalar_type() == dtype,
+              "fp32 or bf16, the same for q, k and v");
   TORCH_CHECK(q.device().is_cpu(), "CPU only");
   TORCH_CHECK(heads > 0 && q.size(2) > 0 && q.size(2) % heads == 0 && block > 0, "H*d must split into `heads` heads");
-  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const at::Tensor qc = q.to(at::kFloat).contiguous(), kc = k.to(at::kFloat).contiguous(),
+                   vc = v.to(at::kFloat).contiguous();
   const int64_t B = q.size(0), n = q.size(1), hd = q.size(2), d = hd / heads;
   const int64_t blocks = (n + block - 1) / block;
-  auto context = at::empty({B, n, hd}, q.options());
-  auto partial = at::zeros({B, heads, blocks, n}, q.options());  // received, per query block
-  auto self_attention = at::empty({B, heads, n}, q.options());
-  if (B == 0 || n == 0) return {context, partial.sum(2), self_attention};
+  const auto fp32 = qc.options();
+  auto context = at::empty({B, n, hd}, fp32);
+  auto partial = at::zeros({B, heads, blocks, n}, fp32);  // received, per query block
+  auto self_attention = at::empty({B, heads, n}, fp32);
+  if (B == 0 || n == 0) return {context.to(dtype), partial.sum(2), self_attention};
   const float* qp = qc.data_ptr<float>();
   const float* kp = kc.data_ptr<float>();
   const float* vp = vc.data_ptr<float>();
@@ -89,7 +95,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_received(const at::Tens
       gemm('N', 'N', d, rows, n, 1.f, v_head, hd, scores.data(), n, 0.f, cp + (b * n + first) * hd + h * d, hd);
     }
   });
-  return {context, partial.sum(2), self_attention};
+  return {context.to(dtype), partial.sum(2), self_attention};
 }
 
 }  // namespace
