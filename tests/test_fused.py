@@ -3,6 +3,7 @@ applies, and a clean fallback where it cannot be built."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -163,3 +164,14 @@ def test_fvcore_counts_the_attention_matmuls_that_the_kernel_hides(monkeypatch):
     assert by_operator.get("matmul", 0) > 0
     monkeypatch.setenv("TILTBENCH_FUSED_ATTENTION", "0")
     assert fvcore_macs(model, batch["input_ids"], batch["attention_mask"])[0] == total
+
+
+def test_the_environments_ninja_is_found_without_an_activated_environment(monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    fused.ninja_on_path()
+    found = shutil.which("ninja")
+    assert found is not None and not found.startswith("/usr/")
+    fused.ninja_on_path()  # idempotent: added once
+    assert os.environ["PATH"].split(os.pathsep).count(os.path.dirname(found)) == 1

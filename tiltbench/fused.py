@@ -17,8 +17,10 @@ rounding, only slower; `status()` says which, and `environment()` records it wit
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,6 +71,20 @@ def held_off() -> Iterator[None]:
         _held_off -= 1
 
 
+def ninja_on_path() -> None:
+    """torch's builder runs `ninja` from PATH. The ninja wheel puts its binary in this environment's bin folder,
+    which is not on PATH when `.venv/bin/tiltbench` runs without the environment activated: put it there."""
+    try:
+        import ninja
+
+        folder = str(ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        folder = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if folder not in path.split(os.pathsep):
+        os.environ["PATH"] = folder + os.pathsep + path if path else folder
+
+
 def attention_received() -> Callable | None:
     """torch.ops.tiltbench.attention_received, built or loaded on the first call; None where it is unavailable.
 
@@ -81,23 +97,31 @@ def attention_received() -> Callable | None:
         return None
     if _status is None:
         try:
-            from torch.utils.cpp_extension import load
+            from torch.utils import cpp_extension
 
-            load(
-                name=f"tiltbench_attention_{cpu_fingerprint()}",
-                sources=[str(SOURCE)],
-                extra_cflags=CFLAGS,
-                extra_ldflags=["-fopenmp"],
-                is_python_module=False,
-                verbose=False,
-            )
+            ninja_on_path()
+            builder_log = logging.getLogger(cpp_extension.__name__)
+            level = builder_log.level
+            builder_log.setLevel(logging.ERROR)  # its compiler-compatibility banners: the outcome is said below
+            try:
+                cpp_extension.load(
+                    name=f"tiltbench_attention_{cpu_fingerprint()}",
+                    sources=[str(SOURCE)],
+                    extra_cflags=CFLAGS,
+                    extra_ldflags=["-fopenmp"],
+                    is_python_module=False,
+                    verbose=False,
+                )
+            finally:
+                builder_log.setLevel(level)
             _op, _status = torch.ops.tiltbench.attention_received, "built"
         except Exception as err:  # no compiler, no ninja, a read-only cache: fall back, say so once
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            text = str(err).strip()
+            first = text.splitlines()[0].split(": [1/")[0] if text else type(err).__name__  # not ninja's command
             _status = f"unavailable ({first[:200]})"
             warnings.warn(
-                f"tiltbench: the fused attention kernel could not be built ({first[:200]}); eliminating layers use "
-                "the unfused torch path (the same tokens, slower at batch 1)",
+                f"the fused attention kernel could not be built ({first[:200]}); eliminating layers use torch ops "
+                "(the same tokens, slower at batch 1)",
                 RuntimeWarning,
                 stacklevel=2,
             )

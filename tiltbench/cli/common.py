@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -103,6 +104,12 @@ def handle_errors(command):
     return wrapper
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """A warning the CLI lets through (tiltbench's own: a kernel that could not be built) as one stderr line,
+    not Python's two lines of file, line number and source."""
+    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
 def setup(threads: int | None = None) -> None:
     """Quiet the libraries' own logging and bars; set torch threads."""
     import datasets
@@ -110,6 +117,7 @@ def setup(threads: int | None = None) -> None:
     import torch
     import transformers
 
+    warnings.showwarning = _one_line_warning
     huggingface_hub.utils.logging.set_verbosity_error()  # no retry chatter when the Hub is unreachable
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
