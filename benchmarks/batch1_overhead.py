@@ -57,6 +57,12 @@ def main() -> None:
     parser.add_argument("--transform", default="fp32", choices=("fp32", "int8", "bf16"))
     parser.add_argument("--knobs", default="0.02,0.05,0.1,0.2,0.3")
     parser.add_argument("--label", default="now")
+    parser.add_argument(
+        "--power-fractions",
+        help="time PoWER-BERT's path at this retention (comma list of per-layer kept shares, a PoWER checkpoint's "
+        "schedule.fractions from a report) on the checkpoint's weights; --knobs are then retention scales. A planned "
+        "schedule's timing does not depend on the weights, so this times a PoWER checkpoint that is not at hand",
+    )
     parser.add_argument("--runs", type=int, default=3, help="independent interleaved timings; the median is reported")
     args = parser.parse_args()
 
@@ -74,6 +80,13 @@ def main() -> None:
     max_len, n_inputs, min_iterations = SETTINGS[args.task]
     knobs = [float(k) for k in args.knobs.split(",")]
     model, tokenizer, _, info = load_checkpoint(args.checkpoint)
+    if args.power_fractions:
+        from tiltbench.methods.power import Power
+        from tiltbench.patch import patch, unpatch
+
+        fractions = tuple(float(f) for f in args.power_fractions.split(","))
+        layers = model.config.num_hidden_layers
+        patch(unpatch(model), method=Power(layers, fractions=fractions), knob=knobs[0])
     dense, _ = load_model(args.checkpoint)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -111,6 +124,9 @@ def main() -> None:
         "task": args.task,
         "checkpoint": args.checkpoint,
         "transform": args.transform,
+        "method": method_of(model).name,
+        "scorer": method_of(model).scorer_name,
+        "power_fractions": args.power_fractions,
         "batch_size": 1,
         "inputs": len(batches),
         "tokens_first_input": int(batches[0]["input_ids"].shape[1]),
