@@ -67,7 +67,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import tiltbench
-    from tiltbench import fused
     from tiltbench.cli.common import setup
     from tiltbench.data import DataConfig, collate, encode, load_split
     from tiltbench.environment import environment
@@ -107,11 +106,11 @@ def main() -> None:
         ops[f"knob {knob:g}"] = aten_ops(model, batches[0])
     # keep-all: every layer takes the eliminating path (its attention and scoring) and removes nothing: what the
     # path costs, or saves, before a token leaves; each knob against it is what the removed tokens buy
-    set_knob(model, method_of(model).dense_knob, keep_all=True)
+    keep_all = lambda: set_knob(model, method_of(model).dense_knob, keep_all=True)  # noqa: E731
+    keep_all()
     ops["keep-all"] = aten_ops(model, batches[0])
     variants = [Variant("dense", dense, batches)]
     variants += [Variant(f"knob {k:g}", model, batches, lambda k=k: set_knob(model, k)) for k in knobs]
-    keep_all = lambda: set_knob(model, method_of(model).dense_knob, keep_all=True)  # noqa: E731
     variants.append(Variant("keep-all", model, batches, keep_all))
     runs = []  # each run: every variant timed afresh, interleaved (per input the median over rounds, summed)
     for _ in range(args.runs):
@@ -137,7 +136,6 @@ def main() -> None:
         },
         "speedup_per_run": [{name: round(v, 4) for name, v in s.items()} for s in speedups],
         "dense_ms_per_input": round(statistics.median(t["dense"] for t in runs) / len(batches), 3),
-        "fused_attention": fused.availability(),  # the eliminating layers' attention: the fused kernel or torch ops
         "environment": environment(dense.config._attn_implementation, seed=0),
     }
     out = ROOT / "results" / "batch1-overhead" / f"{args.label}-{args.task}-{args.transform}.json"
