@@ -281,21 +281,26 @@ def recipe_ablation() -> str:
     return f"Dense fine-tune of the same data: {dense:.3f}.\n\n" + table
 
 
-def recipe_hidden() -> str:
-    """The 8k range + teacher recipe with and without --distill-hidden: mean accuracy over the seeds at each tilt
-    rate, and the difference, seed-paired (both recipes of a seed train on the same 8,000 sentences)."""
-    data = _load("recipe-ablation-sst2-8k/hidden.json")
-    plain, hidden = (data["recipes"][f"sst2-8k-tilted-range-teacher{s}"] for s in ("", "-hidden"))
-    rates = [row["tilt_rate"] for row in plain]
-    pairs = zip(plain, hidden, strict=True)
-    gaps = [[100 * (b - a) for a, b in zip(p["accuracy"], h["accuracy"], strict=True)] for p, h in pairs]
-    body = [
-        ["range 0:0.4 + teacher", *(f"{row['mean']:.3f}" for row in plain)],
-        ["the same + `--distill-hidden 1`", *(f"{row['mean']:.3f}" for row in hidden)],
-        ["difference, mean (pts)", *(f"{statistics.mean(g):+.1f}" for g in gaps)],
-        ["seeds gaining / losing", *(f"{sum(x > 0 for x in g)} / {sum(x < 0 for x in g)}" for g in gaps)],
-    ]
-    return _md([f"8k, {len(data['seeds'])} seeds", *(f"τ {r:g}" for r in rates)], body)
+def recipe_variant(label: str, option: str) -> Callable[[], str]:
+    """The 8k range + teacher recipe with and without one added term (results/recipe-ablation-sst2-8k/<label>.json,
+    recipe_minilm.py's variant ablations): mean accuracy over the seeds at each tilt rate, and the difference,
+    seed-paired (both recipes of a seed train on the same 8,000 sentences)."""
+
+    def render() -> str:
+        data = _load(f"recipe-ablation-sst2-8k/{label}.json")
+        plain, variant = (data["recipes"][f"sst2-8k-tilted-range-teacher{s}"] for s in ("", f"-{label}"))
+        rates = [row["tilt_rate"] for row in plain]
+        pairs = zip(plain, variant, strict=True)
+        gaps = [[100 * (b - a) for a, b in zip(p["accuracy"], v["accuracy"], strict=True)] for p, v in pairs]
+        body = [
+            ["range 0:0.4 + teacher", *(f"{row['mean']:.3f}" for row in plain)],
+            [f"the same + `{option}`", *(f"{row['mean']:.3f}" for row in variant)],
+            ["difference, mean (pts)", *(f"{statistics.mean(g):+.1f}" for g in gaps)],
+            ["seeds gaining / losing", *(f"{sum(x > 0 for x in g)} / {sum(x < 0 for x in g)}" for g in gaps)],
+        ]
+        return _md([f"8k, {len(data['seeds'])} seeds", *(f"τ {r:g}" for r in rates)], body)
+
+    return render
 
 
 def recipe_specialists(path: str, ranged_label: str) -> Callable[[], str]:
@@ -596,7 +601,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-specialists-imdb-5k": recipe_specialists("recipe-minilm-imdb-5k/specialists.json", "range 0:0.5"),
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
-    "recipe-hidden-sst2-8k": recipe_hidden,
+    "recipe-hidden-sst2-8k": recipe_variant("hidden", "--distill-hidden 1"),
+    "recipe-ranking-sst2-8k": recipe_variant("ranking", "--distill-ranking 1"),
     "recipe-specialists-sst2-8k": recipe_specialists("recipe-ablation-sst2-8k/specialists.json", "range 0:0.4"),
     "accelerate-sst2": accelerate,
     "demo": demo,

@@ -17,7 +17,8 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
 4. --ablation: offline-tune (accuracy only) of the 8,000-sentence ablation checkpoints (runs/recipes/sst2-8k-*) into
    results/recipe-ablation-sst2-8k/<name>/.
 5. --hidden-ablation: the 8k range + teacher recipe with and without --distill-hidden 1, seeds 0-2 each, accuracy
-   along the tilt rate (offline-tune): results/recipe-ablation-sst2-8k/hidden.json.
+   along the tilt rate (offline-tune): results/recipe-ablation-sst2-8k/hidden.json. --ranking-ablation: the same
+   with and without --distill-ranking (ToP's ranking distillation): .../ranking.json.
 6. --specialists: single-knob specialists (sst2-8k-tilted-<rate>-teacher, rates 0.1-0.4) against the 8k range +
    teacher checkpoint at the same rates, seeds 0-2, accuracy only: results/recipe-ablation-sst2-8k/specialists.json.
    With --task imdb: imdb-5k-tilted-0.3-teacher against the headline range checkpoint at 0.3, seed 0 (931 s of
@@ -28,7 +29,8 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    and the mean drop against the mean dense accuracy (the issue's target is a mean over three seeds).
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py \\
-        [--task imdb] [--ablation | --hidden-ablation | --specialists | --seeds]  (IMDB: the sweep or --specialists)
+        [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds]
+        (IMDB: the sweep or --specialists)
 """
 
 from __future__ import annotations
@@ -184,8 +186,21 @@ def hidden_ablation(train_missing: bool = True) -> None:
     """Does the hidden-state term help elimination? sst2-8k-tilted-range-teacher against the same recipe with
     --distill-hidden 1 (-hidden), seeds 0-2 each (every seed distils from the seed-0 8k dense model, as the recipes
     name it), accuracy along the tilt rate (offline-tune, no timing): results/recipe-ablation-sst2-8k/hidden.json."""
+    variant_ablation("sst2-8k-tilted-range-teacher-hidden", "hidden", train_missing)
+
+
+def ranking_ablation(train_missing: bool = True) -> None:
+    """Does ToP's ranking distillation help? sst2-8k-tilted-range-teacher against the same recipe with
+    --distill-ranking (-ranking), as hidden_ablation: results/recipe-ablation-sst2-8k/ranking.json."""
+    variant_ablation("sst2-8k-tilted-range-teacher-ranking", "ranking", train_missing)
+
+
+def variant_ablation(variant: str, label: str, train_missing: bool = True) -> None:
+    """sst2-8k-tilted-range-teacher against recipe <variant>, seeds 0-2 each (every seed distils from the seed-0
+    8k dense model, as the recipes name it), accuracy along the tilt rate (offline-tune, no timing), into
+    results/recipe-ablation-sst2-8k/<label>.json."""
     rates = tuple(sorted(GRID + FINE))
-    names = ("sst2-8k-tilted-range-teacher", "sst2-8k-tilted-range-teacher-hidden")
+    names = ("sst2-8k-tilted-range-teacher", variant)
     if train_missing:
         train("sst2-8k-dense")  # the teacher
     accuracy: dict[str, dict[float, list[float]]] = {name: {r: [] for r in rates} for name in names}
@@ -199,7 +214,7 @@ def hidden_ablation(train_missing: bool = True) -> None:
                 accuracy[name][row.knob].append(row.metric)
         done.append(seed)
     write_json_atomic(
-        RESULTS / "recipe-ablation-sst2-8k" / "hidden.json",
+        RESULTS / "recipe-ablation-sst2-8k" / f"{label}.json",
         {
             "seeds": done,
             "recipes": {
@@ -215,7 +230,7 @@ def hidden_ablation(train_missing: bool = True) -> None:
     for rate in rates:
         means = [statistics.fmean(accuracy[n][rate]) if accuracy[n][rate] else float("nan") for n in names]
         gain = 100 * (means[1] - means[0])
-        print(f"tilt {rate:g}: range + teacher {means[0]:.4f}, + hidden {means[1]:.4f} ({gain:+.2f} points)")
+        print(f"tilt {rate:g}: range + teacher {means[0]:.4f}, + {label} {means[1]:.4f} ({gain:+.2f} points)")
 
 
 def evaluate(checkpoint: Path, rates: tuple[float, ...]) -> list:
@@ -333,6 +348,9 @@ def main() -> None:
         "--hidden-ablation", action="store_true", help="8k: range + teacher with and without --distill-hidden, 3 seeds"
     )
     parser.add_argument(
+        "--ranking-ablation", action="store_true", help="8k: range + teacher with and without --distill-ranking"
+    )
+    parser.add_argument(
         "--specialists",
         action="store_true",
         help="single-knob specialists against the range checkpoint (SST-2 8k: 3 seeds)",
@@ -340,14 +358,17 @@ def main() -> None:
     parser.add_argument(
         "--no-train",
         action="store_true",
-        help="with --seeds, --hidden-ablation or --specialists: only what is already trained",
+        help="with --seeds, --hidden-ablation, --ranking-ablation or --specialists: only what is already trained",
     )
     args = parser.parse_args()
     setup()
-    if args.task != "sst2" and (args.ablation or args.seeds or args.hidden_ablation):
-        parser.error("--ablation, --hidden-ablation and --seeds are SST-2's; IMDB has its sweep and --specialists")
+    if args.task != "sst2" and (args.ablation or args.seeds or args.hidden_ablation or args.ranking_ablation):
+        parser.error("--ablation, --hidden-ablation, --ranking-ablation and --seeds are SST-2's; IMDB has its sweep "
+                     "and --specialists")  # fmt: skip
     if args.hidden_ablation:
         hidden_ablation(not args.no_train)
+    elif args.ranking_ablation:
+        ranking_ablation(not args.no_train)
     elif args.specialists:
         specialists(args.task, not args.no_train)
     else:

@@ -16,6 +16,23 @@ or without one from the near-dense pass's own logits, detached ("in-place distil
 costs about 2 + `random_knobs` forward and backward passes, fewer FLOPs each at the eliminating knobs. The
 range applies to the recipe's last stage, the only one that removes tokens in every method here (tilted:
 its one stage; PoWER: retrain; gates, LTP: hard); earlier stages train as before.
+
+Ranking distillation (`--distill-ranking W`, with `--teacher`): ToP's idea (Li et al. 2023, microsoft/Moonlit
+ToP/trainer/trainer.py `calculate_attention_score_distillation_loss`): the final layer ranks tokens better than the
+early layers do, so the teacher's final-layer token ranking is taught to the scores the student's early layers
+select by. Ours, where ToP's code differs or leaves a choice:
+- the target is the method's own score (ACC for tilted, PoWER's, LTP's) computed on the dense teacher's last layer,
+  from the input of that layer (`teacher_final_scores`); ToP takes the mean attention over heads and queries, which
+  ranks as ACC does;
+- the student's scores are those of every layer that scores its tokens in the pass, except the last layer (ToP:
+  the first third of the layers, after the first), over the tokens still there, compared with the teacher's score
+  of the same input positions; [CLS] is always kept and left out, as ToP leaves it out;
+- the loss is RankNet's pairwise logistic loss on log-scores, over pairs (i, j) with i among the teacher's `top`
+  best tokens of the row (ToP: 20) and j any token the teacher scores lower: softplus(log s_j − log s_i), the mean
+  over pairs. ToP uses LambdaARP (pytorchltr) over the teacher's top 20; a pairwise logistic loss is one of the
+  losses its code keeps as an option, needs no extra package, and log-scores make it blind to the scale of a
+  layer's scores (early layers attend more evenly). ToP also anneals the weight over its sparsity warm-up; ours
+  is constant.
 """
 
 from __future__ import annotations
@@ -134,3 +151,42 @@ def _load_teacher(path: str, info: TaskInfo, student_tokenizer) -> torch.nn.Modu
     if tokenizer.get_vocab() != student_tokenizer.get_vocab():
         raise UserError(f"{path} has another vocabulary than the student: its input ids would be other words")
     return teacher
+
+
+def teacher_final_scores(
+    teacher: torch.nn.Module, hidden_states: tuple[Tensor, ...], attention_mask: Tensor, scorer
+) -> Tensor:  # noqa: ANN001 (an eliminate.Scorer)
+    """[B,n] the `scorer`'s scores of every input token in the teacher's last layer, from that layer's input
+    (`hidden_states[-2]` of a forward with output_hidden_states and nothing removed), computed as the student's
+    layers compute theirs (eliminate.attention_with_scores on the layer's own modules). Padding scores 0."""
+    from tiltbench.eliminate import attention_with_scores
+    from tiltbench.patch import find_encoder
+
+    last = find_encoder(teacher).layer[-1]
+    valid = attention_mask.bool()
+    with torch.no_grad():
+        _, scores = attention_with_scores(last, hidden_states[-2], valid, scorer)
+    return scores.float().masked_fill(~valid, 0.0)
+
+
+def ranking_loss(recorded: list[tuple[int, Tensor, Tensor, Tensor]], target: Tensor, last_layer: int,
+                 top: int) -> Tensor | None:  # fmt: skip
+    """The mean pairwise logistic ranking loss of the student's recorded layer scores against the teacher's
+    final-layer scores `target` [B,n] (see the module's docstring); None when no layer before `last_layer` scored
+    a pair. `recorded`: TiltState.scores, (layer, scores [B,w], input positions [B,w], validity [B,w])."""
+    losses = []
+    for layer, scores, positions, valid in recorded:
+        if layer >= last_layer:
+            continue
+        goal = target.gather(1, positions)  # the teacher's score of each token still in the row
+        candidate = valid & (positions != 0)  # [CLS] is always kept: nothing to rank
+        ranked = goal.masked_fill(~candidate, float("-inf"))
+        k = min(top, ranked.shape[1])
+        kth = ranked.topk(k, dim=1).values[:, -1:]  # [B,1] the k-th best teacher score of each row
+        best = candidate & (ranked >= kth)
+        pairs = best[:, :, None] & candidate[:, None, :] & (goal[:, :, None] > goal[:, None, :])  # i above j
+        if not pairs.any():
+            continue
+        z = scores.float().clamp_min(1e-12).log()
+        losses.append(F.softplus(z[:, None, :] - z[:, :, None])[pairs].mean())
+    return torch.stack(losses).mean() if losses else None

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from tiltbench.data import DataConfig, TaskInfo, collate, encode, load_split
-from tiltbench.distill import Distillation, load_teacher, sandwich_knobs
+from tiltbench.distill import Distillation, load_teacher, ranking_loss, sandwich_knobs, teacher_final_scores
 from tiltbench.distributed import DEVICES, MIXED_PRECISION, evaluate_across, make_accelerator, on_device, share
 from tiltbench.environment import environment
 from tiltbench.errors import TrainingInterrupted, UserError
 from tiltbench.files import check_output_dir, is_checkpoint, normal_modes, replace_dir, write_json_atomic
 from tiltbench.inference import Progress
 from tiltbench.models import DEFAULT_MODEL, METHOD_WEIGHTS, load_model, save_hashed, write_meta
-from tiltbench.patch import is_patched, patch, set_knob
+from tiltbench.patch import find_encoder, is_patched, patch, set_knob
 from tiltbench.resume import (
     Cursor,
     interruptible,
@@ -85,6 +85,11 @@ class TrainConfig:
     # every layer's hidden states to the teacher's, over real tokens, as the [eel] alignment computes it. Needs a
     # teacher of the same hidden size and depth, and training with nothing removed (the states must line up)
     distill_hidden: float = 0.0
+    # weight of a ranking term (ToP's ranking distillation, tiltbench/distill.py): the teacher's final-layer token
+    # ranking taught to the scores the student's earlier layers select by; `ranking_top`: how many of the teacher's
+    # best tokens per row anchor the pairs (ToP: 20)
+    distill_ranking: float = 0.0
+    ranking_top: int = 20
     knob_range: tuple[float, float] | None = None  # the last stage trains across [a, b] (sandwich rule)
     random_knobs: int = 1  # knobs drawn uniformly in the range per step, besides its two ends
     save_every: int = 200  # steps between resumable states (tiltbench/resume.py); 0: only at Ctrl-C
@@ -144,6 +149,16 @@ class TrainConfig:
                 f"--distill-hidden is built for --method tilted (its kept word vectors are compared with the "
                 f"teacher's at the same positions), not {self.method}"
             )
+        if self.distill_ranking < 0 or self.ranking_top < 1:
+            raise UserError(f"--distill-ranking must be >= 0 and --ranking-top at least 1, got {self.distill_ranking}"
+                            f" and {self.ranking_top}")  # fmt: skip
+        if self.distill_ranking and self.teacher is None:
+            raise UserError("--distill-ranking goes with --teacher: it teaches the teacher's final-layer ranking")
+        if self.distill_ranking and get_method(self.method).decides_before_attention:
+            raise UserError(f"--distill-ranking teaches the scores a layer's attention gives its tokens; --method "
+                            f"{self.method} decides from the layer's input, not from attention scores")  # fmt: skip
+        if self.ranking_top != 20 and not self.distill_ranking:
+            raise UserError("--ranking-top goes with --distill-ranking")
         if self.knob_range is not None:
             low, high = self.knob_range
             if not low < high:
@@ -283,9 +298,13 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         if not _same_shape(teacher, model):
             raise UserError(f"--distill-hidden needs a --teacher of the student's hidden size and depth; "
                             f"{cfg.teacher!r} has another")  # fmt: skip
+    if teacher is not None and (cfg.distill_hidden or cfg.distill_ranking):
         if is_patched(teacher) and teacher._tiltbench.eliminating:  # its states would have fewer tokens
-            raise UserError(f"--distill-hidden needs a --teacher that removes no tokens; {cfg.teacher!r} does at "
+            flag = "--distill-hidden" if cfg.distill_hidden else "--distill-ranking"
+            raise UserError(f"{flag} needs a --teacher that removes no tokens; {cfg.teacher!r} does at "
                             "its saved knob (offline-tune it to its dense knob, or give a dense teacher)")  # fmt: skip
+    if teacher is not None and cfg.distill_ranking:
+        find_encoder(teacher)  # a BERT-layout encoder whose last layer can be scored, or one UserError now
     model.to(accelerator.device)
     method.to(accelerator.device)  # outside the HF model: placed (and, under DDP, reduced) by us
     if teacher is not None:
@@ -437,6 +456,7 @@ def _train_epoch(
     """The rest of the cursor's epoch (all of it unless resuming); saves a resumable state every
     `save_every` steps, and on Ctrl-C saves one and raises TrainingInterrupted."""
     model, method, cfg, cursor, acc = run.model, run.method, run.cfg, run.cursor, run.accelerator
+    last_layer = len(find_encoder(model).layer) - 1  # --distill-ranking teaches the layers before it
     world, rank = acc.num_processes, acc.process_index
     run.ddp.train()
     if not cursor.order:
@@ -471,12 +491,18 @@ def _train_epoch(
                 step_loss += loss.item() * weight / world
                 continue
             hidden = cfg.distill_hidden > 0  # the teacher's hidden states too (validated: the teacher removes none)
+            ranking = None  # [B,n] the teacher's final-layer scores, taught to the student's (--distill-ranking)
             if run.teacher is not None:
                 with torch.no_grad(), acc.autocast():
                     taught = run.teacher(
-                        **{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=hidden
+                        **{k: v for k, v in batch.items() if k != "labels"},
+                        output_hidden_states=hidden or cfg.distill_ranking > 0,
                     )
                     target = taught.logits.float()
+                    if cfg.distill_ranking:
+                        ranking = teacher_final_scores(
+                            run.teacher, taught.hidden_states, batch["attention_mask"], method.score
+                        )
             for k, knob in enumerate(knobs):  # one pass, or a sandwich whose gradients add up
                 synced = j == len(micros) - 1 and k == len(knobs) - 1  # DDP reduces once per step, at the end
                 if knob is not None:
@@ -485,8 +511,9 @@ def _train_epoch(
                     # an eliminating pass records its kept word vectors itself (HF's collector needs one width)
                     eliminating = hidden and model._tiltbench.eliminating
                     model._tiltbench.record_states = eliminating  # for this pass only: evaluation records nothing
+                    model._tiltbench.record_scores = ranking is not None
                     output = run.ddp(**batch, output_hidden_states=hidden and not eliminating)
-                    model._tiltbench.record_states = False
+                    model._tiltbench.record_states = model._tiltbench.record_scores = False
                     loss = output.loss.float()
                     if target is not None:
                         loss = run.distillation.loss(output.logits.float(), target, loss, run.info.regression)
@@ -501,6 +528,11 @@ def _train_epoch(
                         loss = loss + cfg.distill_hidden * _kept_alignment_loss(
                             kept, [x.float() for x in taught.hidden_states]
                         )
+                    if ranking is not None and model._tiltbench.scores:  # a pass that scored (removes tokens)
+                        ranked = ranking_loss(model._tiltbench.scores, ranking, last_layer, cfg.ranking_top)
+                        if ranked is not None:
+                            loss = loss + cfg.distill_ranking * ranked
+                    model._tiltbench.scores = None  # the graph goes with the backward, not with the model
                     penalty = method.regulariser()  # every pass: it also forgets what the forward recorded for it
                     if penalty is not None and stage.regulariser_weight:
                         loss = loss + stage.regulariser_weight * penalty

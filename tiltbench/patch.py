@@ -57,6 +57,11 @@ class TiltState:
     # (hidden [B, width, h], original positions [B, width]) of its input and of every layer, beside `valids`.
     record_states: bool = False
     states: list[tuple[Tensor, Tensor]] | None = None
+    # Set by finetune --distill-ranking: each eliminating forward then leaves in `scores` (layer index, scores [B,w]
+    # before selection, with their autograd graph; input positions [B,w]; validity [B,w]) of every layer that
+    # scored its tokens, so a ranking loss can teach those scores.
+    record_scores: bool = False
+    scores: list[tuple[int, Tensor, Tensor, Tensor]] | None = None
     _tables: dict[tuple[Schedule, torch.device], Tensor] = field(default_factory=dict)
 
     @property
@@ -88,7 +93,8 @@ class TiltState:
 
     def __getstate__(self) -> dict:
         # The last forward's tensors and the count tables are caches: a pickled or deep-copied model starts clean.
-        return {**self.__dict__, "valids": None, "dense_input": None, "kept": None, "states": None, "_tables": {}}
+        cleared = {"valids": None, "dense_input": None, "kept": None, "states": None, "scores": None, "_tables": {}}
+        return {**self.__dict__, **cleared}
 
 
 def _right_padded_validity(mask: Tensor | None, hidden: Tensor) -> Tensor:
@@ -177,13 +183,16 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     if method.soft and method.decides_before_attention:
         hidden = _soft_input_gated(encoder, hidden, valid)
         state.valids, state.dense_input, state.kept, state.states = [valid] * (layers + 1), None, None, None
+        state.scores = None
         return hidden
     valids = [valid]
     # where each row's word vectors came from (indices into the input), followed through every gather
-    positions = torch.arange(valid.shape[1], device=hidden.device).expand_as(valid) if state.record_states else None
-    states = [(hidden, positions)] if positions is not None else None
+    follow = state.record_states or state.record_scores
+    positions = torch.arange(valid.shape[1], device=hidden.device).expand_as(valid) if follow else None
+    states = [(hidden, positions)] if state.record_states else None
+    scored: list[tuple[int, Tensor, Tensor, Tensor]] | None = [] if state.record_scores else None
     # the fast path below: counts known on the host (planned or keep-all), no autograd (it scores in place)
-    fast = plan is not None and not method.soft and not torch.is_grad_enabled()
+    fast = plan is not None and not method.soft and not torch.is_grad_enabled() and scored is None
     unpadded_scorer = method.scores_without_valid
     received_scorer = method.received_scorer if not method.soft else None
     for i, layer in enumerate(encoder.layer):
@@ -193,6 +202,8 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             hidden = dense_layer(layer, hidden, hf_mask(valid, impl, hidden.dtype, everyone))
         elif method.soft:  # weights, not removal: every token stays (PoWER's Soft-Extract, LTP's soft mask)
             attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths, unpadded_scorer)
+            if scored is not None:
+                scored.append((i, scores, positions, valid))
             weights = method.soft_weights(i, scores, valid)[:, :, None]
             if method.soft_after_ffn:
                 hidden = layer.output(layer.intermediate(attended), attended) * weights
@@ -230,6 +241,8 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             attended, scores = attention_with_scores(
                 layer, hidden, valid, method.score, lengths, unpadded_scorer, received_scorer
             )
+            if scored is not None:
+                scored.append((i, scores, positions, valid))
             if state.keep_all:
                 n_out, kept = counts[:, i + 1], plan[i + 1]
             else:
@@ -245,7 +258,7 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
         valids.append(valid)  # what the gather kept: realised counts come from these, not from the plan
         if states is not None:
             states.append((hidden, positions))
-    state.valids, state.dense_input, state.kept, state.states = valids, None, None, states
+    state.valids, state.dense_input, state.kept, state.states, state.scores = valids, None, None, states, scored
     return hidden
 
 
@@ -337,7 +350,7 @@ def _tilted_class(base: type) -> type:
                 if not state.eliminating:  # HF's forward; counts are derived only if someone asks
                     B, n, _ = hidden_states.shape
                     _right_padded_validity(attention_mask, hidden_states)
-                    state.valids, state.kept, state.states = None, None, None
+                    state.valids, state.kept, state.states, state.scores = None, None, None, None
                     state.dense_input = (attention_mask, B, n, hidden_states.device)
                     return super().forward(hidden_states, attention_mask, *args, **kwargs)
                 _refuse_per_layer_outputs(self, kwargs)

@@ -120,6 +120,17 @@ def finetune(
             "nothing). Under elimination each kept word vector is compared with the teacher's at its position."
         ),
     ] = 0.0,
+    distill_ranking: Annotated[
+        float,
+        typer.Option(
+            help="With --teacher: weight of an added ranking term (ToP's ranking distillation): the teacher's "
+            "final-layer token ranking taught to the scores the student's earlier layers select by (pairwise "
+            "logistic loss; not --method gates, which decides from the layer's input)."
+        ),
+    ] = 0.0,
+    ranking_top: Annotated[
+        int, typer.Option(help="With --distill-ranking: the teacher's best tokens per row that anchor the pairs.")
+    ] = 20,
     knob_range: Annotated[
         str | None,
         typer.Option(
@@ -223,6 +234,8 @@ def finetune(
         alpha=alpha,
         distill_temperature=distill_temperature,
         distill_hidden=distill_hidden,
+        distill_ranking=distill_ranking,
+        ranking_top=ranking_top,
         knob_range=parse_knob_range(knob_range),
         random_knobs=random_knobs,
         embeddings=embeddings,
