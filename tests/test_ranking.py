@@ -50,39 +50,50 @@ def test_ranking_loss_is_the_mean_pairwise_logistic_loss_over_the_teachers_best_
     loss = {name: ranking_loss([(0, s, positions, valid)], target, 2, 4).item()
             for name, s in (("agreeing", agreeing), ("reversed", reversed_))}  # fmt: skip
     assert loss["agreeing"] < math.log(2) < loss["reversed"]
-    # the last layer is not taught (its ranking is the teacher's by construction), nor a row with nothing to rank
+    # the last layer is not taught (nothing after it reads the tokens it selects); a row with nothing to rank costs 0
     assert ranking_loss([(2, student, positions, valid)], target, last_layer=2, top=2) is None
     only_cls = torch.tensor([[True, False, False, False, False]])
-    assert ranking_loss([(0, student, positions, only_cls)], target, 2, 2) is None
+    assert ranking_loss([(0, student, positions, only_cls)], target, 2, 2).item() == 0.0
+    # the layers' means are averaged over the layers that have pairs
+    both = [(0, student, positions, valid), (1, student, positions, only_cls), (1, agreeing, positions, valid)]
+    expected_both = (expected + ranking_loss([(1, agreeing, positions, valid)], target, 2, 2).item()) / 2
+    assert ranking_loss(both, target, 2, 2).item() == pytest.approx(expected_both, rel=1e-6)
 
 
 def test_ranking_loss_reads_the_teachers_score_at_each_kept_tokens_input_position():
-    # after a gather the row holds input tokens 0, 4 and 2 (a filler slot last): the teacher's scores of *those*
-    target = torch.tensor([[9.0, 1.0, 3.0, 0.5, 5.0]])
-    positions, valid = torch.tensor([[0, 2, 4, 0]]), torch.tensor([[True, True, True, False]])
-    right = torch.tensor([[1.0, 2.0, 6.0, 100.0]])  # token 4 above token 2, as the teacher has it
+    # after a gather the row holds input tokens 0, 2 and 4, then a filler slot (it points at a removed token, 3):
+    # the teacher's scores of *those* positions rank token 4 above token 2, while its scores of slots 1 and 2
+    # (input tokens 1 and 2) would rank them the other way
+    target = torch.tensor([[9.0, 5.0, 3.0, 8.0, 4.0]])
+    positions, valid = torch.tensor([[0, 2, 4, 3]]), torch.tensor([[True, True, True, False]])
+    right = torch.tensor([[1.0, 2.0, 6.0, 100.0]])  # slot 2 (token 4) above slot 1 (token 2), as the teacher has it
     wrong = torch.tensor([[1.0, 6.0, 2.0, 100.0]])
     assert ranking_loss([(0, right, positions, valid)], target, 5, 20).item() == pytest.approx(math.log1p(2 / 6))
     assert ranking_loss([(0, wrong, positions, valid)], target, 5, 20).item() == pytest.approx(math.log1p(6 / 2))
 
 
-@pytest.mark.parametrize("grad", [True, False], ids=["train", "inference"])
-def test_recorded_scores_are_what_each_layer_selected_by(grad):
-    """record_scores: every layer that scores its tokens leaves (layer, scores, input positions, validity); the
-    tokens the next layer holds are each row's best by those scores ([CLS] always), and in training the scores
-    carry their graph (the ranking loss needs it)."""
+@pytest.mark.parametrize(
+    ("lengths", "grad"),
+    [([20, 13, 7], True), ([20, 13, 7], False), ([20], False)],
+    ids=["padded-train", "padded-inference", "batch1-short-path"],
+)
+def test_recorded_scores_are_what_each_layer_selected_by(lengths, grad):
+    """record_scores: every layer that removes tokens leaves (layer, scores, input positions, validity), at batch 1
+    in inference too (where the short path would score in place); the tokens the next layer holds are each row's
+    best by those scores ([CLS] always), and in training the scores carry their graph (the ranking loss needs it)."""
     model = tiny_bert(layers=4)
     patch(model, tilt_rate=0.3)
-    batch = random_batch([20, 13, 7])
+    batch = random_batch(lengths)
     model._tiltbench.record_scores = True
     with torch.enable_grad() if grad else torch.no_grad():
         model(**batch)
-    recorded = model._tiltbench.scores
-    layers = [layer for layer, *_ in recorded]
-    assert layers == sorted(set(layers)) and len(layers) >= 2
+    state = model._tiltbench
+    recorded = state.scores
+    dropping = [i for i in range(4) if state.valids[i + 1].shape[1] < state.valids[i].shape[1]]
+    assert [layer for layer, *_ in recorded] == dropping and len(dropping) >= 2
     for (_, scores, where, valid), (_, _, after, after_valid) in zip(recorded, recorded[1:], strict=False):
         assert scores.requires_grad == grad
-        for row in range(3):
+        for row in range(len(lengths)):
             count = int(after_valid[row].sum())
             ranked = scores[row].detach().masked_fill(~valid[row], float("-inf"))
             ranked[0] = float("inf")
@@ -143,11 +154,12 @@ def test_ranking_distillation_teaches_the_first_layer_the_teachers_final_ranking
     [
         (["--distill-ranking", "1"], "goes with --teacher"),
         (["--distill-ranking", "-1", "--teacher", "T"], "must be >= 0"),
-        (["--distill-ranking", "1", "--ranking-top", "0", "--teacher", "T"], "at least 1"),
-        (["--ranking-top", "5"], "goes with --distill-ranking"),
+        (["--distill-ranking", "1", "--ranking-top", "0", "--teacher", "T", "--tilt-rate", "0.2"], "at least 1"),
+        (["--ranking-top", "20"], "goes with --distill-ranking"),
+        (["--distill-ranking", "1", "--teacher", "T", "--tilt-rate", "0"], "none does"),
         (["--distill-ranking", "nan", "--teacher", "T"], "--distill-ranking must be a finite number"),
         (["--distill-ranking", "1", "--teacher", "T", "--method", "gates"], "decides from the layer's input"),
-        (["--distill-ranking", "1", "--teacher", "T"], "removes no tokens"),  # the teacher runs at tilt rate 0.3
+        (["--distill-ranking", "1", "--teacher", "T", "--tilt-rate", "0.2"], "removes no tokens"),  # teacher at 0.3
     ],
 )
 def test_bad_ranking_distillation_is_one_error_line(tiny_checkpoint, tmp_path, extra, message):

@@ -158,35 +158,42 @@ def teacher_final_scores(
 ) -> Tensor:  # noqa: ANN001 (an eliminate.Scorer)
     """[B,n] the `scorer`'s scores of every input token in the teacher's last layer, from that layer's input
     (`hidden_states[-2]` of a forward with output_hidden_states and nothing removed), computed as the student's
-    layers compute theirs (eliminate.attention_with_scores on the layer's own modules). Padding scores 0."""
+    layers compute theirs (eliminate.attention_with_scores on the layer's own modules), in fp32 whatever autocast
+    is on (close scores would tie in bf16). Padding scores 0."""
     from tiltbench.eliminate import attention_with_scores
     from tiltbench.patch import find_encoder
 
     last = find_encoder(teacher).layer[-1]
     valid = attention_mask.bool()
-    with torch.no_grad():
-        _, scores = attention_with_scores(last, hidden_states[-2], valid, scorer)
+    states = hidden_states[-2]
+    with torch.no_grad(), torch.autocast(states.device.type, enabled=False):
+        _, scores = attention_with_scores(last, states.float(), valid, scorer)
     return scores.float().masked_fill(~valid, 0.0)
 
 
 def ranking_loss(recorded: list[tuple[int, Tensor, Tensor, Tensor]], target: Tensor, last_layer: int,
                  top: int) -> Tensor | None:  # fmt: skip
-    """The mean pairwise logistic ranking loss of the student's recorded layer scores against the teacher's
-    final-layer scores `target` [B,n] (see the module's docstring); None when no layer before `last_layer` scored
-    a pair. `recorded`: TiltState.scores, (layer, scores [B,w], input positions [B,w], validity [B,w])."""
-    losses = []
+    """The pairwise logistic ranking loss of the student's recorded layer scores against the teacher's final-layer
+    scores `target` [B,n] (see the module's docstring): each layer's mean over its pairs, averaged over the layers
+    that have pairs (0 when none has); None when no layer before `last_layer` was recorded. `recorded`:
+    TiltState.scores, (layer, scores [B,w], input positions [B,w], validity [B,w]). Pairs are formed from the
+    teacher's `top` best tokens of each row only ([B,top,w], not [B,w,w]), with no host sync."""
+    sums, counts = [], []
     for layer, scores, positions, valid in recorded:
         if layer >= last_layer:
             continue
         goal = target.gather(1, positions)  # the teacher's score of each token still in the row
         candidate = valid & (positions != 0)  # [CLS] is always kept: nothing to rank
         ranked = goal.masked_fill(~candidate, float("-inf"))
-        k = min(top, ranked.shape[1])
-        kth = ranked.topk(k, dim=1).values[:, -1:]  # [B,1] the k-th best teacher score of each row
-        best = candidate & (ranked >= kth)
-        pairs = best[:, :, None] & candidate[:, None, :] & (goal[:, :, None] > goal[:, None, :])  # i above j
-        if not pairs.any():
-            continue
+        best, anchors = ranked.topk(min(top, ranked.shape[1]), dim=1)  # [B,k] the teacher's best tokens
+        anchored = torch.isfinite(best)  # a row with fewer candidates than k has -inf anchors: not real
+        pairs = anchored[:, :, None] & candidate[:, None, :] & (best[:, :, None] > goal[:, None, :])  # [B,k,w]
         z = scores.float().clamp_min(1e-12).log()
-        losses.append(F.softplus(z[:, None, :] - z[:, :, None])[pairs].mean())
-    return torch.stack(losses).mean() if losses else None
+        z_anchor = z.gather(1, anchors)
+        losses = F.softplus(z[:, None, :] - z_anchor[:, :, None])  # softplus(log s_j - log s_i), i an anchor
+        count = pairs.sum()
+        sums.append(torch.where(pairs, losses, 0.0).sum() / count.clamp(min=1))
+        counts.append(count > 0)
+    if not sums:
+        return None
+    return torch.stack(sums).sum() / torch.stack(counts).sum().clamp(min=1)

@@ -89,7 +89,7 @@ class TrainConfig:
     # ranking taught to the scores the student's earlier layers select by; `ranking_top`: how many of the teacher's
     # best tokens per row anchor the pairs (ToP: 20)
     distill_ranking: float = 0.0
-    ranking_top: int = 20
+    ranking_top: int | None = None  # None: 20
     knob_range: tuple[float, float] | None = None  # the last stage trains across [a, b] (sandwich rule)
     random_knobs: int = 1  # knobs drawn uniformly in the range per step, besides its two ends
     save_every: int = 200  # steps between resumable states (tiltbench/resume.py); 0: only at Ctrl-C
@@ -149,16 +149,18 @@ class TrainConfig:
                 f"--distill-hidden is built for --method tilted (its kept word vectors are compared with the "
                 f"teacher's at the same positions), not {self.method}"
             )
-        if self.distill_ranking < 0 or self.ranking_top < 1:
-            raise UserError(f"--distill-ranking must be >= 0 and --ranking-top at least 1, got {self.distill_ranking}"
-                            f" and {self.ranking_top}")  # fmt: skip
+        if self.distill_ranking < 0:
+            raise UserError(f"--distill-ranking must be >= 0, got {self.distill_ranking}")
+        if self.ranking_top is not None and (self.ranking_top < 1 or not self.distill_ranking):
+            raise UserError(f"--ranking-top goes with --distill-ranking and is at least 1, got {self.ranking_top}")
         if self.distill_ranking and self.teacher is None:
             raise UserError("--distill-ranking goes with --teacher: it teaches the teacher's final-layer ranking")
         if self.distill_ranking and get_method(self.method).decides_before_attention:
             raise UserError(f"--distill-ranking teaches the scores a layer's attention gives its tokens; --method "
                             f"{self.method} decides from the layer's input, not from attention scores")  # fmt: skip
-        if self.ranking_top != 20 and not self.distill_ranking:
-            raise UserError("--ranking-top goes with --distill-ranking")
+        if self.distill_ranking and self.method == "tilted" and not self.tilt_rate and self.knob_range is None:
+            raise UserError("--distill-ranking teaches the layers that remove tokens; at --tilt-rate 0 none does "
+                            "(give --tilt-rate or --knob-range)")  # fmt: skip
         if self.knob_range is not None:
             low, high = self.knob_range
             if not low < high:
@@ -304,7 +306,10 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
             raise UserError(f"{flag} needs a --teacher that removes no tokens; {cfg.teacher!r} does at "
                             "its saved knob (offline-tune it to its dense knob, or give a dense teacher)")  # fmt: skip
     if teacher is not None and cfg.distill_ranking:
-        find_encoder(teacher)  # a BERT-layout encoder whose last layer can be scored, or one UserError now
+        try:
+            find_encoder(teacher)  # a BERT-layout encoder whose last layer can be scored, or one UserError now
+        except UserError as err:
+            raise UserError(f"--teacher {cfg.teacher!r}: {err}") from None
     model.to(accelerator.device)
     method.to(accelerator.device)  # outside the HF model: placed (and, under DDP, reduced) by us
     if teacher is not None:
@@ -503,6 +508,8 @@ def _train_epoch(
                         ranking = teacher_final_scores(
                             run.teacher, taught.hidden_states, batch["attention_mask"], method.score
                         )
+                    if not hidden:  # the states were for the ranking only: not kept through every pass
+                        taught = None
             for k, knob in enumerate(knobs):  # one pass, or a sandwich whose gradients add up
                 synced = j == len(micros) - 1 and k == len(knobs) - 1  # DDP reduces once per step, at the end
                 if knob is not None:
@@ -529,7 +536,7 @@ def _train_epoch(
                             kept, [x.float() for x in taught.hidden_states]
                         )
                     if ranking is not None and model._tiltbench.scores:  # a pass that scored (removes tokens)
-                        ranked = ranking_loss(model._tiltbench.scores, ranking, last_layer, cfg.ranking_top)
+                        ranked = ranking_loss(model._tiltbench.scores, ranking, last_layer, cfg.ranking_top or 20)
                         if ranked is not None:
                             loss = loss + cfg.distill_ranking * ranked
                     model._tiltbench.scores = None  # the graph goes with the backward, not with the model

@@ -129,8 +129,9 @@ def finetune(
         ),
     ] = 0.0,
     ranking_top: Annotated[
-        int, typer.Option(help="With --distill-ranking: the teacher's best tokens per row that anchor the pairs.")
-    ] = 20,
+        int | None,
+        typer.Option(help="With --distill-ranking: the teacher's best tokens per row that anchor the pairs [20]."),
+    ] = None,
     knob_range: Annotated[
         str | None,
         typer.Option(
