@@ -241,7 +241,8 @@ def recipe_full(folder: str, names: dict[str, str], metric: str = "dev accuracy"
 def recipe_training() -> str:
     """Seconds per training step of each recipe setting, measured alone (benchmarks/train_cost.py)."""
     data = _load("recipe-train-cost/report.json")
-    return _md(
+    host = f"{data['environment']['cpu']}, {data['threads']} threads"
+    return f"Measured on {host}, one round after another, every setting alone.\n\n" + _md(
         ["setting (MiniLM, SST-2, len 64, batch 32)", "s / step", "vs dense", "projected epoch, 67,349 sentences"],
         [
             [
@@ -281,24 +282,28 @@ def recipe_ablation() -> str:
     return f"Dense fine-tune of the same data: {dense:.3f}.\n\n" + table
 
 
-def recipe_variant(label: str, option: str) -> Callable[[], str]:
-    """The 8k range + teacher recipe with and without one added term (results/recipe-ablation-sst2-8k/<label>.json,
-    recipe_minilm.py's variant ablations): mean accuracy over the seeds at each tilt rate, and the difference,
-    seed-paired (both recipes of a seed train on the same 8,000 sentences)."""
+def recipe_variants(*variants: tuple[str, str]) -> Callable[[], str]:
+    """The 8k range + teacher recipe with and without an added term, one (label, option) per variant
+    (results/recipe-ablation-sst2-8k/<label>.json, recipe_minilm.py's variant ablations): mean accuracy over the
+    seeds at each tilt rate, and each variant's difference, seed-paired (every recipe of a seed trains on the same
+    8,000 sentences; the plain row is the first file's)."""
 
     def render() -> str:
-        data = _load(f"recipe-ablation-sst2-8k/{label}.json")
-        plain, variant = (data["recipes"][f"sst2-8k-tilted-range-teacher{s}"] for s in ("", f"-{label}"))
-        rates = [row["tilt_rate"] for row in plain]
-        pairs = zip(plain, variant, strict=True)
-        gaps = [[100 * (b - a) for a, b in zip(p["accuracy"], v["accuracy"], strict=True)] for p, v in pairs]
-        body = [
-            ["range 0:0.4 + teacher", *(f"{row['mean']:.3f}" for row in plain)],
-            [f"the same + `{option}`", *(f"{row['mean']:.3f}" for row in variant)],
-            ["difference, mean (pts)", *(f"{statistics.mean(g):+.1f}" for g in gaps)],
-            ["seeds gaining / losing", *(f"{sum(x > 0 for x in g)} / {sum(x < 0 for x in g)}" for g in gaps)],
-        ]
-        return _md([f"8k, {len(data['seeds'])} seeds", *(f"τ {r:g}" for r in rates)], body)
+        body, seeds = [], None
+        for label, option in variants:
+            data = _load(f"recipe-ablation-sst2-8k/{label}.json")
+            plain, variant = (data["recipes"][f"sst2-8k-tilted-range-teacher{s}"] for s in ("", f"-{label}"))
+            if not body:
+                rates, seeds = [row["tilt_rate"] for row in plain], len(data["seeds"])
+                body.append(["range 0:0.4 + teacher", *(f"{row['mean']:.3f}" for row in plain)])
+            pairs = zip(plain, variant, strict=True)
+            gaps = [[100 * (b - a) for a, b in zip(p["accuracy"], v["accuracy"], strict=True)] for p, v in pairs]
+            body += [
+                [f"the same + `{option}`", *(f"{row['mean']:.3f}" for row in variant)],
+                ["difference, mean (pts)", *(f"{statistics.mean(g):+.1f}" for g in gaps)],
+                ["seeds gaining / losing", *(f"{sum(x > 0 for x in g)} / {sum(x < 0 for x in g)}" for g in gaps)],
+            ]
+        return _md([f"8k, {seeds} seeds", *(f"τ {r:g}" for r in rates)], body)
 
     return render
 
@@ -601,8 +606,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-specialists-imdb-5k": recipe_specialists("recipe-minilm-imdb-5k/specialists.json", "range 0:0.5"),
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
-    "recipe-hidden-sst2-8k": recipe_variant("hidden", "--distill-hidden 1"),
-    "recipe-ranking-sst2-8k": recipe_variant("ranking", "--distill-ranking 1"),
+    "recipe-hidden-sst2-8k": recipe_variants(("hidden", "--distill-hidden 1")),
+    "recipe-ranking-sst2-8k": recipe_variants(
+        ("ranking", "--distill-ranking 1"), ("ranking-0.1", "--distill-ranking 0.1")
+    ),
     "recipe-specialists-sst2-8k": recipe_specialists("recipe-ablation-sst2-8k/specialists.json", "range 0:0.4"),
     "accelerate-sst2": accelerate,
     "demo": demo,

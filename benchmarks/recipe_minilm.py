@@ -191,8 +191,10 @@ def hidden_ablation(train_missing: bool = True) -> None:
 
 def ranking_ablation(train_missing: bool = True) -> None:
     """Does ToP's ranking distillation help? sst2-8k-tilted-range-teacher against the same recipe with
-    --distill-ranking (-ranking), as hidden_ablation: results/recipe-ablation-sst2-8k/ranking.json."""
+    --distill-ranking 1 (-ranking) and 0.1 (-ranking-0.1), as hidden_ablation:
+    results/recipe-ablation-sst2-8k/ranking.json and ranking-0.1.json."""
     variant_ablation("sst2-8k-tilted-range-teacher-ranking", "ranking", train_missing)
+    variant_ablation("sst2-8k-tilted-range-teacher-ranking-0.1", "ranking-0.1", train_missing)
 
 
 def variant_ablation(variant: str, label: str, train_missing: bool = True) -> None:

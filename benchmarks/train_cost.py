@@ -31,6 +31,11 @@ SETTINGS = {
     "tilted τ 0.2 + teacher": {"tilt_rate": 0.2, "teacher": str(TEACHER)},
     "tilted range 0:0.4 (sandwich, 1 random knob)": {"knob_range": (0.0, 0.4)},
     "tilted range 0:0.4 + teacher": {"knob_range": (0.0, 0.4), "teacher": str(TEACHER)},
+    "tilted range 0:0.4 + teacher + ranking": {
+        "knob_range": (0.0, 0.4),
+        "teacher": str(TEACHER),
+        "distill_ranking": 1.0,
+    },
 }
 
 
