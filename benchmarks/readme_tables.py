@@ -242,7 +242,7 @@ def recipe_training() -> str:
     """Seconds per training step of each recipe setting, measured alone (benchmarks/train_cost.py)."""
     data = _load("recipe-train-cost/report.json")
     host = f"{data['environment']['cpu']}, {data['threads']} threads"
-    return f"Measured on {host}, one round after another, every setting alone.\n\n" + _md(
+    return f"Measured on {host}: two interleaved rounds, the faster one kept, nothing else running.\n\n" + _md(
         ["setting (MiniLM, SST-2, len 64, batch 32)", "s / step", "vs dense", "projected epoch, 67,349 sentences"],
         [
             [

@@ -18,7 +18,8 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    results/recipe-ablation-sst2-8k/<name>/.
 5. --hidden-ablation: the 8k range + teacher recipe with and without --distill-hidden 1, seeds 0-2 each, accuracy
    along the tilt rate (offline-tune): results/recipe-ablation-sst2-8k/hidden.json. --ranking-ablation: the same
-   with and without --distill-ranking (ToP's ranking distillation): .../ranking.json.
+   with and without --distill-ranking (ToP's ranking distillation): .../ranking.json. --variant-ablation LABEL:
+   the same against any recipe sst2-8k-tilted-range-teacher-LABEL.yaml (alpha1: --alpha 1): .../LABEL.json.
 6. --specialists: single-knob specialists (sst2-8k-tilted-<rate>-teacher, rates 0.1-0.4) against the 8k range +
    teacher checkpoint at the same rates, seeds 0-2, accuracy only: results/recipe-ablation-sst2-8k/specialists.json.
    With --task imdb: imdb-5k-tilted-0.3-teacher against the headline range checkpoint at 0.3, seed 0 (931 s of
@@ -396,6 +397,11 @@ def main() -> None:
         "--ranking-ablation", action="store_true", help="8k: range + teacher with and without --distill-ranking"
     )
     parser.add_argument(
+        "--variant-ablation",
+        metavar="LABEL",
+        help="8k: range + teacher against sst2-8k-tilted-range-teacher-LABEL.yaml, 3 seeds (e.g. alpha1)",
+    )
+    parser.add_argument(
         "--variant",
         help="with --seeds: sst2-full-tilted-range-teacher-VARIANT (e.g. ranking) against the committed seeds.json",
     )
@@ -411,7 +417,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     setup()
-    if args.task != "sst2" and (args.ablation or args.seeds or args.hidden_ablation or args.ranking_ablation):
+    variants = args.hidden_ablation or args.ranking_ablation or args.variant_ablation
+    if args.task != "sst2" and (args.ablation or args.seeds or variants):
         parser.error("--ablation, --hidden-ablation, --ranking-ablation and --seeds are SST-2's; IMDB has its sweep "
                      "and --specialists")  # fmt: skip
     if args.variant and not (args.seeds and args.task == "sst2"):
@@ -420,6 +427,11 @@ def main() -> None:
         hidden_ablation(not args.no_train)
     elif args.ranking_ablation:
         ranking_ablation(not args.no_train)
+    elif args.variant_ablation:
+        if not (RECIPES / f"sst2-8k-tilted-range-teacher-{args.variant_ablation}.yaml").is_file():
+            parser.error(f"no recipe sst2-8k-tilted-range-teacher-{args.variant_ablation}.yaml in {RECIPES}")
+        variant_ablation(f"sst2-8k-tilted-range-teacher-{args.variant_ablation}", args.variant_ablation,
+                         not args.no_train)  # fmt: skip
     elif args.specialists:
         specialists(args.task, not args.no_train)
     elif args.seeds and args.variant:
