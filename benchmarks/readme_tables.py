@@ -607,6 +607,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
     "recipe-hidden-sst2-8k": recipe_variants(("hidden", "--distill-hidden 1")),
+    "recipe-alpha-sst2-8k": recipe_variants(("alpha1", "--alpha 1")),
     "recipe-ranking-sst2-8k": recipe_variants(
         ("ranking", "--distill-ranking 1"), ("ranking-0.1", "--distill-ranking 0.1")
     ),
