@@ -220,8 +220,14 @@ def test_hidden_distillation_under_elimination_teaches_the_kept_word_vectors(tin
     ],
 )
 def test_bad_hidden_distillation_is_one_error_line(tiny_checkpoint, tmp_path, extra, message):
-    base = ["finetune", "--model", tiny_checkpoint, "--max-train-samples", "16", "--max-seq-len", "16"]
-    extra = [tiny_checkpoint if x == "T" else x for x in extra]
+    assert_finetune_refused(tiny_checkpoint, tmp_path, extra, message)
+
+
+def assert_finetune_refused(checkpoint: str, tmp_path, extra: list[str], message: str) -> None:
+    """`finetune` on `checkpoint` with `extra` options ("T" standing for the checkpoint as teacher) exits 2 with
+    an `error:` line saying `message`, and writes nothing."""
+    base = ["finetune", "--model", checkpoint, "--max-train-samples", "16", "--max-seq-len", "16"]
+    extra = [checkpoint if x == "T" else x for x in extra]
     result = CliRunner().invoke(app, [*base, "--output", str(tmp_path / "out"), *extra],
                                 env={"TILTBENCH_DATA_DIR": str(DATA_DIR)})  # fmt: skip
     assert result.exit_code == 2, result.output

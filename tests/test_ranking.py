@@ -8,9 +8,7 @@ import math
 import pytest
 import torch
 from conftest import DATA_DIR, random_batch, tiny_bert
-from typer.testing import CliRunner
 
-from tiltbench.cli import app
 from tiltbench.distill import ranking_loss, teacher_final_scores
 from tiltbench.eliminate import score_acc
 from tiltbench.patch import patch
@@ -163,11 +161,6 @@ def test_ranking_distillation_teaches_the_first_layer_the_teachers_final_ranking
     ],
 )
 def test_bad_ranking_distillation_is_one_error_line(tiny_checkpoint, tmp_path, extra, message):
-    base = ["finetune", "--model", tiny_checkpoint, "--max-train-samples", "16", "--max-seq-len", "16"]
-    extra = [tiny_checkpoint if x == "T" else x for x in extra]
-    result = CliRunner().invoke(app, [*base, "--output", str(tmp_path / "out"), *extra],
-                                env={"TILTBENCH_DATA_DIR": str(DATA_DIR)})  # fmt: skip
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines[0].startswith("error:") and message in " ".join(result.output.split()), result.output
-    assert not (tmp_path / "out").exists()
+    from test_distill import assert_finetune_refused
+
+    assert_finetune_refused(tiny_checkpoint, tmp_path, extra, message)
