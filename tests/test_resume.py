@@ -118,6 +118,26 @@ def test_a_state_of_other_settings_is_refused(tiny_checkpoint, tmp_path):
         finetune(cfg)
 
 
+def test_the_same_output_spelled_relative_or_absolute_resumes(tiny_checkpoint, tmp_path, monkeypatch):
+    """The state lives beside its output folder: a rerun naming that folder by a relative path resumes the state
+    the absolute path saved (a state written before the output left the fingerprint resumes too)."""
+    import torch
+
+    cfg = _config(tiny_checkpoint, tmp_path / "out", tilt_rate=0.3, save_every=1)
+    with pytest.raises(RuntimeError):
+        finetune(cfg, progress=_StopAt(2, _crash))
+    path = tmp_path / ".out.resume" / "state.pt"
+    state = torch.load(path, weights_only=False)
+    state["fingerprint"]["output"] = str(tmp_path / "out")  # as older versions recorded it
+    torch.save(state, path)
+    monkeypatch.chdir(tmp_path)
+    counter = _StopAt(0, lambda: None)
+    relative = _config(tiny_checkpoint, Path("out"), tilt_rate=0.3, save_every=1)
+    finetune(relative, progress=counter)
+    assert counter.seen == 1  # 48 sentences at batch 16: the third step only, the first two were saved
+    assert not path.exists() and (tmp_path / "out" / "tiltbench.json").is_file()
+
+
 def test_a_state_saved_before_a_setting_existed_resumes_with_its_default(tiny_checkpoint, tmp_path):
     """A state from an older version lacks settings added since (grad_accum, mixed_precision): they read as their
     defaults, so it resumes; with another value than the default it is refused."""

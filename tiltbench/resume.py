@@ -27,7 +27,9 @@ from tiltbench.errors import UserError
 
 STATE_FILE = "state.pt"
 # Settings that do not change what is trained: they may differ between the interrupted run and its resumption.
-NOT_FINGERPRINTED = ("overwrite", "save_every", "device")  # a state resumes on any device
+# a state resumes on any device; and from the same output folder however it is spelled (relative or absolute): the
+# state lives beside the output (state_dir), so where it is found already says which output it belongs to
+NOT_FINGERPRINTED = ("overwrite", "save_every", "device", "output")
 
 
 @dataclass
@@ -76,6 +78,7 @@ def load_state(folder: Path, cfg) -> dict | None:  # noqa: ANN001
     now = fingerprint(cfg)
     # a setting added after the state was saved reads as its default (states of older versions still resume)
     saved = {**{k: v for k, v in fingerprint(type(cfg)(cfg.output)).items() if k not in saved}, **saved}
+    saved = {k: v for k, v in saved.items() if k not in NOT_FINGERPRINTED}  # states that recorded the output too
     if saved != now:
         differing = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         raise UserError(
