@@ -326,3 +326,81 @@ def test_the_hidden_term_reads_real_tokens_only(tiny_checkpoint, tmp_path, monke
                 assert valids[-1].sum() < valids[0].sum()
             else:
                 assert all(torch.equal(v.bool(), valids[0].bool()) for v in valids)
+
+
+def test_an_ensemble_teaches_its_members_mean_distribution():
+    first = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    second = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    t = 2.0
+    target = Distillation(0.5, t).target([first, second], regression=False)
+    for row, (a, b) in enumerate(zip(first.tolist(), second.tolist(), strict=True)):
+        mean = [(math.exp(x / t) / sum(math.exp(y / t) for y in a) + math.exp(z / t) / sum(math.exp(y / t) for y in b))
+                / 2 for x, z in zip(a, b, strict=True)]  # fmt: skip
+        assert torch.softmax(target[row] / t, -1).tolist() == pytest.approx(mean, rel=1e-6)
+    # not the mean of the logits: at T 2 the two differ
+    assert not torch.allclose(torch.softmax(target / t, -1), torch.softmax((first + second) / 2 / t, -1))
+    # one teacher is taught as it is; regression averages the predictions
+    assert torch.equal(Distillation(0.5, t).target([first], regression=False), first)
+    mean = Distillation(0.5, t).target([torch.tensor([[1.0], [4.0]]), torch.tensor([[3.0], [0.0]])], regression=True)
+    assert mean.tolist() == [[2.0], [2.0]]
+
+
+def test_every_pass_learns_from_the_ensembles_mean_distribution(tiny_checkpoint, tmp_path, monkeypatch):
+    other = tmp_path / "other"  # a second teacher of the task: the tiny checkpoint fine-tuned once more
+    _train(tmp_path, "other", tiny_checkpoint, tilt_rate=0.0, learning_rate=1e-2)
+    targets, taught = [], {}
+    original = Distillation.loss
+
+    def spy(self, student, teacher, task_loss, regression):
+        targets.append(teacher.detach().clone())
+        return original(self, student, teacher, task_loss, regression)
+
+    monkeypatch.setattr(Distillation, "loss", spy)
+    finetune_module = importlib.import_module("tiltbench.finetune")
+    load_teacher = finetune_module.load_teacher
+
+    def watched_teacher(path, *args, **kwargs):
+        teacher = load_teacher(path, *args, **kwargs)
+        hook = lambda module, inputs, output: taught.setdefault(path, []).append(output.logits.detach().clone())  # noqa: E731
+        teacher.register_forward_hook(hook)
+        return teacher
+
+    monkeypatch.setattr(finetune_module, "load_teacher", watched_teacher)
+    _train(tmp_path, "student", tiny_checkpoint, teacher=[tiny_checkpoint, str(other)], knob_range=(0.0, 0.4),
+           random_knobs=0)  # fmt: skip
+    meta = json.loads((tmp_path / "student" / "tiltbench.json").read_text())
+    assert meta["train_config"]["teacher"] == [tiny_checkpoint, str(other)]
+    # 2 steps of 2 passes; each member ran once per step, and every pass of a step learns the members' mean
+    assert len(targets) == 4 and [len(v) for v in taught.values()] == [2, 2]
+    members = list(zip(taught[tiny_checkpoint], taught[str(other)], strict=True))
+    assert not any(torch.allclose(a, b) for a, b in members)  # two different teachers
+    for step, (a, b) in zip((targets[:2], targets[2:]), members, strict=True):
+        mean = (torch.softmax(a.float() / 2, -1) + torch.softmax(b.float() / 2, -1)) / 2
+        for target in step:
+            assert torch.allclose(torch.softmax(target / 2, -1), mean, atol=1e-6)
+
+
+def test_one_teacher_is_one_path_however_the_api_gets_it(tmp_path):
+    from pathlib import Path
+
+    data = DataConfig("sst2")
+    for given in (Path("runs/t"), ("runs/t",), ["runs/t"], "runs/t"):
+        assert TrainConfig(str(tmp_path / "o"), data, teacher=given).teacher == "runs/t"  # as old states recorded it
+    assert TrainConfig(str(tmp_path / "o"), data, teacher=("a", Path("b"))).teacher == ["a", "b"]
+    assert TrainConfig(str(tmp_path / "o"), data, teacher=[]).teacher is None
+    with pytest.raises(UserError, match="given twice"):  # one folder, two spellings
+        TrainConfig(str(tmp_path / "o"), data, teacher=["runs/t", "./runs/t/"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--teacher", "T", "--teacher", "T"], "is given twice"),
+        (["--teacher", "T", "--teacher", "OTHER", "--distill-hidden", "1"], "not an ensemble"),
+        (["--teacher", "T", "--teacher", "OTHER", "--distill-ranking", "1", "--tilt-rate", "0.2"], "not an ensemble"),
+        (["--teacher", "T", "--teacher", "OTHER"], "--teacher: model folder"),  # a member that is not there
+    ],
+)
+def test_a_bad_ensemble_is_one_error_line(tiny_checkpoint, tmp_path, extra, message):
+    extra = [str(tmp_path / "missing") if x == "OTHER" else x for x in extra]
+    assert_finetune_refused(tiny_checkpoint, tmp_path, extra, message)

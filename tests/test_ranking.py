@@ -164,3 +164,29 @@ def test_bad_ranking_distillation_is_one_error_line(tiny_checkpoint, tmp_path, e
     from test_distill import assert_finetune_refused
 
     assert_finetune_refused(tiny_checkpoint, tmp_path, extra, message)
+
+
+def test_only_stages_that_score_tokens_pay_for_the_teachers_ranking(tiny_checkpoint, tmp_path, monkeypatch):
+    """PoWER's dense first stage scores no tokens: the teacher's final-layer scores are computed in its soft search
+    and hard retrain stages only (2 steps each: 32 sentences at batch 16)."""
+    import importlib
+
+    from test_distill import _train
+
+    finetune_module = importlib.import_module("tiltbench.finetune")
+    original_scores, original_epoch = finetune_module.teacher_final_scores, finetune_module._train_epoch
+    current, scored = {"stage": None}, []
+
+    def counted(*args, **kwargs):
+        scored.append(current["stage"])
+        return original_scores(*args, **kwargs)
+
+    def tracked(run, stage, *args, **kwargs):
+        current["stage"] = stage.name
+        return original_epoch(run, stage, *args, **kwargs)
+
+    _train(tmp_path, "teacher", tiny_checkpoint)  # removes nothing (tilt rate 0)
+    monkeypatch.setattr(finetune_module, "teacher_final_scores", counted)
+    monkeypatch.setattr(finetune_module, "_train_epoch", tracked)
+    _train(tmp_path, "power", tiny_checkpoint, method="power", teacher=str(tmp_path / "teacher"), distill_ranking=1.0)
+    assert sorted(set(scored)) == ["retrain", "search"] and len(scored) == 4, scored

@@ -56,6 +56,8 @@ def test_a_yaml_recipe_with_a_knob_range_list(tiny_checkpoint, tmp_path):
         ("r.json", "[1, 2]", "must be a non-empty mapping"),
         ("r.yaml", "epochs: [1\n", "is not valid YAML"),
         ("r.yaml", "knob-range: [0, 0.2, 0.4]\n", "knob-range takes LOW:HIGH"),
+        ("r.yaml", "teacher: []\n", "teacher takes a path or a list of paths"),
+        ("r.yaml", "teacher: [a, 3]\n", "teacher takes a path or a list of paths"),
         ("r.toml", "epochs = 1", "use a .json, .yaml or .yml file"),
         ("missing.json", None, "does not exist"),
     ],
@@ -82,3 +84,20 @@ def test_every_committed_recipe_names_only_finetune_settings():
     assert recipes
     for recipe in recipes:
         assert set(load_recipe(recipe)) <= options, recipe.name
+
+
+def test_a_recipe_names_an_ensemble_of_teachers_as_a_list(tiny_checkpoint, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    settings = f"model: {tiny_checkpoint}\ntilt-rate: 0.2\nmax-train-samples: 16\nmax-eval-samples: 8\n"
+    recipe.write_text(settings)
+    assert runner.invoke(app, ["finetune", "--output", str(tmp_path / "t"), "--recipe", str(recipe)],
+                         env=ENV).exit_code == 0  # fmt: skip
+    teachers = [tiny_checkpoint, str(tmp_path / "t")]
+    recipe.write_text(settings + f"teacher: [{', '.join(teachers)}]\n")
+    result = runner.invoke(app, ["finetune", "--output", str(tmp_path / "a"), "--recipe", str(recipe)], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert _meta(tmp_path / "a")["train_config"]["teacher"] == teachers
+    recipe.write_text(settings + f"teacher: {tiny_checkpoint}\n")  # one teacher stays one path
+    result = runner.invoke(app, ["finetune", "--output", str(tmp_path / "b"), "--recipe", str(recipe)], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert _meta(tmp_path / "b")["train_config"]["teacher"] == tiny_checkpoint

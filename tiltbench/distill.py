@@ -8,6 +8,13 @@ student is the teacher. Regression tasks (STS-B) use the mean squared error to t
 teacher runs under `no_grad` on the same batch, in eval mode (no dropout), as saved: a tiltbench checkpoint
 at its recorded knob, an HF folder as HF's own model.
 
+Several teachers (`--teacher A --teacher B ...`): an ensemble (Hinton et al. 2015, sec. 1: a cumbersome model may
+be "an ensemble of separately trained models"). The soft target is the average of the teachers' distributions at
+temperature T, p = mean_i softmax(z_i / T), handed on as the logits T · log p (whose softmax at T is p exactly);
+regression averages the teachers' predictions. Every teacher runs on every batch (a step pays one teacher forward
+per member). The hidden-state and ranking terms need one teacher: an average of several teachers' word vectors or
+token rankings is not any model's.
+
 Knob range (`--knob-range a:b`): LengthDrop's sandwich rule (Kim & Cho 2021, "Length-Adaptive Transformer"):
 every step runs the batch at the range's end nearer the dense knob, at its far end, and at `random_knobs`
 knobs drawn uniformly in between, accumulating the gradients of all passes before one optimiser step. The
@@ -37,6 +44,8 @@ select by. Ours, where ToP's code differs or leaves a choice:
 
 from __future__ import annotations
 
+import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +89,18 @@ class Distillation:
             )
         return self.alpha * soft + (1 - self.alpha) * task_loss
 
+    def target(self, teacher_logits: list[Tensor], regression: bool) -> Tensor:
+        """The logits taught towards, in fp32: one teacher's as they are; an ensemble's mean prediction
+        (regression) or T · log of its members' mean distribution at temperature T (classification)."""
+        if len(teacher_logits) == 1:
+            return teacher_logits[0].float()
+        stacked = torch.stack([logits.float() for logits in teacher_logits])
+        if regression:
+            return stacked.mean(0)
+        t = self.temperature
+        mean_log_p = torch.logsumexp(F.log_softmax(stacked / t, dim=-1), dim=0) - math.log(len(teacher_logits))
+        return t * mean_log_p
+
 
 def parse_knob_range(text: str | None) -> tuple[float, float] | None:
     """'0:0.4' -> (0.0, 0.4); None stays None; anything else is one UserError."""
@@ -109,6 +130,22 @@ def far_end(knob_range: tuple[float, float], dense_knob: float) -> float:
     """The end of the range farther from the dense knob: the fastest point it trains."""
     low, high = knob_range
     return high if abs(high - dense_knob) >= abs(low - dense_knob) else low
+
+
+def teacher_paths(teacher: str | os.PathLike | list | tuple | None) -> tuple[str, ...]:
+    """--teacher as a tuple of paths: none, one, or an ensemble's; UserError for a folder named twice, however
+    spelled (it would weigh twice in the average without saying so)."""
+    if not teacher:
+        return ()
+    paths = tuple(os.fspath(p) for p in ((teacher,) if isinstance(teacher, str | os.PathLike) else teacher))
+    seen: dict[Path, str] = {}
+    for path in paths:
+        folder = Path(path).resolve()
+        if folder in seen:
+            raise UserError(f"--teacher {path!r} is given twice (as {seen[folder]!r} too); an ensemble names each "
+                            "teacher once")  # fmt: skip
+        seen[folder] = path
+    return paths
 
 
 def load_teacher(path: str, info: TaskInfo, student_tokenizer) -> torch.nn.Module:  # noqa: ANN001

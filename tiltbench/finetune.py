@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from tiltbench.data import DataConfig, TaskInfo, collate, encode, load_split
-from tiltbench.distill import Distillation, load_teacher, ranking_loss, sandwich_knobs, teacher_final_scores
+from tiltbench.distill import (
+    Distillation,
+    load_teacher,
+    ranking_loss,
+    sandwich_knobs,
+    teacher_final_scores,
+    teacher_paths,
+)
 from tiltbench.distributed import DEVICES, MIXED_PRECISION, evaluate_across, make_accelerator, on_device, share
 from tiltbench.environment import environment
 from tiltbench.errors import TrainingInterrupted, UserError
@@ -78,7 +85,9 @@ class TrainConfig:
     final_threshold: float | None = None  # ltp: θ of the last layer before learning (None: 1 / max_seq_len)
     temperature: float | None = None  # ltp: T of the soft mask σ((s − θ) / T) (None: θ_final / 10)
     # accuracy at speed (tiltbench/distill.py)
-    teacher: str | None = None  # distil from this checkpoint's logits (a tiltbench or HF classifier of the task)
+    # distil from this checkpoint's logits (a tiltbench or HF classifier of the task), or from an ensemble's: a
+    # list of several, their mean distribution at the distillation temperature (tiltbench/distill.py)
+    teacher: str | list[str] | None = None  # a Path, tuple or one-item list is normalised to these
     alpha: float = 0.5  # weight of the teacher term (1 − alpha on the task loss)
     distill_temperature: float = 2.0  # T of the softened distributions (not LTP's `temperature`)
     # weight of a hidden-state term added to the teacher's (TinyBERT's intermediate-layer distillation): the MSE of
@@ -113,6 +122,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from tiltbench.methods import get_method
 
+        # one spelling per setting (the resume fingerprint and tiltbench.json record it): one teacher is a path,
+        # an ensemble a list of them, whether the API got a Path, a tuple or a one-item list
+        paths = teacher_paths(self.teacher)  # and no teacher named twice
+        object.__setattr__(self, "teacher", paths[0] if len(paths) == 1 else list(paths) or None)
+
         for item in fields(self):  # typer and YAML both read "inf" and "nan" as floats: no setting may be either
             value = getattr(self, item.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -140,6 +154,11 @@ class TrainConfig:
         from tiltbench.distill import Distillation
 
         Distillation(self.alpha, self.distill_temperature)  # validates both
+        ensemble = isinstance(self.teacher, list)
+        for flag, weight in (("--distill-hidden", self.distill_hidden), ("--distill-ranking", self.distill_ranking)):
+            if ensemble and weight:
+                raise UserError(f"{flag} teaches one teacher's word vectors or ranking; give one --teacher with "
+                                "it, not an ensemble")  # fmt: skip
         if self.distill_hidden < 0:
             raise UserError(f"--distill-hidden must be >= 0, got {self.distill_hidden}")
         if self.distill_hidden and self.teacher is None:
@@ -250,7 +269,7 @@ class _Run:
     progress: Progress | None
     accelerator: object  # accelerate.Accelerator
     ddp: torch.nn.Module  # `model` as accelerate prepared it (DDP under several processes): what training calls
-    teacher: torch.nn.Module | None = None
+    teachers: list[torch.nn.Module] = field(default_factory=list)  # --teacher: one, or an ensemble's members
     align_teacher: torch.nn.Module | None = None  # --hash-align-epochs: --model with its table
     distillation: Distillation | None = None
     knob_rng: random.Random = field(default_factory=random.Random)  # the sandwich's draws (not the data order's)
@@ -295,25 +314,27 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
     if cfg.knob_range is not None:
         for knob in cfg.knob_range:
             method.schedule(knob)  # UserError now, not after hours of training, when the range leaves the knob's
-    teacher = load_teacher(cfg.teacher, info, tokenizer) if cfg.teacher else None
+    teachers = [load_teacher(path, info, tokenizer) for path in teacher_paths(cfg.teacher)]
+    teacher = teachers[0] if len(teachers) == 1 else None  # the one the hidden and ranking terms may read
+    teacher_shown = repr(cfg.teacher) if teacher is not None else ""
     if teacher is not None and cfg.distill_hidden:
         if not _same_shape(teacher, model):
             raise UserError(f"--distill-hidden needs a --teacher of the student's hidden size and depth; "
-                            f"{cfg.teacher!r} has another")  # fmt: skip
+                            f"{teacher_shown} has another")  # fmt: skip
     if teacher is not None and (cfg.distill_hidden or cfg.distill_ranking):
         if is_patched(teacher) and teacher._tiltbench.eliminating:  # its states would have fewer tokens
             flag = "--distill-hidden" if cfg.distill_hidden else "--distill-ranking"
-            raise UserError(f"{flag} needs a --teacher that removes no tokens; {cfg.teacher!r} does at "
-                            "its saved knob (offline-tune it to its dense knob, or give a dense teacher)")  # fmt: skip
+            raise UserError(f"{flag} needs a --teacher that removes no tokens; {teacher_shown} does at its saved knob "
+                            "(offline-tune it to its dense knob, or give a dense teacher)")  # fmt: skip
     if teacher is not None and cfg.distill_ranking:
         try:
             find_encoder(teacher)  # a BERT-layout encoder whose last layer can be scored, or one UserError now
         except UserError as err:
-            raise UserError(f"--teacher {cfg.teacher!r}: {err}") from None
+            raise UserError(f"--teacher {teacher_shown}: {err}") from None
     model.to(accelerator.device)
     method.to(accelerator.device)  # outside the HF model: placed (and, under DDP, reduced) by us
-    if teacher is not None:
-        teacher.to(accelerator.device)
+    for member in teachers:
+        member.to(accelerator.device)
     if align_teacher is not None:
         align_teacher.to(accelerator.device)
     run = _Run(
@@ -330,11 +351,9 @@ def finetune(cfg: TrainConfig, progress: Progress | None = None) -> FinetuneResu
         progress=progress,
         accelerator=accelerator,
         ddp=accelerator.prepare_model(model),  # DDP and autocast where asked; the same module otherwise
-        teacher=teacher,
+        teachers=teachers,
         align_teacher=align_teacher,
-        distillation=Distillation(cfg.alpha, cfg.distill_temperature)
-        if (teacher is not None or cfg.knob_range)
-        else None,
+        distillation=Distillation(cfg.alpha, cfg.distill_temperature) if (teachers or cfg.knob_range) else None,
         knob_rng=random.Random(cfg.data.seed + 1),
         embeddings=embeddings,
     )
@@ -462,6 +481,9 @@ def _train_epoch(
     `save_every` steps, and on Ctrl-C saves one and raises TrainingInterrupted."""
     model, method, cfg, cursor, acc = run.model, run.method, run.cfg, run.cursor, run.accelerator
     last_layer = len(find_encoder(model).layer) - 1  # --distill-ranking teaches the layers before it
+    # --distill-ranking: only a stage whose passes score tokens needs the teacher's scores (not PoWER's or LTP's
+    # dense first stage, whose forward scores nothing: there the teacher's states and last layer would be waste)
+    ranking_stage = cfg.distill_ranking > 0 and (stage.soft or stage.knob is not None or knob_range is not None)
     world, rank = acc.num_processes, acc.process_index
     run.ddp.train()
     if not cursor.order:
@@ -497,16 +519,16 @@ def _train_epoch(
                 continue
             hidden = cfg.distill_hidden > 0  # the teacher's hidden states too (validated: the teacher removes none)
             ranking = None  # [B,n] the teacher's final-layer scores, taught to the student's (--distill-ranking)
-            if run.teacher is not None:
+            if run.teachers:
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
                 with torch.no_grad(), acc.autocast():
-                    taught = run.teacher(
-                        **{k: v for k, v in batch.items() if k != "labels"},
-                        output_hidden_states=hidden or cfg.distill_ranking > 0,
-                    )
-                    target = taught.logits.float()
-                    if cfg.distill_ranking:
+                    want_states = hidden or ranking_stage  # validated: one teacher then
+                    outputs = [member(**inputs, output_hidden_states=want_states) for member in run.teachers]
+                    target = run.distillation.target([out.logits for out in outputs], run.info.regression)
+                    taught, outputs = outputs[0], None
+                    if ranking_stage:
                         ranking = teacher_final_scores(
-                            run.teacher, taught.hidden_states, batch["attention_mask"], method.score
+                            run.teachers[0], taught.hidden_states, batch["attention_mask"], method.score
                         )
                     if not hidden:  # the states were for the ranking only: not kept through every pass
                         taught = None

@@ -5,11 +5,12 @@ A recipe is a mapping from `tiltbench finetune` option names to values, e.g.
     {"model": "minilm", "task": "sst2", "method": "tilted", "knob-range": "0:0.4", "teacher": "results/dense",
      "epochs": 1, "max-train-samples": 20000, "max-seq-len": 64, "lr": 1e-4, "seed": 0}
 
-Dashes or underscores both work; `knob-range` may also be a two-item list. `finetune --recipe FILE` takes these
-as its defaults: an option given on the command line wins, so `--seed 1` re-runs a recipe at another seed. Paths
-inside a recipe (model, init, teacher, data files) are read from the directory the command runs in, like the
-same options typed there. Where the output goes (`--output`, `--overwrite`) is never part of a recipe. The
-checkpoint records every resolved setting in tiltbench.json (`train_config`).
+Dashes or underscores both work; `knob-range` may also be a two-item list, and `teacher` a list of paths (an
+ensemble of teachers). `finetune --recipe FILE` takes these as its defaults: an option given on the command line
+wins, so `--seed 1` re-runs a recipe at another seed. Paths inside a recipe (model, init, teacher, data files)
+are read from the directory the command runs in, like the same options typed there. Where the output goes
+(`--output`, `--overwrite`) is never part of a recipe. The checkpoint records every resolved setting in
+tiltbench.json (`train_config`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def load_recipe(path: str | Path) -> dict:
             if len(value) != 2:
                 raise UserError(f"recipe {str(path)!r}: knob-range takes LOW:HIGH or [LOW, HIGH], got {value!r}")
             value = f"{value[0]}:{value[1]}"
+        if name == "teacher" and isinstance(value, list):  # an ensemble: several teachers
+            if not value or not all(isinstance(v, str) for v in value):
+                raise UserError(f"recipe {str(path)!r}: teacher takes a path or a list of paths, got {value!r}")
+            settings[name] = value
+            continue
         if isinstance(value, dict | list):
             raise UserError(f"recipe {str(path)!r}: {key!r} must be a single value, got {value!r}")
         settings[name] = value

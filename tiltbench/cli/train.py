@@ -103,8 +103,11 @@ def finetune(
         typer.Option(help="PoWER: epochs of re-training at the learned counts; gates, LTP: of the hard stage."),
     ] = 1,
     teacher: Annotated[
-        str | None,
-        typer.Option(help="Distil from this fine-tuned checkpoint of the task (tiltbench or HF classifier folder)."),
+        list[str] | None,
+        typer.Option(
+            help="Distil from this fine-tuned checkpoint of the task (tiltbench or HF classifier folder). Give it "
+            "more than once for an ensemble: the teachers' mean distribution at the distillation temperature."
+        ),
     ] = None,
     alpha: Annotated[
         float, typer.Option(help="Weight of the teacher term: α·T²·KL(teacher‖student) + (1 − α)·task loss.")
@@ -292,6 +295,8 @@ def _with_recipe(ctx: typer.Context, path: str) -> dict:
         if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
             continue  # given on the command line: it wins
         try:
+            if getattr(params[name], "multiple", False) and isinstance(value, str):
+                value = [value]  # one path of an option that may be repeated (--teacher)
             resolved[name] = None if value is None else params[name].process_value(ctx, value)
         except Exception as err:  # click's BadParameter, from whichever click typer runs on
             message = err.format_message() if hasattr(err, "format_message") else str(err)
