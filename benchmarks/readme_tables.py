@@ -608,6 +608,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-ablation-sst2-8k": recipe_ablation,
     "recipe-hidden-sst2-8k": recipe_variants(("hidden", "--distill-hidden 1")),
     "recipe-alpha-sst2-8k": recipe_variants(("alpha1", "--alpha 1")),
+    "recipe-ensemble-sst2-8k": recipe_variants(("ensemble", "--teacher DENSE0 --teacher DENSE1 --teacher DENSE2")),
+    "recipe-bf16-sst2-8k": recipe_variants(("bf16", "--mixed-precision bf16")),
     "recipe-ranking-sst2-8k": recipe_variants(
         ("ranking", "--distill-ranking 1"), ("ranking-0.1", "--distill-ranking 0.1")
     ),

@@ -19,7 +19,8 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
 5. --hidden-ablation: the 8k range + teacher recipe with and without --distill-hidden 1, seeds 0-2 each, accuracy
    along the tilt rate (offline-tune): results/recipe-ablation-sst2-8k/hidden.json. --ranking-ablation: the same
    with and without --distill-ranking (ToP's ranking distillation): .../ranking.json. --variant-ablation LABEL:
-   the same against any recipe sst2-8k-tilted-range-teacher-LABEL.yaml (alpha1: --alpha 1): .../LABEL.json.
+   the same against any recipe sst2-8k-tilted-range-teacher-LABEL.yaml (alpha1: --alpha 1; ensemble: the three 8k
+   dense seeds as one ensemble teacher, trained first when missing): .../LABEL.json.
 6. --specialists: single-knob specialists (sst2-8k-tilted-<rate>-teacher, rates 0.1-0.4) against the 8k range +
    teacher checkpoint at the same rates, seeds 0-2, accuracy only: results/recipe-ablation-sst2-8k/specialists.json.
    With --task imdb: imdb-5k-tilted-0.3-teacher against the headline range checkpoint at 0.3, seed 0 (931 s of
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -52,6 +54,7 @@ from tiltbench.files import write_json_atomic
 from tiltbench.measure import MeasureConfig
 from tiltbench.models import read_meta
 from tiltbench.offline import OfflineConfig, offline_tune
+from tiltbench.recipe import load_recipe
 from tiltbench.sweep import SweepConfig, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,13 +202,14 @@ def ranking_ablation(train_missing: bool = True) -> None:
 
 
 def variant_ablation(variant: str, label: str, train_missing: bool = True) -> None:
-    """sst2-8k-tilted-range-teacher against recipe <variant>, seeds 0-2 each (every seed distils from the seed-0
-    8k dense model, as the recipes name it), accuracy along the tilt rate (offline-tune, no timing), into
-    results/recipe-ablation-sst2-8k/<label>.json."""
+    """sst2-8k-tilted-range-teacher against recipe <variant>, seeds 0-2 each (every seed distils from the teacher
+    the recipes name: the seed-0 8k dense model, or for -ensemble dense seeds 0-2 together), accuracy along the
+    tilt rate (offline-tune, no timing), into results/recipe-ablation-sst2-8k/<label>.json."""
     rates = tuple(sorted(GRID + FINE))
     names = ("sst2-8k-tilted-range-teacher", variant)
     if train_missing:
-        train("sst2-8k-dense")  # the teacher
+        train_teachers(variant)
+    ensemble_teachers(variant, label)
     accuracy: dict[str, dict[float, list[float]]] = {name: {r: [] for r in rates} for name in names}
     done = []
     for seed in (0, 1, 2):
@@ -234,6 +238,54 @@ def variant_ablation(variant: str, label: str, train_missing: bool = True) -> No
         means = [statistics.fmean(accuracy[n][rate]) if accuracy[n][rate] else float("nan") for n in names]
         gain = 100 * (means[1] - means[0])
         print(f"tilt {rate:g}: range + teacher {means[0]:.4f}, + {label} {means[1]:.4f} ({gain:+.2f} points)")
+
+
+def train_teachers(name: str) -> None:
+    """Train the teachers recipe <name> names (runs/recipes/<recipe>[-seed<S>], one or an ensemble's) that are
+    missing; the baseline's teacher, sst2-8k-dense, too."""
+    teachers = load_recipe(RECIPES / f"{name}.yaml").get("teacher") or []
+    for path in sorted({"runs/recipes/sst2-8k-dense", *([teachers] if isinstance(teachers, str) else teachers)}):
+        match = re.fullmatch(r"runs/recipes/(.+?)(?:-seed(\d+))?", path)
+        if match is None or not (RECIPES / f"{match[1]}.yaml").is_file():
+            raise SystemExit(f"{name}: teacher {path} is not a recipe's run folder; train it first")
+        train(match[1], int(match[2] or 0))
+
+
+def ensemble_teachers(name: str, label: str) -> dict | None:
+    """Dev accuracy of each teacher recipe <name> names and of their ensemble (the argmax of the distribution the
+    students are taught: the members' mean at the recipe's temperature), into
+    results/recipe-ablation-sst2-8k/<label>-teachers.json; None when the recipe names one teacher."""
+    import numpy as np
+    import torch
+
+    from tiltbench.data import encode, load_split
+    from tiltbench.distill import Distillation
+    from tiltbench.inference import evaluate as evaluate_model
+    from tiltbench.models import load_checkpoint
+
+    recipe = load_recipe(RECIPES / f"{name}.yaml")
+    paths = recipe.get("teacher")
+    if not isinstance(paths, list):
+        return None
+    members, logits, labels = [], [], None
+    for path in paths:
+        model, tokenizer, meta, _ = load_checkpoint(str(ROOT / path))
+        eval_set, info = load_split(DataConfig.for_checkpoint(meta), "eval")
+        examples = encode(eval_set, tokenizer, meta["max_seq_len"])
+        metrics, outputs = evaluate_model(model, examples, info, tokenizer.pad_token_id or 0)
+        members.append({"teacher": path, "accuracy": metrics["accuracy"]})
+        logits.append(torch.from_numpy(outputs.logits))
+        labels = np.array([e["label"] for e in examples])
+    taught = Distillation(temperature=recipe.get("distill_temperature", 2.0)).target(logits, False)
+    result = {
+        "members": members,
+        "ensemble_accuracy": float((taught.argmax(-1).numpy() == labels).mean()),
+        "n_eval": len(labels),
+        "environment": environment(),
+    }
+    write_json_atomic(RESULTS / "recipe-ablation-sst2-8k" / f"{label}-teachers.json", result)
+    print("teachers:", [round(m["accuracy"], 4) for m in members], "ensemble:", round(result["ensemble_accuracy"], 4))
+    return result
 
 
 def evaluate(checkpoint: Path, rates: tuple[float, ...]) -> list:

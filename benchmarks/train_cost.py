@@ -24,6 +24,8 @@ from tiltbench.finetune import TrainConfig, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "runs" / "recipes" / "sst2-8k-dense"  # benchmarks/recipes/sst2-8k-dense.yaml
+# the ensemble of sst2-8k-tilted-range-teacher-ensemble.yaml: dense seeds 0-2 (recipe_minilm.py trains them)
+ENSEMBLE = [str(TEACHER), *(f"{TEACHER}-seed{seed}" for seed in (1, 2))]
 STEPS, BATCH, FULL_STEPS = 40, 32, 2105
 SETTINGS = {
     "dense": {},
@@ -35,6 +37,13 @@ SETTINGS = {
         "knob_range": (0.0, 0.4),
         "teacher": str(TEACHER),
         "distill_ranking": 1.0,
+    },
+    "tilted range 0:0.4 + ensemble of 3 teachers": {"knob_range": (0.0, 0.4), "teacher": ENSEMBLE},
+    "dense, bf16 autocast": {"mixed_precision": "bf16"},
+    "tilted range 0:0.4 + teacher, bf16 autocast": {
+        "knob_range": (0.0, 0.4),
+        "teacher": str(TEACHER),
+        "mixed_precision": "bf16",
     },
 }
 
