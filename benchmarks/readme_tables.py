@@ -308,6 +308,28 @@ def recipe_variants(*variants: tuple[str, str]) -> Callable[[], str]:
     return render
 
 
+def recipe_full_variant(variant: str, option: str) -> Callable[[], str]:
+    """The full-data range recipe with one change (results/recipe-minilm-sst2-full/seeds-<variant>.json,
+    recipe_minilm.py --seeds --variant) against the committed fp32 range recipe of the same seeds: mean accuracy
+    at each tilt rate, the difference, and each one's drop against the dense mean of those seeds."""
+
+    def render() -> str:
+        data = _load(f"recipe-minilm-sst2-full/seeds-{variant}.json")
+        rows, dense = data["rows"], data["dense"]["mean"]
+        seeds = ", ".join(str(seed) for seed in data["seeds"])
+        return _md(
+            [f"full SST-2, seed {seeds}", *(f"τ {row['tilt_rate']:g}" for row in rows)],
+            [
+                ["range 0:0.4 + teacher", *(f"{row['plain_range_mean']:.3f}" for row in rows)],
+                [f"the same + `{option}`", *(f"{row['mean']:.3f}" for row in rows)],
+                ["difference (pts)", *(f"{100 * (row['mean'] - row['plain_range_mean']):+.1f}" for row in rows)],
+                [f"drop vs dense {dense:.3f} (pts)", *(f"{-row['mean_drop_vs_dense_points']:+.1f}" for row in rows)],
+            ],
+        )
+
+    return render
+
+
 def recipe_specialists(path: str, ranged_label: str) -> Callable[[], str]:
     """A range + teacher checkpoint against single-knob specialists (each trained at its rate, + teacher) at their
     rates: seed-paired means, each seed's value in brackets when there are several."""
@@ -610,6 +632,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-alpha-sst2-8k": recipe_variants(("alpha1", "--alpha 1")),
     "recipe-ensemble-sst2-8k": recipe_variants(("ensemble", "--teacher DENSE0 --teacher DENSE1 --teacher DENSE2")),
     "recipe-bf16-sst2-8k": recipe_variants(("bf16", "--mixed-precision bf16")),
+    "recipe-bf16-sst2-full": recipe_full_variant("bf16", "--mixed-precision bf16"),
     "recipe-ranking-sst2-8k": recipe_variants(
         ("ranking", "--distill-ranking 1"), ("ranking-0.1", "--distill-ranking 0.1")
     ),

@@ -20,7 +20,7 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    along the tilt rate (offline-tune): results/recipe-ablation-sst2-8k/hidden.json. --ranking-ablation: the same
    with and without --distill-ranking (ToP's ranking distillation): .../ranking.json. --variant-ablation LABEL:
    the same against any recipe sst2-8k-tilted-range-teacher-LABEL.yaml (alpha1: --alpha 1; ensemble: the three 8k
-   dense seeds as one ensemble teacher, trained first when missing): .../LABEL.json.
+   dense seeds as one ensemble teacher, trained first when missing; bf16: --mixed-precision bf16): .../LABEL.json.
 6. --specialists: single-knob specialists (sst2-8k-tilted-<rate>-teacher, rates 0.1-0.4) against the 8k range +
    teacher checkpoint at the same rates, seeds 0-2, accuracy only: results/recipe-ablation-sst2-8k/specialists.json.
    With --task imdb: imdb-5k-tilted-0.3-teacher against the headline range checkpoint at 0.3, seed 0 (931 s of
