@@ -308,6 +308,16 @@ def recipe_variants(*variants: tuple[str, str]) -> Callable[[], str]:
     return render
 
 
+def _range_speedups_b32() -> dict[float, float]:
+    """Measured speedup at batch 32 of the full-SST-2 range + teacher checkpoint (seed 0), by tilt rate."""
+    rows = _load("recipe-minilm-sst2-full/summary.json")["rows"]
+    return {
+        r["tilt_rate"]: r["speedup_vs_dense_dynamic"]
+        for r in rows
+        if r["checkpoint"] == "sst2-full-tilted-range-teacher" and r["batch_size"] == 32
+    }
+
+
 def recipe_full_variant(variant: str, label: str) -> Callable[[], str]:
     """The full-data range recipe with one change (results/recipe-minilm-sst2-full/seeds-<variant>.json,
     recipe_minilm.py --seeds --variant) against the committed fp32 range recipe of the same seeds: mean accuracy
@@ -319,11 +329,7 @@ def recipe_full_variant(variant: str, label: str) -> Callable[[], str]:
         rows, dense = data["rows"], data["dense"]["mean"]
         seeds = ", ".join(str(seed) for seed in data["seeds"])
         seeds = f"mean of seeds {seeds}" if len(data["seeds"]) > 1 else f"seed {seeds}"
-        speed = {
-            r["tilt_rate"]: r["speedup_vs_dense_dynamic"]
-            for r in _load("recipe-minilm-sst2-full/summary.json")["rows"]
-            if r["checkpoint"] == "sst2-full-tilted-range-teacher" and r["batch_size"] == 32
-        }
+        speed = _range_speedups_b32()
         return _md(
             [f"full SST-2, {seeds}", *(f"τ {row['tilt_rate']:g}" for row in rows)],
             [
@@ -392,12 +398,7 @@ def recipe_seeds() -> str:
     """The full-SST-2 range + teacher checkpoint at each training seed, against the dense model's seeds; the measured
     speedup at batch 32 is seed 0's (the counts, hence the work, are the same for every seed)."""
     data = _load("recipe-minilm-sst2-full/seeds.json")
-    summary = _load("recipe-minilm-sst2-full/summary.json")
-    speed = {
-        r["tilt_rate"]: r["speedup_vs_dense_dynamic"]
-        for r in summary["rows"]
-        if r["checkpoint"] == "sst2-full-tilted-range-teacher" and r["batch_size"] == 32
-    }
+    speed = _range_speedups_b32()
 
     def spread(values: list[float]) -> list[str]:
         sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
