@@ -65,3 +65,25 @@ def test_git_commit_is_dirty_for_code_changes_but_not_for_rewritten_results(tmp_
     assert git_commit(tmp_path / "pkg") == sha
     (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path / "pkg") == sha + "-dirty"
+
+
+def test_cpu_signature_tells_apart_xeons_that_share_a_model_name():
+    from tiltbench.environment import cpu_signature
+
+    def cpuinfo(model: str, flags: str) -> str:
+        block = (
+            f"processor\t: {{}}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: {model}\n"
+            f"model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 2\ncache size\t: 307200 KB\nflags\t\t: {flags}\n"
+        )
+        return block.format(0) + "\n" + block.format(1).replace(model, "999")  # only the first CPU is read
+
+    emerald = cpu_signature(cpuinfo("207", "fpu avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16"))
+    assert (
+        emerald
+        == "GenuineIntel 6/207/2, cache 307200 KB, avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16"
+    )
+    icelake = cpu_signature(cpuinfo("106", "fpu avx2 avx512f avx512_vnni"))
+    assert icelake == "GenuineIntel 6/106/2, cache 307200 KB, avx2 avx512f avx512_vnni"
+    assert cpu_signature("") == "? ?/?/?, cache ?, none of " + " ".join(
+        ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
+    )

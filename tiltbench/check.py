@@ -15,7 +15,7 @@ least 5 % (`speedup_standard_error`, `MIN_SPEEDUP_ALLOWANCE`). A sudden gain is 
 baseline that stopped computing something, a broken timer). Only ratios measured within one run are compared,
 never absolute times across runs. Even ratios move with the hardware (a CI machine with another CPU measured
 tilt 0.4 at batch 16 2.23x where the baseline's machine measured 2.54x, both matching their own calibrated
-model), so speedups are compared only when both runs name the same CPU, core count and GPU
+model), so speedups are compared only when both runs name the same CPU, CPU signature, core count and GPU
 (`HARDWARE`); otherwise the report says so in `notes`, and metrics alone are held to the baseline while the
 calibrated check of this machine remains the speed gate.
 """
@@ -50,7 +50,7 @@ IDENTITY = (
 )
 
 # Environment fields that must match for speedups to be compared with a baseline (threads are in IDENTITY).
-HARDWARE = ("cpu", "cores", "gpu")
+HARDWARE = ("cpu", "cpu_signature", "cores", "gpu")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from tiltbench.files import check_writable, foreign_entries, run_command
 from tiltbench.rows import MeasureRow
 from tiltbench.sweep import SweepReport, write_report
 
-HARDWARE = ("cpu", "cores", "gpu", "threads")  # a speedup depends on all four
+HARDWARE = ("cpu", "cpu_signature", "cores", "gpu", "threads")  # a speedup depends on all five
 PER_SHARD = ("shard", "shard_keys", "shard_grid_size", "run_name", "results_dir", "force")  # may differ by shard
 
 
