@@ -5,7 +5,8 @@ one sweep carries that sweep's luck: one committed reading of tilt 0.4 at batch 
 same code at 1.37–1.38×, so every later run sat near the edge of the allowance and leaned on the gate's retry.
 Given an odd number (≥ 3) of sweeps of the same checkpoint and grid, this writes a run folder whose every row is
 the one, among the sweeps' readings of that place in the grid (checkpoint, knob, batch, transform), with the
-median headline speedup. Each row stays a real measurement with its own interleaved samples (no times are mixed
+median headline speedup; the config keeps every reading (`speedup_readings`), whose spread `tiltbench check`
+allows later runs. Each row stays a real measurement with its own interleaved samples (no times are mixed
 across sweeps), so `tiltbench check` reads it like any sweep. Refused, with one line: fewer than three or an even
 number of sweeps, sweeps of different grids, settings or hardware, rows whose metrics differ (not the same
 checkpoint), and an --output that holds anything but an earlier run folder.
@@ -51,6 +52,19 @@ def median_rows(runs: list[list[MeasureRow]]) -> list[MeasureRow]:
     return chosen
 
 
+def speedup_readings(runs: list[list[MeasureRow]]) -> list[dict]:
+    """Per place in the grid, every sweep's headline speedup, sorted: `tiltbench check` allows a later run the
+    spread these show (between-run drift that no single run's standard error sees: on one 2-core VM three sweeps
+    of one checkpoint read tilt 0.4 at batch 1 at 1.404x, 1.479x and 1.513x)."""
+    return [
+        {
+            "place": list(rows_place),
+            "readings": sorted(round(r.headline_speedup, 4) for rows in runs for r in rows if r.place == rows_place),
+        }  # fmt: skip
+        for rows_place in (row.place for row in runs[0])
+    ]
+
+
 def write_baseline(sweeps: list[str], output: str) -> list[MeasureRow]:
     """The median rows of `sweeps`, written as a run folder at `output` (replaced whole once written, when it is
     missing, empty or an earlier run folder of measure or sweep; anything else is refused)."""
@@ -67,7 +81,11 @@ def write_baseline(sweeps: list[str], output: str) -> list[MeasureRow]:
     if not isinstance(report.get("config"), dict) or "environment" not in report:
         raise UserError(f"{first / 'report.json'} is not a sweep's report (no config or environment)")
     target = check_output_dir(output, "a measure or sweep run", lambda f: (f / "report.json").is_file(), True)
-    config = {**report["config"], "median_of": [str(Path(folder)) for folder in sweeps]}
+    config = {
+        **report["config"],
+        "median_of": [str(Path(folder)) for folder in sweeps],
+        "speedup_readings": speedup_readings(runs),
+    }
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

@@ -84,7 +84,12 @@ def test_the_command_writes_the_median_readings_as_a_run_check_reads(tmp_path):
     written, committed = load_rows(output), load_rows(BASELINE)
     assert [r.place for r in written] == [r.place for r in committed]
     assert [r.headline_speedup for r in written] == pytest.approx([r.headline_speedup for r in committed])
-    assert json.loads((output / "config.json").read_text())["median_of"] == list(map(str, copies))
+    config = json.loads((output / "config.json").read_text())
+    assert config["median_of"] == list(map(str, copies))
+    # every sweep's reading is kept, for check's allowance: the median and its 0.9x and 1.1x neighbours
+    for entry, row in zip(config["speedup_readings"], committed, strict=True):
+        assert entry["place"] == list(row.place)
+        assert entry["readings"] == pytest.approx([f * row.headline_speedup for f in (0.9, 1.0, 1.1)], abs=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,10 @@ Regression check (`baseline`): rows are matched by their place in the grid (chec
 matched rows must share their full identity (`IDENTITY`: model, task, method, knob, threads, lengths, ...),
 else the comparison is refused and the differing field named. A row regresses when its metric drops by more
 than `metric_tolerance` points, or its speedup against the headline baseline moves, down *or up*, by more than
-the noise the two runs themselves show: three times the combined standard error of the two speedups, and at
-least 5 % (`speedup_standard_error`, `MIN_SPEEDUP_ALLOWANCE`). A sudden gain is as suspicious as a loss (a
+the noise the runs themselves show: three times the combined standard error of the two speedups, at least 5 %
+(`speedup_standard_error`, `MIN_SPEEDUP_ALLOWANCE`), and at least the spread (max - min over median) of the
+baseline's own sweeps of that row where it was built from several (`benchmarks/median_baseline.py` records them):
+between-run drift that no single run's standard error sees. A sudden gain is as suspicious as a loss (a
 baseline that stopped computing something, a broken timer). Only ratios measured within one run are compared,
 never absolute times across runs. Even ratios move with the hardware (a CI machine with another CPU measured
 tilt 0.4 at batch 16 2.23x where the baseline's machine measured 2.54x, both matching their own calibrated
@@ -216,7 +218,9 @@ def check(cfg: CheckConfig) -> CheckReport:
                 "metrics were compared, and the speed gate is the prediction check of this machine. "
                 "Refresh the baseline on this machine to compare speedups (make regress-baseline)"
             )
-        report.regressions = regressions(baseline, rows, cfg.metric_tolerance, compare_speedups=not difference)
+        report.regressions = regressions(
+            baseline, rows, cfg.metric_tolerance, compare_speedups=not difference, spreads=load_spreads(cfg.baseline)
+        )
     return report
 
 
@@ -284,10 +288,29 @@ def speedup_standard_error(row: MeasureRow) -> float:
     return 1.4826 * statistics.median(abs(x - middle) for x in speedups) / middle / rounds**0.5
 
 
+def load_spreads(results_dir: str | Path) -> dict[tuple, float]:
+    """Per place in the grid, the relative spread (max - min) / median of the headline speedups of the sweeps a
+    baseline was built from (`speedup_readings` in its config); empty for a baseline of one sweep."""
+    config = json.loads((Path(results_dir) / "report.json").read_text()).get("config") or {}
+    spreads = {}
+    try:
+        for entry in config.get("speedup_readings") or []:
+            readings = sorted(float(x) for x in entry["readings"])
+            spreads[tuple(entry["place"])] = (readings[-1] - readings[0]) / statistics.median(readings)
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, statistics.StatisticsError):
+        raise UserError(f"{results_dir}: its config's speedup_readings are not [{{place, readings}}, ...]") from None
+    return spreads
+
+
 def regressions(
-    baseline: list[MeasureRow], rows: list[MeasureRow], metric_tolerance: float, compare_speedups: bool = True
+    baseline: list[MeasureRow],
+    rows: list[MeasureRow],
+    metric_tolerance: float,
+    compare_speedups: bool = True,
+    spreads: dict[tuple, float] | None = None,
 ) -> list[str]:
-    """One line per regressed, suspiciously improved or missing row; UserError when rows are not comparable."""
+    """One line per regressed, suspiciously improved or missing row; UserError when rows are not comparable.
+    `spreads`: per place, how far the baseline's own sweeps of that row spread (`load_spreads`)."""
     found = []
     for old in baseline:
         checkpoint, knob, batch, transform = old.place
@@ -308,13 +331,15 @@ def regressions(
         if not compare_speedups:
             continue
         noise = (speedup_standard_error(old) ** 2 + speedup_standard_error(now) ** 2) ** 0.5
-        allowed = max(3 * noise, MIN_SPEEDUP_ALLOWANCE)
+        spread = (spreads or {}).get(old.place, 0.0)
+        allowed = max(3 * noise, MIN_SPEEDUP_ALLOWANCE, spread)
         before, after = old.headline_speedup, now.headline_speedup
         change = after / before - 1
         if abs(change) > allowed:
             verb = "fell" if change < 0 else "rose (as suspicious as a fall: a changed baseline or timer?)"
             found.append(
                 f"{label}: speedup vs {now.headline_baseline} {verb} {100 * abs(change):.1f}% "
-                f"({before:.3f}x -> {after:.3f}x; noise allows {100 * allowed:.1f}%)"
+                f"({before:.3f}x -> {after:.3f}x; noise allows {100 * allowed:.1f}%"
+                + (f", the baseline's sweeps spread {100 * spread:.1f}%)" if spread else ")")
             )
     return found
