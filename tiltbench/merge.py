@@ -7,8 +7,8 @@ keeps the environment of the shard that measured it (`row.environment`).
 
 Refused, with one line each: a folder that is not a shard, shards of different sweeps (settings, grid or N),
 a shard index twice or missing, a shard that has not finished its part, and shards measured on different
-hardware (CPU model, cores, GPU, threads) unless `allow_mixed_hardware`: their rows are still each right, but a
-Pareto plot or calibration across them mixes machines.
+hardware (CPU model, CPU signature, cores, GPU, threads) unless `allow_mixed_hardware`: their rows are still each
+right, but a Pareto plot or calibration across them mixes machines.
 """
 
 from __future__ import annotations
