@@ -488,7 +488,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--variant",
-        help="with --seeds: sst2-full-tilted-range-teacher-VARIANT (bf16, own) against the committed seeds.json",
+        help="with --seeds: sst2-full-tilted-range-teacher-VARIANT (bf16, own, draws2) vs the committed seeds.json",
     )
     parser.add_argument(
         "--specialists",
@@ -522,6 +522,8 @@ def main() -> None:
     elif args.specialists:
         specialists(args.task, not args.no_train)
     elif args.seeds and args.variant:
+        if not (RECIPES / f"sst2-full-tilted-range-teacher-{args.variant}.yaml").is_file():
+            parser.error(f"no recipe sst2-full-tilted-range-teacher-{args.variant}.yaml in {RECIPES}")
         variant_seeds(args.variant, not args.no_train)
     else:
         ablation() if args.ablation else seeds(not args.no_train) if args.seeds else full(args.task)
