@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from tiltbench.check import hardware_difference, identity_difference, load_hardware, load_rows
+from tiltbench.check import MAX_SPREAD_ALLOWANCE, hardware_difference, identity_difference, load_hardware, load_rows
 from tiltbench.errors import UserError
 from tiltbench.files import check_output_dir, normal_modes, replace_dir
 from tiltbench.rows import MeasureRow
@@ -109,6 +110,13 @@ def main() -> None:
         sys.exit(2)
     for row in rows:
         print(f"{row.place}: {row.headline_speedup:.3f}×")
+    for entry in json.loads((Path(args.output) / "config.json").read_text())["speedup_readings"]:
+        readings = entry["readings"]
+        spread = (readings[-1] - readings[0]) / statistics.median(readings)
+        if spread > MAX_SPREAD_ALLOWANCE:  # check caps it there: one wild sweep must not switch a row's gate off
+            print(f"warning: {tuple(entry['place'])}: the sweeps spread {100 * spread:.1f}%, more than the "
+                  f"{100 * MAX_SPREAD_ALLOWANCE:g}% check grants (a noisy machine: measure again when quiet)",
+                  file=sys.stderr)  # fmt: skip
 
 
 if __name__ == "__main__":

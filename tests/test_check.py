@@ -164,7 +164,8 @@ def test_regressions_against_a_baseline(run_folder, tmp_path):
 def test_speedups_on_other_hardware_are_not_compared_but_metrics_are(run_folder, tmp_path, field):
     baseline = _doctor(run_folder, tmp_path, "base", _exact)
     report = json.loads((tmp_path / "base" / "report.json").read_text())
-    assert report["environment"][field]  # recorded by the run
+    if report["environment"][field] is None:  # cpu_signature: None where /proc/cpuinfo is not there to read
+        pytest.skip(f"this platform records no {field}")
     report["environment"][field] = "Another CPU"
     (tmp_path / "base" / "report.json").write_text(json.dumps(report))
 
@@ -217,12 +218,11 @@ def test_the_baseline_sweeps_spread_widens_the_allowance_for_that_row_only(run_f
     report = json.loads((tmp_path / "base" / "report.json").read_text())
     place = next(r for r in report["rows"] if r["knob"] == 0.3 and r["batch_size"] == 1)
     median = place["speedup_vs_dense_dynamic"]
-    # as median_baseline.py records them: this row's three sweeps read 0.92, 1 and 1.04 x the median (12 % spread)
+    # as median_baseline.py records them: this row's three sweeps read 0.96, 1 and 1.03 x the median (7 % spread)
     from tiltbench.rows import short_name
 
-    report["config"]["speedup_readings"] = [
-        {"place": [short_name(place["checkpoint"]), 0.3, 1, "fp32"], "readings": [0.92 * median, median, 1.04 * median]}
-    ]
+    place_key = [short_name(place["checkpoint"]), 0.3, 1, "fp32"]
+    report["config"]["speedup_readings"] = [{"place": place_key, "readings": [0.96 * median, median, 1.03 * median]}]
     (tmp_path / "base" / "report.json").write_text(json.dumps(report))
 
     def by(factor):
@@ -233,11 +233,25 @@ def test_the_baseline_sweeps_spread_widens_the_allowance_for_that_row_only(run_f
 
         return change
 
-    found = check(CheckConfig(_doctor(run_folder, tmp_path, "up9", by(1.09)), baseline=baseline)).regressions
+    found = check(CheckConfig(_doctor(run_folder, tmp_path, "up6", by(1.06)), baseline=baseline)).regressions
     assert len(found) == 1 and "tilt 0.3 batch 4" in found[0] and "noise allows 5.0%)" in found[0]
     found = check(CheckConfig(_doctor(run_folder, tmp_path, "up15", by(1.15)), baseline=baseline)).regressions
-    assert len(found) == 2 and "the baseline's sweeps spread 12.0%" in found[0] + found[1]
-    report["config"]["speedup_readings"] = [{"place": ["x"], "readings": []}]
+    assert len(found) == 2 and "the baseline's sweeps spread 7.0%" in found[0] + found[1]
+    # one wild sweep (readings 30 % apart) grants at most MAX_SPREAD_ALLOWANCE (8 %): a 9 % rise fails
+    report["config"]["speedup_readings"][0]["readings"] = [0.8 * median, median, 1.1 * median]
     (tmp_path / "base" / "report.json").write_text(json.dumps(report))
-    with pytest.raises(UserError, match="speedup_readings are not"):
-        check(CheckConfig(_doctor(run_folder, tmp_path, "same", _exact), baseline=baseline))
+    found = check(CheckConfig(_doctor(run_folder, tmp_path, "up9", by(1.09)), baseline=baseline)).regressions
+    assert len(found) == 2 and "the baseline's sweeps spread 8.0%" in found[0] + found[1]
+    same = _doctor(run_folder, tmp_path, "same", _exact)
+    bad_entries = [
+        {"place": ["x"], "readings": [1.0]},
+        {"place": place_key, "readings": [1.0, float("inf")]},
+        {"place": place_key, "readings": []},
+        {"place": "abcd", "readings": [1.0]},
+        {"readings": [1.0]},
+    ]
+    for bad in bad_entries:
+        report["config"]["speedup_readings"] = [bad]
+        (tmp_path / "base" / "report.json").write_text(json.dumps(report))
+        with pytest.raises(UserError, match="speedup_readings are not"):
+            check(CheckConfig(same, baseline=baseline))

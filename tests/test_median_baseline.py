@@ -82,6 +82,9 @@ def test_the_command_writes_the_median_readings_as_a_run_check_reads(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr
     written, committed = load_rows(output), load_rows(BASELINE)
+    # readings 0.9x, 1x and 1.1x the median spread 20 %, past what check grants (8 %): every row is named
+    warnings = done.stderr.strip().splitlines()
+    assert len(warnings) == len(committed) and all("spread 20.0%, more than the 8%" in w for w in warnings)
     assert [r.place for r in written] == [r.place for r in committed]
     assert [r.headline_speedup for r in written] == pytest.approx([r.headline_speedup for r in committed])
     config = json.loads((output / "config.json").read_text())

@@ -87,3 +87,6 @@ def test_cpu_signature_tells_apart_xeons_that_share_a_model_name():
     assert cpu_signature("") == "? ?/?/?, cache ?, none of " + " ".join(
         ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
     )
+    graviton = "processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd sve i8mm bf16\nCPU implementer\t: 0x41\n"
+    graviton += "CPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0xd40\nCPU revision\t: 1\n"
+    assert cpu_signature(graviton) == "Arm 0x41/0xd40/0x1/1, asimd sve i8mm bf16"

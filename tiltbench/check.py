@@ -25,6 +25,7 @@ calibrated check of this machine remains the speed gate.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
@@ -147,8 +148,14 @@ def load_hardware(results_dir: str | Path) -> dict:
 
 def hardware_difference(baseline: dict, run: dict) -> str | None:
     """Why speedups of two runs are not comparable ('cpu: AMD EPYC there, Intel Xeon here'), or None."""
+
+    def shown(name: str, value: object) -> str:  # a run before environment() recorded the signature has none
+        return "not recorded (an older run)" if name == "cpu_signature" and value is None else repr(value)
+
     differing = [
-        f"{k}: {baseline.get(k)!r} there, {run.get(k)!r} here" for k in HARDWARE if baseline.get(k) != run.get(k)
+        f"{k}: {shown(k, baseline.get(k))} there, {shown(k, run.get(k))} here"
+        for k in HARDWARE
+        if baseline.get(k) != run.get(k)
     ]
     return "; ".join(differing) or None
 
@@ -268,6 +275,10 @@ def _match(old: MeasureRow, candidates: list[MeasureRow]) -> MeasureRow:
 # standard error was 0.4-1.6 %: runs drift apart more than a run can see. 5 % leaves room for that drift,
 # while a 10 % change still fails.
 MIN_SPEEDUP_ALLOWANCE = 0.05
+# Cap of the allowance a baseline's own spread can grant (`load_spreads`): one wild sweep among the baseline's three
+# must not switch a row's speed check off. Three sweeps on one host spread at most 7.3 % (batch 1); a change of
+# 10 % fails on every row whatever the baseline saw (median_baseline.py warns when a row spreads beyond the cap).
+MAX_SPREAD_ALLOWANCE = 0.08
 
 
 def speedup_standard_error(row: MeasureRow) -> float:
@@ -290,15 +301,24 @@ def speedup_standard_error(row: MeasureRow) -> float:
 
 def load_spreads(results_dir: str | Path) -> dict[tuple, float]:
     """Per place in the grid, the relative spread (max - min) / median of the headline speedups of the sweeps a
-    baseline was built from (`speedup_readings` in its config); empty for a baseline of one sweep."""
-    config = json.loads((Path(results_dir) / "report.json").read_text()).get("config") or {}
+    baseline was built from (`speedup_readings` in its config), at most `MAX_SPREAD_ALLOWANCE`; empty for a
+    baseline of one sweep."""
+    config = json.loads((Path(results_dir) / "report.json").read_text()).get("config")
+    entries = config.get("speedup_readings") if isinstance(config, dict) else None
     spreads = {}
+    bad = UserError(f"{results_dir}: its config's speedup_readings are not [{{place: [checkpoint, knob, batch, "
+                    "transform], readings: [positive speedups]}}, ...]")  # fmt: skip
     try:
-        for entry in config.get("speedup_readings") or []:
+        for entry in entries or []:
             readings = sorted(float(x) for x in entry["readings"])
-            spreads[tuple(entry["place"])] = (readings[-1] - readings[0]) / statistics.median(readings)
-    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, statistics.StatisticsError):
-        raise UserError(f"{results_dir}: its config's speedup_readings are not [{{place, readings}}, ...]") from None
+            if not readings or not all(0 < x < math.inf for x in readings):
+                raise bad
+            if not isinstance(entry["place"], list) or len(entry["place"]) != 4:
+                raise bad
+            spread = (readings[-1] - readings[0]) / statistics.median(readings)
+            spreads[tuple(entry["place"])] = min(spread, MAX_SPREAD_ALLOWANCE)
+    except (KeyError, TypeError, ValueError):
+        raise bad from None
     return spreads
 
 

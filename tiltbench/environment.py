@@ -31,14 +31,16 @@ def _cpu_model() -> str:
 # The instruction sets that pick a different GEMM or attention kernel here (oneDNN, fbgemm): two hosts that differ
 # in them time the same model differently even when their model names match.
 _KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+_ARM_KERNEL_FEATURES = ("asimd", "asimddp", "sve", "sve2", "i8mm", "bf16")
 
 
 def cpu_signature(cpuinfo: str | None = None) -> str | None:
     """Vendor, family/model/stepping, cache and kernel-relevant flags of the first CPU, e.g. 'GenuineIntel 6/207/2,
-    cache 307200 KB, avx2 avx512f ...'. Cloud VMs often name every Xeon 'Intel(R) Xeon(R) Processor', and hosts
-    of that one name trained 1.6x apart and put a CI run's tilt-0.4 speedup 11 % above the baseline's: the name
-    alone cannot say whether two runs' speedups are comparable (tiltbench check). None where /proc/cpuinfo is
-    unreadable (not Linux). `cpuinfo`: the text of /proc/cpuinfo, read here when not given."""
+    cache 307200 KB, avx2 avx512f ...' (Arm: implementer/part/variant/revision and features). Cloud VMs often name
+    every Xeon 'Intel(R) Xeon(R) Processor', and hosts of that one name trained 1.6x apart and put a CI run's
+    tilt-0.4 speedup 11 % above the baseline's: the name alone cannot say whether two runs' speedups are comparable
+    (tiltbench check). None where /proc/cpuinfo is unreadable (not Linux). `cpuinfo`: the text of /proc/cpuinfo,
+    read here when not given."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -48,6 +50,13 @@ def cpu_signature(cpuinfo: str | None = None) -> str | None:
     for line in cpuinfo.split("\n\n", 1)[0].splitlines():  # the first processor's block
         key, _, value = line.partition(":")
         fields[key.strip()] = value.strip()
+    if "CPU implementer" in fields:  # Arm: no vendor, family or flags, but implementer/part and Features
+        ids = "/".join(fields.get(k, "?") for k in ("CPU implementer", "CPU part", "CPU variant", "CPU revision"))
+        features = set(fields.get("Features", "").split())
+        present = " ".join(f for f in _ARM_KERNEL_FEATURES if f in features) or "none of " + " ".join(
+            _ARM_KERNEL_FEATURES
+        )
+        return f"Arm {ids}, {present}"
     flags = set(fields.get("flags", "").split())
     ids = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
     present = " ".join(f for f in _KERNEL_FLAGS if f in flags) or "none of " + " ".join(_KERNEL_FLAGS)
