@@ -644,6 +644,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-sandwich-sst2-8k": recipe_variants(("range-0.3", "--knob-range 0:0.3"), ("draws2", "--random-knobs 2")),
     "recipe-bf16-sst2-full": recipe_full_variant("bf16", "the same + `--mixed-precision bf16`"),
     "recipe-own-sst2-full": recipe_full_variant("own", "the same, seed S taught by dense seed S"),
+    "recipe-draws2-sst2-full": recipe_full_variant("draws2", "the same + `--random-knobs 2`"),
     "recipe-ranking-sst2-8k": recipe_variants(
         ("ranking", "--distill-ranking 1"), ("ranking-0.1", "--distill-ranking 0.1")
     ),

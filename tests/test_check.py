@@ -236,12 +236,12 @@ def test_the_baseline_sweeps_spread_widens_the_allowance_for_that_row_only(run_f
     found = check(CheckConfig(_doctor(run_folder, tmp_path, "up6", by(1.06)), baseline=baseline)).regressions
     assert len(found) == 1 and "tilt 0.3 batch 4" in found[0] and "noise allows 5.0%)" in found[0]
     found = check(CheckConfig(_doctor(run_folder, tmp_path, "up15", by(1.15)), baseline=baseline)).regressions
-    assert len(found) == 2 and "the baseline's sweeps spread 7.0%" in found[0] + found[1]
+    assert len(found) == 2 and "the spread of the baseline's sweeps 7.0%" in found[0] + found[1]
     # one wild sweep (readings 30 % apart) grants at most MAX_SPREAD_ALLOWANCE (8 %): a 9 % rise fails
     report["config"]["speedup_readings"][0]["readings"] = [0.8 * median, median, 1.1 * median]
     (tmp_path / "base" / "report.json").write_text(json.dumps(report))
     found = check(CheckConfig(_doctor(run_folder, tmp_path, "up9", by(1.09)), baseline=baseline)).regressions
-    assert len(found) == 2 and "the baseline's sweeps spread 8.0%" in found[0] + found[1]
+    assert len(found) == 2 and "the spread of the baseline's sweeps 8.0%" in found[0] + found[1]
     same = _doctor(run_folder, tmp_path, "same", _exact)
     bad_entries = [
         {"place": ["x"], "readings": [1.0]},

@@ -7,17 +7,17 @@ out of the median: both sides are 1 by construction there, and counting them wou
 Transforms: a row under int8 or bf16 is held to the profile calibrated under the same transform (`--profile`
 once per transform), by its speedup against the same-transform dense model, which is what that profile models.
 Regression check (`baseline`): rows are matched by their place in the grid (checkpoint, knob, batch, transform);
-matched rows must share their full identity (`IDENTITY`: model, task, method, knob, threads, lengths, ...),
-else the comparison is refused and the differing field named. A row regresses when its metric drops by more
-than `metric_tolerance` points, or its speedup against the headline baseline moves, down *or up*, by more than
-the noise the runs themselves show: three times the combined standard error of the two speedups, at least 5 %
+matched rows must share their full identity (`IDENTITY`: model, task, method, knob, threads, lengths, ...), else the
+comparison is refused and the differing field named. A row regresses when its metric drops by more than
+`metric_tolerance` points, or its speedup against the headline baseline moves, down *or up*, by more than the noise
+the runs themselves show: three times the combined standard error of the two speedups, at least 5 %
 (`speedup_standard_error`, `MIN_SPEEDUP_ALLOWANCE`), and at least the spread (max - min over median) of the
-baseline's own sweeps of that row where it was built from several (`benchmarks/median_baseline.py` records them):
-between-run drift that no single run's standard error sees. A sudden gain is as suspicious as a loss (a
-baseline that stopped computing something, a broken timer). Only ratios measured within one run are compared,
-never absolute times across runs. Even ratios move with the hardware (a CI machine with another CPU measured
-tilt 0.4 at batch 16 2.23x where the baseline's machine measured 2.54x, both matching their own calibrated
-model), so speedups are compared only when both runs name the same CPU, CPU signature, core count and GPU
+baseline's own sweeps of that row where it was built from several (`benchmarks/median_baseline.py` records them), up
+to 8 % (`MAX_SPREAD_ALLOWANCE`): between-run drift that no single run's standard error sees. A sudden gain is as
+suspicious as a loss (a baseline that stopped computing something, a broken timer). Only ratios measured within one
+run are compared, never absolute times across runs. Even ratios move with the hardware (a CI machine with another
+CPU measured tilt 0.4 at batch 16 2.23x where the baseline's machine measured 2.54x, both matching their own
+calibrated model), so speedups are compared only when both runs name the same CPU, CPU signature, core count and GPU
 (`HARDWARE`); otherwise the report says so in `notes`, and metrics alone are held to the baseline while the
 calibrated check of this machine remains the speed gate.
 """
@@ -360,6 +360,6 @@ def regressions(
             found.append(
                 f"{label}: speedup vs {now.headline_baseline} {verb} {100 * abs(change):.1f}% "
                 f"({before:.3f}x -> {after:.3f}x; noise allows {100 * allowed:.1f}%"
-                + (f", the baseline's sweeps spread {100 * spread:.1f}%)" if spread else ")")
+                + (f", the spread of the baseline's sweeps {100 * spread:.1f}%)" if spread else ")")
             )
     return found
