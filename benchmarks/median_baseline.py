@@ -61,7 +61,7 @@ def speedup_readings(runs: list[list[MeasureRow]]) -> list[dict]:
         {
             "place": list(rows_place),
             "readings": sorted(round(r.headline_speedup, 4) for rows in runs for r in rows if r.place == rows_place),
-        }  # fmt: skip
+        }
         for rows_place in (row.place for row in runs[0])
     ]
 

@@ -33,7 +33,7 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    and the mean drop against the mean dense accuracy (the issue's target is a mean over three seeds).
    --seeds --variant V: sst2-full-tilted-range-teacher-V.yaml at seeds 0-2 against the committed seeds.json, into
    seeds-V.json (bf16: --mixed-precision bf16; own: seed S distils from dense seed S instead of dense seed 0, whose
-   seed 0 is the plain recipe itself and is not retrained).
+   seed 0 is the plain recipe itself and is not retrained; draws2: --random-knobs 2).
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py \\
         [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds]
