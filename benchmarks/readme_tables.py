@@ -205,35 +205,38 @@ def seeds(folder: str) -> str:
     return _md(["recipe", "knob", *(f"seed {s}" for s in data["seeds"]), "mean ± sd"], body)
 
 
-def recipe_full(folder: str, names: dict[str, str], metric: str = "dev accuracy") -> Callable[[], str]:
-    """A task's headline recipes (recipe_minilm.py [--task]): accuracy and its drop against the dense model of the
-    same data and epochs, measured speedup at batch 1 and 32 against dense-dynamic, and the FLOP ratio. <names>
-    maps checkpoint folders to row labels; the first is the dense model."""
+def recipe_full(
+    folder: str, names: dict[str, str], metric: str = "dev accuracy", knob: str = "tilt rate", tokens: bool = False
+) -> Callable[[], str]:
+    """A task's headline recipes (recipe_minilm.py [--task | --method]): accuracy and its drop against the dense
+    model of the same data and epochs, measured speedup at batch 1 and 32 against dense-dynamic, and the FLOP ratio.
+    <names> maps checkpoint folders to row labels; the first is the dense model. <knob> heads the knob column (each
+    row's value under its `knob_name`; summaries from before that field name it tilt_rate); <tokens> adds the mean
+    number of tokens entering the model and left after each layer at batch 32 (what an adaptive method kept)."""
     dense = next(iter(names))
 
     def render() -> str:
         data = _load(f"{folder}/summary.json")
         cells: dict[tuple[str, float], dict[int, dict]] = {}
         for row in data["rows"]:
-            cells.setdefault((row["checkpoint"], row["tilt_rate"]), {})[row["batch_size"]] = row
+            cells.setdefault((row["checkpoint"], row[row.get("knob_name", "tilt_rate")]), {})[row["batch_size"]] = row
         body = []
-        for (checkpoint, rate), by_batch in cells.items():
+        for (checkpoint, value), by_batch in cells.items():
             one, many = by_batch[1], by_batch[32]
             body.append(
                 [
                     names.get(checkpoint, checkpoint),
-                    f"{rate:g}",
+                    f"{value:g}",
                     f"{one['accuracy']:.3f}",
                     "—" if checkpoint == dense else f"{0.0 - one['drop_vs_dense_points']:+.1f}",
                     f"{many['speedup_vs_dense_dynamic']:.2f}×",
                     f"{one['speedup_vs_dense_dynamic']:.2f}×",
                     f"{many['predicted_flop_speedup']:.2f}×",
+                    *([" ".join(f"{n:.1f}" for n in many["mean_kept_tokens"])] if tokens else []),
                 ]
             )
-        return _md(
-            ["checkpoint", "tilt rate", metric, "vs dense (pts)", "speedup b32", "speedup b1", "FLOP ratio"],
-            body,
-        )
+        header = ["checkpoint", knob, metric, "vs dense (pts)", "speedup b32", "speedup b1", "FLOP ratio"]
+        return _md(header + (["mean tokens n0..nL (b32)"] if tokens else []), body)
 
     return render
 
@@ -628,6 +631,12 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-sst2-full": recipe_full(
         "recipe-minilm-sst2-full",
         {"sst2-full-dense": "dense", "sst2-full-tilted-range-teacher": "tilted, range 0:0.4 + teacher"},
+    ),
+    "recipe-ltp-sst2-full": recipe_full(
+        "recipe-ltp-sst2-full",
+        {"sst2-full-dense": "dense", "sst2-full-ltp-range-teacher": "LTP λ 0.02, range 0:2 + teacher"},
+        knob="threshold scale k",
+        tokens=True,
     ),
     "recipe-imdb-5k": recipe_full(
         "recipe-minilm-imdb-5k",

@@ -34,9 +34,14 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    --seeds --variant V: sst2-full-tilted-range-teacher-V.yaml at seeds 0-2 against the committed seeds.json, into
    seeds-V.json (bf16: --mixed-precision bf16; own: seed S distils from dense seed S instead of dense seed 0, whose
    seed 0 is the plain recipe itself and is not retrained; draws2: --random-knobs 2).
+8. --method ltp: the same full-data recipe on LTP (sst2-full-ltp-range-teacher.yaml: from the dense model, soft
+   thresholds at lambda 0.02, the hard stage across threshold scales 0:2, every pass distilled from the dense model),
+   swept as in 2. against the same dense model: results/recipe-ltp-sst2-full/ (summary.json as in 3., with each
+   row's mean tokens after every layer). --method ltp --seeds: its seeds 0-2 (seed S from the dense model of seed
+   S, every seed taught by dense seed 0), accuracy only, against the dense seeds: .../seeds.json.
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py \\
-        [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds]
+        [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds | --method ltp]
         (IMDB: the sweep or --specialists)
 """
 
@@ -84,6 +89,7 @@ class TaskRun:
     measure: MeasureConfig
     training_note: str  # what the recorded training wall times include
     save_every: int = 100  # steps between resumable saves (a dense IMDB step at len 512 took ~24 s here)
+    ranged_training_note: str = ""  # the same for the eliminating recipe, where it differs
 
 
 TASKS = {
@@ -94,6 +100,7 @@ TASKS = {
         "recipe-minilm-sst2-full",
         MeasureConfig(latency_examples=256, min_iterations=10, min_seconds=2.0),
         "wall time; another process shared the 2 cores for part of it",
+        ranged_training_note="wall time of the training process; another process shared the 2 cores for part of it",
     ),
     # the grid spans the recipe's range 0-0.5, with 0.35 between the rates where the issue's 3x should fall
     "imdb": TaskRun(
@@ -109,6 +116,25 @@ TASKS = {
 }
 
 
+# [recipe]'s "the best recipe applied to every other method that has landed": the full-data recipe (all 67,349
+# sentences, one epoch a stage, every pass distilled from the dense seed-0 model, the last stage across the knob by
+# the sandwich rule) on another method, swept against the same dense model. LTP first: the stable one of the 8k
+# sweeps (results/adaptive-minilm-sst2: three seeds within 0.8 point at every k), at its stable lambda 0.02; its
+# knob k scales the learned thresholds (0 keeps every token, 1 as learned), trained across 0:2.
+METHOD_RUNS = {
+    "ltp": TaskRun(
+        "sst2-full-dense",
+        "sst2-full-ltp-range-teacher",
+        (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0),
+        "recipe-ltp-sst2-full",
+        TASKS["sst2"].measure,
+        "wall time; another process shared the 2 cores for part of it",
+        ranged_training_note="wall time of the training process (soft and hard stage); only short test and lint "
+        "runs beside it",
+    ),
+}
+
+
 def run_dir(name: str, seed: int = 0) -> Path:
     """Where recipe <name> trained at <seed> lives: runs/recipes/<name>[-seed<S>]."""
     return RUNS / (name if seed == 0 else f"{name}-seed{seed}")
@@ -119,20 +145,23 @@ def trained(names: list[str] | tuple[str, ...], seed: int) -> bool:
     return all((run_dir(n, seed) / "tiltbench.json").is_file() for n in names)
 
 
-def train(name: str, seed: int = 0, save_every: int = 100, teacher: Path | None = None) -> Path:
-    """run_dir(name, seed), trained by its recipe in a separate process unless it exists (resumable); <teacher>, when
-    given, replaces the recipe's (the command line wins over the recipe file)."""
+def train(
+    name: str, seed: int = 0, save_every: int = 100, teacher: Path | None = None, init: Path | None = None
+) -> Path:
+    """run_dir(name, seed), trained by its recipe in a separate process unless it exists (resumable); <teacher> and
+    <init>, when given, replace the recipe's (the command line wins over the recipe file)."""
     output = run_dir(name, seed)
     if not (output / "tiltbench.json").is_file():
         command = [sys.executable, "-m", "tiltbench", "finetune", "--recipe", str(RECIPES / f"{name}.yaml")]
         command += ["--seed", str(seed), "--output", str(output), "--save-every", str(save_every)]
         command += ["--teacher", str(teacher.relative_to(ROOT))] if teacher is not None else []
+        command += ["--init", str(init.relative_to(ROOT))] if init is not None else []
         subprocess.run(command, check=True, cwd=ROOT)
     return output
 
 
-def full(task: str = "sst2") -> None:
-    run = TASKS[task]
+def full(run: TaskRun) -> None:
+    """<run>'s headline sweep: both recipes trained when missing, swept at batch 1 and 32, and summary.json."""
     dense, ranged = train(run.dense, save_every=run.save_every), train(run.ranged, save_every=run.save_every)
     cfg = SweepConfig(
         (str(dense), str(ranged)),
@@ -148,12 +177,15 @@ def full(task: str = "sst2") -> None:
     rows = [
         {
             "checkpoint": Path(r.checkpoint).name,
-            "tilt_rate": r.knob,
+            "knob_name": r.knob_name,  # tilt_rate (the dense row too), threshold_scale (LTP), ...
+            r.knob_name: r.knob,
             "batch_size": r.batch_size,
             "accuracy": r.metric,
             "drop_vs_dense_points": round(100 * (dense_accuracy - r.metric), 2),
             "speedup_vs_dense_dynamic": round(r.speedup_vs_dense_dynamic, 3),
             "predicted_flop_speedup": round(r.predicted_speedup, 3),
+            # after each layer, over the timed sentences: what an adaptive method (LTP) decided to keep
+            "mean_kept_tokens": [round(n, 2) for n in r.mean_kept_tokens],
         }
         for r in sorted(report.rows, key=lambda r: (r.checkpoint, r.batch_size, r.knob))
     ]
@@ -165,9 +197,7 @@ def full(task: str = "sst2") -> None:
             "epochs": meta["train_config"]["epochs"],
             "n_train": meta["train_config"]["n_train"],
             "recipe": f"benchmarks/recipes/{folder.name}.yaml",
-            "note": "wall time of the training process; another process shared the 2 cores for part of it"
-            if task == "sst2" and folder.name.endswith("teacher")
-            else run.training_note,
+            "note": run.ranged_training_note if folder == ranged and run.ranged_training_note else run.training_note,
         }
     write_json_atomic(
         RESULTS / cfg.run_name / "summary.json",
@@ -465,6 +495,54 @@ def variant_seeds(variant: str, train_missing: bool = True) -> None:
         print(row)
 
 
+def method_seeds(method: str, train_missing: bool = True) -> None:
+    """The full-data recipe on <method> at seeds 0-2 (those trained so far with --no-train), accuracy along its knob
+    grid (offline-tune, no timing), against the dense accuracies of the same seeds in seeds.json:
+    results/recipe-<method>-sst2-full/seeds.json. Seed S starts from the dense model of seed S (the method's own
+    dense stage, seeded as the rest of its pipeline); every seed distils from the seed-0 dense model, as the
+    recipe names it and as the TiltedBERT seeds do."""
+    run = METHOD_RUNS[method]
+    committed = json.loads((RESULTS / "recipe-minilm-sst2-full" / "seeds.json").read_text())
+    if train_missing:
+        train(run.dense)  # the teacher
+    done = [
+        seed
+        for seed in (0, 1, 2)
+        if train_missing or trained([run.ranged], seed) and (seed == 0 or trained([run.dense], seed))
+    ]
+    accuracy: dict[float, list[float]] = {knob: [] for knob in run.grid}
+    for seed in done:
+        init = None if seed == 0 else train(run.dense, seed)  # seed 0: the recipe's own init
+        for row in offline_tune(OfflineConfig(str(train(run.ranged, seed, init=init)), knobs=run.grid)).rows:
+            if row.knob in accuracy:
+                accuracy[row.knob].append(row.metric)
+    dense = [committed["dense"]["accuracy"][seed] for seed in done]
+    rows = [
+        {
+            "knob": knob,
+            "accuracy": values,
+            "mean": statistics.fmean(values),
+            "stdev": statistics.stdev(values) if len(values) > 1 else None,
+            "mean_drop_vs_dense_points": round(100 * (statistics.fmean(dense) - statistics.fmean(values)), 2),
+        }
+        for knob, values in accuracy.items()
+        if values
+    ]
+    write_json_atomic(
+        RESULTS / run.run_name / "seeds.json",
+        {
+            "seeds": done,
+            "recipe": run.ranged,
+            "knob_name": read_meta(str(run_dir(run.ranged)))["knob_name"] if done else None,
+            "dense": {"accuracy": dense, "mean": statistics.fmean(dense) if dense else None, "source": "seeds.json"},
+            "rows": rows,
+            "environment": environment(),
+        },
+    )
+    for row in rows:
+        print(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="sst2", help="the headline sweep's task")
@@ -491,6 +569,11 @@ def main() -> None:
         help="with --seeds: sst2-full-tilted-range-teacher-VARIANT (bf16, own, draws2) vs the committed seeds.json",
     )
     parser.add_argument(
+        "--method",
+        choices=sorted(METHOD_RUNS),
+        help="SST-2: the headline sweep of the full-data recipe on this method (results/recipe-METHOD-sst2-full)",
+    )
+    parser.add_argument(
         "--specialists",
         action="store_true",
         help="single-knob specialists against the range checkpoint (SST-2 8k: 3 seeds)",
@@ -506,6 +589,10 @@ def main() -> None:
     if args.task != "sst2" and (args.ablation or args.seeds or variants):
         parser.error("--ablation, --hidden-ablation, --ranking-ablation and --seeds are SST-2's; IMDB has its sweep "
                      "and --specialists")  # fmt: skip
+    if args.method and (args.task != "sst2" or args.ablation or args.variant or variants or args.specialists):
+        parser.error(
+            "--method is the SST-2 sweep (or, with --seeds, the seeds) of one method; it goes with no other mode"
+        )
     if args.reuse_plain and not args.variant_ablation:
         parser.error("--reuse-plain goes with --variant-ablation")
     if args.variant and not (args.seeds and args.task == "sst2"):
@@ -521,12 +608,15 @@ def main() -> None:
                          not args.no_train, args.reuse_plain)  # fmt: skip
     elif args.specialists:
         specialists(args.task, not args.no_train)
+    elif args.seeds and args.method:
+        method_seeds(args.method, not args.no_train)
     elif args.seeds and args.variant:
         if not (RECIPES / f"sst2-full-tilted-range-teacher-{args.variant}.yaml").is_file():
             parser.error(f"no recipe sst2-full-tilted-range-teacher-{args.variant}.yaml in {RECIPES}")
         variant_seeds(args.variant, not args.no_train)
     else:
-        ablation() if args.ablation else seeds(not args.no_train) if args.seeds else full(args.task)
+        run = METHOD_RUNS[args.method] if args.method else TASKS[args.task]
+        ablation() if args.ablation else seeds(not args.no_train) if args.seeds else full(run)
 
 
 if __name__ == "__main__":
