@@ -194,7 +194,9 @@ def full(run: TaskRun) -> None:
         meta = read_meta(str(folder))
         training[folder.name] = {
             "train_seconds": json.loads((folder / "metrics.json").read_text())["train_seconds"],
-            "epochs": meta["train_config"]["epochs"],
+            # the stages that ran (LTP from --init: soft and hard, not the dense stage its `epochs` would set)
+            "epochs": sum(stage["epochs"] for stage in meta["stages"]),
+            "stages": {stage["name"]: stage["epochs"] for stage in meta["stages"]},
             "n_train": meta["train_config"]["n_train"],
             "recipe": f"benchmarks/recipes/{folder.name}.yaml",
             "note": run.ranged_training_note if folder == ranged and run.ranged_training_note else run.training_note,
