@@ -38,7 +38,8 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    thresholds at lambda 0.02, the hard stage across threshold scales 0:2, every pass distilled from the dense model),
    swept as in 2. against the same dense model: results/recipe-ltp-sst2-full/ (summary.json as in 3., with each
    row's mean tokens after every layer). --method ltp --seeds: its seeds 0-2 (seed S from the dense model of seed
-   S, every seed taught by dense seed 0), accuracy only, against the dense seeds: .../seeds.json.
+   S, every seed taught by dense seed 0), accuracy only, against the dense seeds: .../seeds.json, with each
+   seed's FLOP ratio at the counts it kept over the dev set (LTP learns its counts, so they differ by seed).
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py \\
         [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds | --method ltp]
@@ -513,11 +514,15 @@ def method_seeds(method: str, train_missing: bool = True) -> None:
         if train_missing or trained([run.ranged], seed) and (seed == 0 or trained([run.dense], seed))
     ]
     accuracy: dict[float, list[float]] = {knob: [] for knob in run.grid}
+    # an adaptive method's counts are learned, so each seed removes its own share: its FLOP ratio at the counts it
+    # kept over the dev set says whether the seed-0 speedup stands for the others
+    flop_ratio: dict[float, list[float]] = {knob: [] for knob in run.grid}
     for seed in done:
         init = None if seed == 0 else train(run.dense, seed)  # seed 0: the recipe's own init
         for row in offline_tune(OfflineConfig(str(train(run.ranged, seed, init=init)), knobs=run.grid)).rows:
             if row.knob in accuracy:
                 accuracy[row.knob].append(row.metric)
+                flop_ratio[row.knob].append(round(row.predicted_speedup, 4))
     dense = [committed["dense"]["accuracy"][seed] for seed in done]
     rows = [
         {
@@ -526,6 +531,7 @@ def method_seeds(method: str, train_missing: bool = True) -> None:
             "mean": statistics.fmean(values),
             "stdev": statistics.stdev(values) if len(values) > 1 else None,
             "mean_drop_vs_dense_points": round(100 * (statistics.fmean(dense) - statistics.fmean(values)), 2),
+            "flop_ratio": flop_ratio[knob],
         }
         for knob, values in accuracy.items()
         if values
