@@ -219,7 +219,7 @@ def recipe_full(
         data = _load(f"{folder}/summary.json")
         cells: dict[tuple[str, float], dict[int, dict]] = {}
         for row in data["rows"]:
-            cells.setdefault((row["checkpoint"], row[row.get("knob_name", "tilt_rate")]), {})[row["batch_size"]] = row
+            cells.setdefault((row["checkpoint"], _knob(row)), {})[row["batch_size"]] = row
         body = []
         for (checkpoint, value), by_batch in cells.items():
             one, many = by_batch[1], by_batch[32]
@@ -311,19 +311,17 @@ def recipe_variants(*variants: tuple[str, str]) -> Callable[[], str]:
     return render
 
 
+def _knob(row: dict) -> float:
+    """A recipe summary row's knob, under its `knob_name` (summaries from before that field name it tilt_rate)."""
+    return row[row.get("knob_name", "tilt_rate")]
+
+
 def _speedups_b32(folder: str, checkpoint: str) -> dict[float, float]:
     """Measured speedup at batch 32 of one checkpoint of a recipe summary (seed 0), by its knob."""
     rows = _load(f"{folder}/summary.json")["rows"]
     return {
-        r[r.get("knob_name", "tilt_rate")]: r["speedup_vs_dense_dynamic"]
-        for r in rows
-        if r["checkpoint"] == checkpoint and r["batch_size"] == 32
+        _knob(r): r["speedup_vs_dense_dynamic"] for r in rows if r["checkpoint"] == checkpoint and r["batch_size"] == 32
     }
-
-
-def _range_speedups_b32() -> dict[float, float]:
-    """Measured speedup at batch 32 of the full-SST-2 range + teacher checkpoint (seed 0), by tilt rate."""
-    return _speedups_b32("recipe-minilm-sst2-full", "sst2-full-tilted-range-teacher")
 
 
 def recipe_full_variant(variant: str, label: str) -> Callable[[], str]:
@@ -337,7 +335,7 @@ def recipe_full_variant(variant: str, label: str) -> Callable[[], str]:
         rows, dense = data["rows"], data["dense"]["mean"]
         seeds = ", ".join(str(seed) for seed in data["seeds"])
         seeds = f"mean of seeds {seeds}" if len(data["seeds"]) > 1 else f"seed {seeds}"
-        speed = _range_speedups_b32()
+        speed = _speedups_b32("recipe-minilm-sst2-full", "sst2-full-tilted-range-teacher")
         return _md(
             [f"full SST-2, {seeds}", *(f"τ {row['tilt_rate']:g}" for row in rows)],
             [
@@ -405,8 +403,9 @@ def accelerate() -> str:
 def recipe_seeds(folder: str, checkpoint: str, label: str, knob: str) -> Callable[[], str]:
     """A full-SST-2 recipe checkpoint at each training seed (results/<folder>/seeds.json), against the dense model's
     seeds; the measured speedup at batch 32 is seed 0's, from the headline summary. For TiltedBERT the counts, hence
-    the work, are the same for every seed; for an adaptive method (LTP) they are what seed 0 kept, so the column says
-    so. Older seeds files keep the rows under `range_teacher` with the knob as `tilt_rate`."""
+    the work, are the same for every seed; an adaptive method (LTP) learns its counts, so its rows carry each seed's
+    FLOP ratio over the dev set and the table shows them. Older seeds files keep the rows under `range_teacher` with
+    the knob as `tilt_rate`."""
 
     def render() -> str:
         data = _load(f"{folder}/seeds.json")

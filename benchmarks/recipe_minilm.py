@@ -542,7 +542,11 @@ def method_seeds(method: str, train_missing: bool = True) -> None:
             "seeds": done,
             "recipe": run.ranged,
             "knob_name": read_meta(str(run_dir(run.ranged)))["knob_name"] if done else None,
-            "dense": {"accuracy": dense, "mean": statistics.fmean(dense) if dense else None, "source": "seeds.json"},
+            "dense": {
+                "accuracy": dense,
+                "mean": statistics.fmean(dense) if dense else None,
+                "source": "recipe-minilm-sst2-full/seeds.json",
+            },
             "rows": rows,
             "environment": environment(),
         },
