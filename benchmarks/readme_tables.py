@@ -432,6 +432,60 @@ def recipe_seeds(folder: str, checkpoint: str, label: str, knob: str) -> Callabl
     return render
 
 
+def _seed_of(checkpoint: str) -> int:
+    """The training seed of a recipe checkpoint: runs/recipes/<name> is seed 0, <name>-seed<S> seed S."""
+    found = re.search(r"-seed(\d+)$", checkpoint.rstrip("/"))
+    return int(found.group(1)) if found else 0
+
+
+def _seed_rows(folder: str) -> tuple[list[int], list[float], dict[float, list[float]]]:
+    """A recipe's seeds.json: its seeds, the dense accuracy of each and the recipe's accuracies by knob (rows under
+    `rows` or, in older files, `range_teacher` with the knob as `tilt_rate`)."""
+    data = _load(f"{folder}/seeds.json")
+    rows = {
+        row.get("knob", row.get("tilt_rate")): row["accuracy"] for row in data.get("rows", data.get("range_teacher"))
+    }
+    return data["seeds"], data["dense"]["accuracy"], rows
+
+
+def recipe_seeds_speed(folder: str, knob: str) -> Callable[[], str]:
+    """Each seed of a recipe timed at its operating points (results/<folder>-seeds, recipe_minilm.py --method M
+    --seeds --speed: one sweep, one session for every seed): measured speedup against dense-dynamic at batch 32 and
+    1 per seed and their mean, the FLOP ratio per seed over the timed sentences, and the mean accuracy of the timed
+    seeds against their dense mean (seeds.json). A seed missing a point (an interrupted sweep) shows "—"."""
+
+    def render() -> str:
+        rows = _rows(f"{folder}-seeds")
+        seeds, dense, accuracy = _seed_rows(folder)
+        checkpoints = sorted({r.checkpoint for r in rows}, key=_seed_of)
+        timed = [seeds.index(_seed_of(c)) for c in checkpoints if _seed_of(c) in seeds]
+
+        def per_seed(cells: list[MeasureRow | None], field: str) -> str:
+            return " / ".join(f"{getattr(c, field):.2f}×" if c else "—" for c in cells)
+
+        def mean(cells: list[MeasureRow | None]) -> str:
+            values = [c.speedup_vs_dense_dynamic for c in cells if c]
+            return f"{statistics.fmean(values):.2f}×" if len(values) == len(cells) else "—"
+
+        body: list[list[str]] = []
+        for value in sorted({r.knob for r in rows}):
+            at = {(r.checkpoint, r.batch_size): r for r in rows if r.knob == value}
+            b32, b1 = ([at.get((c, batch)) for c in checkpoints] for batch in (32, 1))
+            drop = "—"
+            if value in accuracy and timed:
+                gain = statistics.fmean(accuracy[value][i] for i in timed) - statistics.fmean(dense[i] for i in timed)
+                drop = f"{100 * gain:+.1f}"
+            speedup = "speedup_vs_dense_dynamic"
+            body.append([f"{value:g}", drop, per_seed(b32, speedup), mean(b32), per_seed(b1, speedup), mean(b1),
+                         per_seed(b32, "predicted_speedup")])  # fmt: skip
+        names = "/".join(str(_seed_of(c)) for c in checkpoints)
+        header = [knob, f"mean accuracy vs dense, seeds {names} (pts)", f"speedup b32, seeds {names}", "mean b32",
+                  f"speedup b1, seeds {names}", "mean b1", f"FLOP ratio, seeds {names} (timed sentences)"]  # fmt: skip
+        return _md(header, body)
+
+    return render
+
+
 def _checkpoint_name(path: str, method: str) -> str:
     name = Path(path).name if Path(path).name != "checkpoint" else Path(path).parent.name
     return name if method in name else f"{name} ({method})"
@@ -644,6 +698,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "recipe-ltp-seeds": recipe_seeds(
         "recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", "LTP λ 0.02, range 0:2 + teacher", "threshold scale k"
     ),
+    "recipe-ltp-seeds-speed": recipe_seeds_speed("recipe-ltp-sst2-full", "threshold scale k"),
     "int8-backends": int8_backends,
     "stack-sst2": lambda: stack("stack-minilm-sst2"),
     "stack-imdb": lambda: stack("stack-minilm-imdb"),
