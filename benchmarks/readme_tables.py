@@ -448,6 +448,41 @@ def _seed_rows(folder: str) -> tuple[list[int], list[float], dict[float, list[fl
     return data["seeds"], data["dense"]["accuracy"], rows
 
 
+def recipe_continued(folder: str, checkpoint: str, label: str, knob: str) -> Callable[[], str]:
+    """A method's full-data recipe against the dense model trained for as many epochs (results/<folder>/
+    dense-continued.json, recipe_minilm.py --method M --dense-continued) and the one-epoch dense model, on the seeds
+    both files have: accuracy by seed, mean, and the mean's difference from each dense model (+: higher)."""
+
+    def render() -> str:
+        continued = {
+            int(seed): acc for seed, acc in _load(f"{folder}/dense-continued.json")["accuracy_by_seed"].items()
+        }
+        seeds, dense, rows = _seed_rows(folder)
+        shared = [seed for seed in seeds if seed in continued]
+        at = [seeds.index(seed) for seed in shared]
+        speed = _speedups_b32(folder, checkpoint)
+        longer = statistics.fmean(continued[seed] for seed in shared)
+        shorter = statistics.fmean(dense[i] for i in at)
+
+        def line(name: str, value: str, accuracy: list[float], speedup: str) -> list[str]:
+            mean = statistics.fmean(accuracy)
+            return [name, value, *(f"{a:.3f}" for a in accuracy), f"{mean:.3f}", f"{100 * (mean - longer):+.1f}",
+                    f"{100 * (mean - shorter):+.1f}", speedup]  # fmt: skip
+
+        body = [
+            line("dense, 1 epoch (the recipe's init)", "—", [dense[i] for i in at], "1.00×"),
+            line("dense, 1 + 2 epochs, the same teacher", "—", [continued[seed] for seed in shared], "1.00×"),
+        ]
+        for value, accuracy in rows.items():
+            measured = f"{speed[value]:.2f}×" if value in speed else "—"
+            body.append(line(label, f"{value:g}", [accuracy[i] for i in at], measured))
+        header = ["checkpoint", knob, *(f"seed {seed}" for seed in shared), "mean", "vs dense 1 + 2 epochs (pts)",
+                  "vs dense 1 epoch (pts)", "speedup b32 (seed 0)"]  # fmt: skip
+        return _md(header, body)
+
+    return render
+
+
 def recipe_seeds_speed(folder: str, knob: str) -> Callable[[], str]:
     """Each seed of a recipe timed at its operating points (results/<folder>-seeds, recipe_minilm.py --method M
     --seeds --speed: one sweep, one session for every seed): measured speedup against dense-dynamic at batch 32 and
@@ -699,6 +734,9 @@ TABLES: dict[str, Callable[[], str]] = {
         "recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", "LTP λ 0.02, range 0:2 + teacher", "threshold scale k"
     ),
     "recipe-ltp-seeds-speed": recipe_seeds_speed("recipe-ltp-sst2-full", "threshold scale k"),
+    "recipe-ltp-continued": recipe_continued(
+        "recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", "LTP λ 0.02, range 0:2 + teacher", "threshold scale k"
+    ),
     "int8-backends": int8_backends,
     "stack-sst2": lambda: stack("stack-minilm-sst2"),
     "stack-imdb": lambda: stack("stack-minilm-imdb"),
