@@ -400,6 +400,14 @@ def accelerate() -> str:
     )
 
 
+def _seeds_file_rows(data: dict) -> list[dict]:
+    """A seeds.json's rows, each with its knob under `knob`: older files keep them under `range_teacher` with the
+    knob as `tilt_rate`."""
+    return [
+        {"knob": row.get("knob", row.get("tilt_rate")), **row} for row in data.get("rows", data.get("range_teacher"))
+    ]
+
+
 def recipe_seeds(folder: str, checkpoint: str, label: str, knob: str) -> Callable[[], str]:
     """A full-SST-2 recipe checkpoint at each training seed (results/<folder>/seeds.json), against the dense model's
     seeds; the measured speedup at batch 32 is seed 0's, from the headline summary. For TiltedBERT the counts, hence
@@ -415,12 +423,12 @@ def recipe_seeds(folder: str, checkpoint: str, label: str, knob: str) -> Callabl
             sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
             return [*(f"{v:.3f}" for v in values), f"{statistics.mean(values):.3f}{sd}"]
 
-        rows = data.get("rows", data.get("range_teacher"))
+        rows = _seeds_file_rows(data)
         flops = all("flop_ratio" in row for row in rows)  # an adaptive method's realised work, seed by seed
         dense = data["dense"]
         body = [["dense", "—", *spread(dense["accuracy"]), "—", "1.00×", *(["1.00×"] if flops else [])]]
         for row in rows:
-            value = row.get("knob", row.get("tilt_rate"))
+            value = row["knob"]
             measured = f"{speed[value]:.2f}×" if value in speed else "—"
             body.append([label, f"{value:g}", *spread(row["accuracy"]),
                          f"{-row['mean_drop_vs_dense_points']:+.1f}", measured,
@@ -439,12 +447,9 @@ def _seed_of(checkpoint: str) -> int:
 
 
 def _seed_rows(folder: str) -> tuple[list[int], list[float], dict[float, list[float]]]:
-    """A recipe's seeds.json: its seeds, the dense accuracy of each and the recipe's accuracies by knob (rows under
-    `rows` or, in older files, `range_teacher` with the knob as `tilt_rate`)."""
+    """A recipe's seeds.json: its seeds, the dense accuracy of each and the recipe's accuracies by knob."""
     data = _load(f"{folder}/seeds.json")
-    rows = {
-        row.get("knob", row.get("tilt_rate")): row["accuracy"] for row in data.get("rows", data.get("range_teacher"))
-    }
+    rows = {row["knob"]: row["accuracy"] for row in _seeds_file_rows(data)}
     return data["seeds"], data["dense"]["accuracy"], rows
 
 
@@ -720,6 +725,8 @@ def eel_minilm(task: str) -> Callable[[], str]:
     return render
 
 
+LTP_RECIPE = "LTP λ 0.02, range 0:2 + teacher"  # the full-data LTP recipe's label in every table of it
+
 TABLES: dict[str, Callable[[], str]] = {
     "eel-minilm-sst2": eel_minilm("sst2"),
     "eel-minilm-mrpc": eel_minilm("mrpc"),
@@ -731,11 +738,11 @@ TABLES: dict[str, Callable[[], str]] = {
         "recipe-minilm-sst2-full", "sst2-full-tilted-range-teacher", "range 0:0.4 + teacher", "tilt rate"
     ),
     "recipe-ltp-seeds": recipe_seeds(
-        "recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", "LTP λ 0.02, range 0:2 + teacher", "threshold scale k"
+        "recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", LTP_RECIPE, "threshold scale k"
     ),
     "recipe-ltp-seeds-speed": recipe_seeds_speed("recipe-ltp-sst2-full", "threshold scale k"),
     "recipe-ltp-continued": recipe_continued(
-        "recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", "LTP λ 0.02, range 0:2 + teacher", "threshold scale k"
+        "recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", LTP_RECIPE, "threshold scale k"
     ),
     "int8-backends": int8_backends,
     "stack-sst2": lambda: stack("stack-minilm-sst2"),
@@ -746,7 +753,7 @@ TABLES: dict[str, Callable[[], str]] = {
     ),
     "recipe-ltp-sst2-full": recipe_full(
         "recipe-ltp-sst2-full",
-        {"sst2-full-dense": "dense", "sst2-full-ltp-range-teacher": "LTP λ 0.02, range 0:2 + teacher"},
+        {"sst2-full-dense": "dense", "sst2-full-ltp-range-teacher": LTP_RECIPE},
         knob="threshold scale k",
         tokens=True,
     ),
