@@ -485,8 +485,9 @@ def recipe_continued(folder: str, checkpoint: str, label: str, knob: str) -> Cal
 
         def line(name: str, value: str, accuracy: list[float], speedups: list[str]) -> list[str]:
             mean = statistics.fmean(accuracy)
-            return [name, value, *(f"{a:.3f}" for a in accuracy), f"{mean:.3f}", f"{100 * (mean - longer):+.1f}",
-                    f"{100 * (mean - shorter):+.1f}", *speedups]  # fmt: skip
+            # round first, + 0.0: a difference that rounds to zero reads +0.0, not -0.0
+            points = [f"{round(100 * (mean - dense), 1) + 0.0:+.1f}" for dense in (longer, shorter)]
+            return [name, value, *(f"{a:.3f}" for a in accuracy), f"{mean:.3f}", *points, *speedups]
 
         body = [
             line("dense, 1 epoch (the recipe's init)", "—", [dense[i] for i in at], ["1.00×", "1.00×"]),
