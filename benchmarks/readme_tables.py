@@ -458,12 +458,13 @@ def _mean_speedups_b32(folder: str) -> dict[float, float]:
     --method M --seeds --speed), by knob; a knob some seed lacks (an interrupted sweep) is left out."""
     if not (RESULTS / f"{folder}-seeds").is_dir():
         return {}
-    rows = [r for r in _rows(f"{folder}-seeds") if r.batch_size == 32]
-    checkpoints = {r.checkpoint for r in rows}
-    by_knob: dict[float, list[float]] = {}
+    rows = _rows(f"{folder}-seeds")
+    checkpoints = {r.checkpoint for r in rows}  # every seed the sweep reached, at either batch size
+    by_knob: dict[float, dict[str, float]] = {}
     for r in rows:
-        by_knob.setdefault(r.knob, []).append(r.speedup_vs_dense_dynamic)
-    return {k: statistics.fmean(v) for k, v in by_knob.items() if len(v) == len(checkpoints)}
+        if r.batch_size == 32:
+            by_knob.setdefault(r.knob, {})[r.checkpoint] = r.speedup_vs_dense_dynamic
+    return {k: statistics.fmean(v.values()) for k, v in by_knob.items() if set(v) == checkpoints}
 
 
 def recipe_continued(folder: str, checkpoint: str, label: str, knob: str) -> Callable[[], str]:
