@@ -165,7 +165,11 @@ def train(
         command += ["--seed", str(seed), "--output", str(output), "--save-every", str(save_every)]
         command += ["--teacher", str(teacher.relative_to(ROOT))] if teacher is not None else []
         command += ["--init", str(init.relative_to(ROOT))] if init is not None else []
-        subprocess.run(command, check=True, cwd=ROOT)
+        returncode = subprocess.run(command, cwd=ROOT).returncode
+        if returncode != 0:  # finetune said why (or, at Ctrl-C, saved its state): one line here, not a traceback
+            print(f"error: finetune of {name} (seed {seed}) stopped with exit status {returncode}; the same command "
+                  "resumes from its last saved state", file=sys.stderr)  # fmt: skip
+            raise SystemExit(returncode)
     return output
 
 
