@@ -47,7 +47,8 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
 9. --task imdb --continued: TiltedBERT at 0.35 and 0.4 trained one more epoch from the dense IMDB model, distilled
    from it (imdb-5k-tilted-<rate>-continued.yaml), against the control imdb-5k-dense-continued.yaml (the same epoch,
    nothing removed), swept at 0.3-0.4: results/recipe-minilm-imdb-5k-continued/. With --no-train: those of them
-   trained, accuracy only (no timing), against the one-epoch dense and range checkpoints: .../accuracy.json.
+   trained, accuracy only (no timing), against the one-epoch dense and range checkpoints and, once trained, the
+   control: .../accuracy.json.
 10. --task imdb --method ltp: LTP by IMDB's recipe (imdb-5k-ltp-range-teacher.yaml: from the dense IMDB model, soft
    thresholds at lambda 0.1, the hard stage across threshold scales 0:3, every pass distilled from the dense model),
    swept at k 0-3 against the dense IMDB model: results/recipe-ltp-imdb-5k/ (summary.json as in 3.).
@@ -149,8 +150,9 @@ METHOD_RUNS = {
 # The same on IMDB (--task imdb --method ltp), IMDB's third try at 3x within a point. TiltedBERT's range checkpoint
 # read 3.0x at -3.0 (results/recipe-minilm-imdb-5k): its one tilt rate cuts every layer alike, the early ones
 # included. LTP learns where to cut and, on SST-2, kept the dense accuracy where TiltedBERT lost a point
-# (results/recipe-ltp-sst2-full); on 2,000 IMDB reviews it kept it at 1.93x (results/adaptive-minilm-imdb). Its
-# recipe (imdb-5k-ltp-range-teacher.yaml) takes lambda 0.1 and the range 0:3, both for the early layers (there).
+# (results/recipe-ltp-sst2-full); trained on 2,000 IMDB reviews it kept it at 1.93x (read on 1,000,
+# results/adaptive-minilm-imdb). Its recipe (imdb-5k-ltp-range-teacher.yaml) takes lambda 0.1 and the range 0:3,
+# both to cut the early layers harder.
 IMDB_METHOD_RUNS = {
     "ltp": TaskRun(
         "imdb-5k-dense",
@@ -288,7 +290,7 @@ def imdb_continued() -> None:
 
 
 def imdb_continued_accuracy() -> None:
-    """--continued --no-train: whichever of the control and imdb-5k-tilted-<rate>-continued are trained, read without
+    """--continued --no-train: whichever imdb-5k-tilted-<rate>-continued are trained (at least one), read without
     timing (offline-tune at CONTINUED_IMDB_GRID on the 2,000 test reviews) into
     results/recipe-minilm-imdb-5k-continued/accuracy.json, each row beside the one-epoch range checkpoint at the same
     rate (the committed results/recipe-minilm-imdb-5k/summary.json) and with its drop against the one-epoch dense
@@ -298,7 +300,8 @@ def imdb_continued_accuracy() -> None:
     run = TASKS["imdb"]
     headline = json.loads((RESULTS / run.run_name / "summary.json").read_text())
     range_at = {r["tilt_rate"]: r["accuracy"] for r in headline["rows"] if r["checkpoint"] == run.ranged}
-    done = [name for name in (f"imdb-5k-tilted-{r}-continued" for r in CONTINUED_IMDB_RATES) if trained([name], 0)]
+    named = {rate: f"imdb-5k-tilted-{rate}-continued" for rate in CONTINUED_IMDB_RATES}
+    done = [(rate, name) for rate, name in named.items() if trained([name], 0)]
     if not done:
         print(f"error: no trained imdb-5k-tilted-<rate>-continued checkpoint under {RUNS}", file=sys.stderr)
         raise SystemExit(2)
@@ -306,13 +309,14 @@ def imdb_continued_accuracy() -> None:
     if trained([CONTINUED_IMDB], 0):
         control = evaluate(run_dir(CONTINUED_IMDB), (0.0,))[0].metric
     rows = []
-    for name in done:
+    for rate, name in done:
         for row in evaluate(run_dir(name), CONTINUED_IMDB_GRID):
             if row.knob not in CONTINUED_IMDB_GRID:
                 continue  # offline-tune's rows start with the dense knob
             rows.append(
                 {
                     "checkpoint": name,
+                    "trained_tilt_rate": rate,
                     "tilt_rate": row.knob,
                     "accuracy": row.metric,
                     "flop_ratio": round(row.predicted_speedup, 3),
@@ -327,7 +331,10 @@ def imdb_continued_accuracy() -> None:
             "dense_accuracy": headline["dense_accuracy"],
             "control_accuracy": control,
             "rows": rows,
-            "train_seconds": {n: json.loads((run_dir(n) / "metrics.json").read_text())["train_seconds"] for n in done},
+            "train_seconds": {
+                name: json.loads((run_dir(name) / "metrics.json").read_text())["train_seconds"]
+                for name in [n for _, n in done] + ([CONTINUED_IMDB] if control is not None else [])
+            },
             "environment": environment(),
         },
     )
@@ -776,8 +783,8 @@ def main() -> None:
     parser.add_argument(
         "--method",
         choices=sorted(METHOD_RUNS.keys() | IMDB_METHOD_RUNS.keys()),
-        help="the headline sweep of the full-data recipe on this method (results/recipe-METHOD-sst2-full; with "
-        "--task imdb: results/recipe-METHOD-imdb-5k)",
+        help="the headline recipe on this method, trained when missing and swept (results/recipe-METHOD-sst2-full; "
+        "with --task imdb: results/recipe-METHOD-imdb-5k)",
     )
     parser.add_argument(
         "--specialists",
@@ -815,9 +822,13 @@ def main() -> None:
         parser.error(
             "--method is the sweep (or, on SST-2, with --seeds, the seeds) of one method; it goes with no other mode"
         )
-    if args.method and args.task == "imdb" and (args.seeds or args.dense_continued is not None or args.no_train):
-        parser.error("--task imdb --method M is the IMDB sweep alone (it trains what is missing): --dense-continued "
-                     "and --no-train are SST-2's")  # fmt: skip
+    if args.method and args.task == "imdb" and args.dense_continued is not None:
+        parser.error("--dense-continued is SST-2's: --task imdb --method M is the IMDB sweep alone")
+    if args.no_train and not (
+        args.seeds or args.dense_continued is not None or variants or args.specialists or args.continued
+    ):
+        parser.error("--no-train goes with --seeds, --dense-continued, an ablation, --specialists or --continued: the "
+                     "sweeps train what is missing")  # fmt: skip
     if args.method and args.method not in (IMDB_METHOD_RUNS if args.task == "imdb" else METHOD_RUNS):
         parser.error(f"--method {args.method} has no {args.task} recipe")
     if args.dense_continued is not None:
