@@ -241,6 +241,36 @@ def recipe_full(
     return render
 
 
+def recipe_continued_imdb() -> str:
+    """IMDB's second try read without timing (recipe_minilm.py --task imdb --continued --no-train): each trained
+    second-epoch TiltedBERT checkpoint at its rates beside the one-epoch range checkpoint, the drop against the
+    one-epoch dense model and, once trained, against the control given the same epoch."""
+    data = _load("recipe-minilm-imdb-5k-continued/accuracy.json")
+    control = data["control_accuracy"]
+    body = [
+        [
+            f"trained at τ {row['trained_tilt_rate']:g}, second epoch",
+            f"{row['tilt_rate']:g}",
+            f"{row['accuracy']:.3f}",
+            f"{row['range_checkpoint_accuracy']:.3f}",
+            f"{0.0 - row['drop_vs_dense_points']:+.1f}",
+            "not trained" if control is None else f"{0.0 - row['drop_vs_control_points']:+.1f}",
+            f"{row['flop_ratio']:.2f}×",
+        ]
+        for row in data["rows"]
+    ]
+    header = [
+        "checkpoint",
+        "tilt rate",
+        "test accuracy (2,000)",
+        "range 0:0.5, 1 epoch",
+        f"vs dense, 1 epoch ({data['dense_accuracy']:.3f}) (pts)",
+        "vs control (pts)" if control is None else f"vs control ({control:.3f}) (pts)",
+        "FLOP ratio",
+    ]
+    return _md(header, body)
+
+
 def recipe_training() -> str:
     """Seconds per training step of each recipe setting, measured alone (benchmarks/train_cost.py)."""
     data = _load("recipe-train-cost/report.json")
@@ -778,6 +808,7 @@ TABLES: dict[str, Callable[[], str]] = {
         {"imdb-5k-dense": "dense", "imdb-5k-tilted-range-teacher": "tilted, range 0:0.5 + teacher"},
         "test accuracy (2,000)",
     ),
+    "recipe-continued-imdb-5k": recipe_continued_imdb,
     "recipe-specialists-imdb-5k": recipe_specialists("recipe-minilm-imdb-5k/specialists.json", "range 0:0.5"),
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,

@@ -827,8 +827,8 @@ def main() -> None:
     if args.no_train and not (
         args.seeds or args.dense_continued is not None or variants or args.specialists or args.continued
     ):
-        parser.error("--no-train goes with --seeds, --dense-continued, an ablation, --specialists or --continued: the "
-                     "sweeps train what is missing")  # fmt: skip
+        parser.error("--no-train goes with --seeds, --dense-continued, --hidden-, --ranking- or --variant-ablation, "
+                     "--specialists or --continued: the sweeps train what is missing")  # fmt: skip
     if args.method and args.method not in (IMDB_METHOD_RUNS if args.task == "imdb" else METHOD_RUNS):
         parser.error(f"--method {args.method} has no {args.task} recipe")
     if args.dense_continued is not None:
