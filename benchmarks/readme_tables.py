@@ -264,8 +264,8 @@ def recipe_continued_imdb() -> str:
         "tilt rate",
         "test accuracy (2,000)",
         "range 0:0.5, 1 epoch",
-        f"vs dense, 1 epoch ({data['dense_accuracy']:.3f}) (pts)",
-        "vs control (pts)" if control is None else f"vs control ({control:.3f}) (pts)",
+        f"vs dense, 1 epoch ({data['dense_accuracy']:.4f}) (pts)",
+        "vs control (pts)" if control is None else f"vs control ({control:.4f}) (pts)",
         "FLOP ratio",
     ]
     return _md(header, body)
