@@ -147,6 +147,19 @@ METHOD_RUNS = {
         ranged_training_note="wall time of the training process (soft and hard stage); only short test and lint "
         "runs beside it",
     ),
+    # PoWER-BERT second: fixed learned counts per layer (no per-input decision), at lambda 0.05, its 8k value
+    # within a point of dense (results/adaptive-minilm-sst2, s 1: 1.26x); its knob s scales the removed share
+    # learned by the search stage (1 as learned), trained across 0:2
+    "power": TaskRun(
+        "sst2-full-dense",
+        "sst2-full-power-range-teacher",
+        (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0),
+        "recipe-power-sst2-full",
+        TASKS["sst2"].measure,
+        "wall time; only short test and lint runs beside it",
+        ranged_training_note="wall time of the training process (search and re-training stage); only short test "
+        "and lint runs beside it",
+    ),
 }
 # The same on IMDB (--task imdb --method ltp), IMDB's third try at 3x within a point. TiltedBERT's range checkpoint
 # read 3.0x at -3.0 (results/recipe-minilm-imdb-5k): its one tilt rate cuts every layer alike, the early ones
