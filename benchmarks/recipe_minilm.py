@@ -40,10 +40,13 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    row's mean tokens after every layer). --method ltp --seeds: its seeds 0-2 (seed S from the dense model of seed
    S, every seed taught by dense seed 0), accuracy only, against the dense seeds: .../seeds.json, with each
    seed's FLOP ratio at the counts it kept over the dev set (LTP learns its counts, so they differ by seed).
-   --method ltp --seeds --speed: every trained seed timed at k 1, 1.25 and 2, batch 32 and 1, against
-   dense-dynamic, in one sweep: results/recipe-ltp-sst2-full-seeds/. --method ltp --dense-continued 0[,1,2]: the
-   dense model trained as long as the LTP recipe (sst2-full-dense-continued.yaml: two more epochs from the dense
-   model, the same teacher, nothing removed) against the LTP seeds: .../dense-continued.json.
+   --method ltp --seeds --speed: every trained seed timed at k 1, 1.25 and 2 (--method power: s 0.5, 0.75 and 1),
+   batch 32 and 1, against dense-dynamic, in one sweep: results/recipe-ltp-sst2-full-seeds/. --method ltp
+   --dense-continued 0[,1,2]: the dense model trained as long as the LTP recipe (sst2-full-dense-continued.yaml:
+   two more epochs from the dense model, the same teacher, nothing removed) against the LTP seeds:
+   .../dense-continued.json.
+   --method power: the same recipe on PoWER-BERT (sst2-full-power-range-teacher.yaml: search at lambda 0.05, the
+   re-training across retention scales 0:2): results/recipe-power-sst2-full/.
 9. --task imdb --continued: TiltedBERT at 0.35 and 0.4 trained one more epoch from the dense IMDB model, distilled
    from it (imdb-5k-tilted-<rate>-continued.yaml), against the control imdb-5k-dense-continued.yaml (the same epoch,
    nothing removed), swept at 0.3-0.4: results/recipe-minilm-imdb-5k-continued/. With --no-train: those of them
@@ -52,12 +55,14 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
 10. --task imdb --method ltp: LTP by IMDB's recipe (imdb-5k-ltp-range-teacher.yaml: from the dense IMDB model, soft
    thresholds at lambda 0.1, the hard stage across threshold scales 0:3, every pass distilled from the dense model),
    swept at k 0-3 against the control of 9. (the dense IMDB model given a second epoch): results/recipe-ltp-imdb-5k/
-   (summary.json as in 3.).
+   (summary.json as in 3.). --task imdb --method power: PoWER-BERT likewise (imdb-5k-power-range-teacher.yaml:
+   search at lambda 0.05, retention lr 4e-2, re-training across s 0:2): results/recipe-power-imdb-5k/. Both train
+   what is missing in this order: the dense IMDB model, the method, the control.
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py \\
-        [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds | --method ltp
-         [--seeds [--speed] | --dense-continued 0[,1,2]]]
-        (IMDB: the sweep, --specialists, --continued or --method ltp)
+        [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds
+         | --method ltp|power [--seeds [--speed] | --dense-continued 0[,1,2]]]
+        (IMDB: the sweep, --specialists, --continued or --method ltp|power)
 """
 
 from __future__ import annotations
@@ -105,6 +110,9 @@ class TaskRun:
     training_note: str  # what the recorded training wall times include
     save_every: int = 100  # steps between resumable saves (a dense IMDB step at len 512 took ~24 s here)
     ranged_training_note: str = ""  # the same for the eliminating recipe, where it differs
+    # the recipe the eliminating one starts from and is taught by, where it is not `dense` (IMDB's method runs read
+    # against a control, the dense model given the same extra epochs, and start from the one-epoch model)
+    init: str = ""
 
 
 TASKS = {
@@ -181,6 +189,22 @@ IMDB_METHOD_RUNS = {
         "wall time of the training process, resumed pieces summed",
         save_every=10,
         ranged_training_note="wall time of the training process (soft and hard stage), resumed pieces summed",
+        init="imdb-5k-dense",
+    ),
+    # PoWER-BERT by IMDB's recipe: on full SST-2 its search learned to keep little after layer 3 and its knob s
+    # brought back 1.80x within a point (results/recipe-power-sst2-full); IMDB's 5,000 reviews are 157 steps a
+    # stage where SST-2's were 2,105, so the recipe raises the retention learning rate (4e-2) to give the search
+    # a comparable reach (steps x lr: 6.3 against 10.5)
+    "power": TaskRun(
+        "imdb-5k-dense-continued",
+        "imdb-5k-power-range-teacher",
+        (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0),
+        "recipe-power-imdb-5k",
+        TASKS["imdb"].measure,
+        "wall time of the training process, resumed pieces summed",
+        save_every=10,
+        ranged_training_note="wall time of the training process (search and re-training), resumed pieces summed",
+        init="imdb-5k-dense",
     ),
 }
 
@@ -216,7 +240,11 @@ def train(
 
 def full(run: TaskRun) -> None:
     """<run>'s headline sweep: both recipes trained when missing, swept at batch 1 and 32, and summary.json."""
-    dense, ranged = train(run.dense, save_every=run.save_every), train(run.ranged, save_every=run.save_every)
+    if run.init:  # the eliminating recipe's init first, then it, then the control: its result before the hour
+        train(run.init, save_every=run.save_every)  # the control costs on IMDB
+        ranged, dense = train(run.ranged, save_every=run.save_every), train(run.dense, save_every=run.save_every)
+    else:
+        dense, ranged = train(run.dense, save_every=run.save_every), train(run.ranged, save_every=run.save_every)
     notes = {dense.name: run.training_note, ranged.name: run.ranged_training_note or run.training_note}
     sweep_summary(run.run_name, run.measure, dense, {ranged: run.grid}, notes)
 
@@ -745,13 +773,14 @@ def dense_continued(method: str, wanted: tuple[int, ...], train_missing: bool = 
     print(accuracy)
 
 
-# the operating points whose speed each LTP seed is timed at: k 1 and 1.25 (seed 0 measured 1.61x and 1.76x at batch
-# 32 within a point of dense) and k 2, the end of the trained range
-SEED_KNOBS = (1.0, 1.25, 2.0)
+# the operating points whose speed each seed is timed at, by method: LTP's k 1 and 1.25 (seed 0 measured 1.61x and
+# 1.76x at batch 32 within a point of dense) and k 2, the end of the trained range; PoWER's s 0.5 and 0.75 (seed 0:
+# 1.41x and 1.80x within a point) and s 1, as learned
+SEED_KNOBS = {"ltp": (1.0, 1.25, 2.0), "power": (0.5, 0.75, 1.0)}
 
 
 def method_seeds_speed(method: str) -> None:
-    """Every trained seed of the full-data recipe on <method>, timed at SEED_KNOBS at batch 32 and 1 against
+    """Every trained seed of the full-data recipe on <method>, timed at its SEED_KNOBS at batch 32 and 1 against
     dense-dynamic, in one sweep (the same session and timer for each seed): results/recipe-<method>-sst2-full-seeds/.
     An adaptive method learns its counts, so seed 0's measured speedup need not hold for seeds 1-2: this measures
     what the FLOP ratios in seeds.json only predict. Resumable (the sweep keeps the points it finished)."""
@@ -766,7 +795,7 @@ def method_seeds_speed(method: str) -> None:
         run_name=f"{run.run_name}-seeds",
         results_dir=str(RESULTS),
         measure=run.measure,
-        grids={str(c): SEED_KNOBS for c in checkpoints},
+        grids={str(c): SEED_KNOBS[method] for c in checkpoints},
     )
     with progress_bar() as progress:
         report = sweep(cfg, progress)
@@ -823,7 +852,8 @@ def main() -> None:
     parser.add_argument(
         "--speed",
         action="store_true",
-        help="with --method M --seeds: time every trained seed at k 1, 1.25 and 2, batch 32 and 1 (no training)",
+        help="with --method M --seeds: time every trained seed at M's operating points (LTP k 1, 1.25, 2; PoWER s "
+        "0.5, 0.75, 1), batch 32 and 1 (no training)",
     )
     parser.add_argument(
         "--no-train",
@@ -836,7 +866,7 @@ def main() -> None:
     variants = args.hidden_ablation or args.ranking_ablation or args.variant_ablation
     if args.task != "sst2" and (args.ablation or args.seeds or variants):
         parser.error("--ablation, --hidden-ablation, --ranking-ablation and --seeds are SST-2's; IMDB has its sweep, "
-                     "--specialists, --continued and --method ltp")  # fmt: skip
+                     "--specialists, --continued and --method ltp|power")  # fmt: skip
     if args.method and (args.ablation or args.variant or variants or args.specialists or args.continued):
         parser.error(
             "--method is the sweep (or, on SST-2, with --seeds, the seeds) of one method; it goes with no other mode"
