@@ -41,7 +41,7 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    S, every seed taught by dense seed 0), accuracy only, against the dense seeds: .../seeds.json, with each
    seed's FLOP ratio at the counts it kept over the dev set (LTP learns its counts, so they differ by seed).
    --method ltp --seeds --speed: every trained seed timed at k 1, 1.25 and 2 (--method power: s 0.5, 0.75 and 1),
-   batch 32 and 1, against dense-dynamic, in one sweep: results/recipe-ltp-sst2-full-seeds/. --method ltp
+   batch 32 and 1, against dense-dynamic, in one sweep: results/recipe-<method>-sst2-full-seeds/. --method ltp
    --dense-continued 0[,1,2]: the dense model trained as long as the LTP recipe (sst2-full-dense-continued.yaml:
    two more epochs from the dense model, the same teacher, nothing removed) against the LTP seeds:
    .../dense-continued.json.
@@ -110,8 +110,9 @@ class TaskRun:
     training_note: str  # what the recorded training wall times include
     save_every: int = 100  # steps between resumable saves (a dense IMDB step at len 512 took ~24 s here)
     ranged_training_note: str = ""  # the same for the eliminating recipe, where it differs
-    # the recipe the eliminating one starts from and is taught by, where it is not `dense` (IMDB's method runs read
-    # against a control, the dense model given the same extra epochs, and start from the one-epoch model)
+    # the recipe the eliminating one starts from and is taught by, where it is not `dense` (IMDB's method runs start
+    # from the one-epoch model and read against a control, that model given one more epoch: two in all, where the
+    # methods train three)
     init: str = ""
 
 
@@ -192,7 +193,8 @@ IMDB_METHOD_RUNS = {
         init="imdb-5k-dense",
     ),
     # PoWER-BERT by IMDB's recipe: on full SST-2 its search learned to keep little after layer 3 and its knob s
-    # brought back 1.80x within a point (results/recipe-power-sst2-full); IMDB's 5,000 reviews are 157 steps a
+    # brought back 1.80x within a point of the one-epoch dense model, 1.41x of the model trained as long
+    # (results/recipe-power-sst2-full); IMDB's 5,000 reviews are 157 steps a
     # stage where SST-2's were 2,105, so the recipe raises the retention learning rate (4e-2) to give the search
     # a comparable reach (steps x lr: 6.3 against 10.5)
     "power": TaskRun(
@@ -239,7 +241,8 @@ def train(
 
 
 def full(run: TaskRun) -> None:
-    """<run>'s headline sweep: both recipes trained when missing, swept at batch 1 and 32, and summary.json."""
+    """<run>'s headline sweep: its recipes (and run.init's) trained when missing, swept at batch 1 and 32, and
+    summary.json."""
     if run.init:  # the eliminating recipe's init first, then it, then the control: its result before the hour
         train(run.init, save_every=run.save_every)  # the control costs on IMDB
         ranged, dense = train(run.ranged, save_every=run.save_every), train(run.dense, save_every=run.save_every)
@@ -775,7 +778,7 @@ def dense_continued(method: str, wanted: tuple[int, ...], train_missing: bool = 
 
 # the operating points whose speed each seed is timed at, by method: LTP's k 1 and 1.25 (seed 0 measured 1.61x and
 # 1.76x at batch 32 within a point of dense) and k 2, the end of the trained range; PoWER's s 0.5 and 0.75 (seed 0:
-# 1.41x and 1.80x within a point) and s 1, as learned
+# 1.41x within a point of the dense model trained as long, 1.80x of the one-epoch model) and s 1, as learned
 SEED_KNOBS = {"ltp": (1.0, 1.25, 2.0), "power": (0.5, 0.75, 1.0)}
 
 
