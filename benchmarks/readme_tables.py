@@ -267,15 +267,14 @@ def recipe_methods_sst2() -> str:
         controls += [(dense, "dense, 1 epoch")] if on_top else []
         for reference, name in controls:
             kept = [r for r in b32 if r["accuracy"] >= reference - 0.01 - 1e-9]  # a drop of exactly 1 point counts
+            head = [label, f"{epochs}", f"{name} ({reference:.3f})"]
             if not kept:
-                body.append([label, f"{epochs}", f"{name} ({reference:.3f})", "none within 1 pt", "", "", "", ""])
+                body.append(head + ["none within 1 pt", "", "", "", ""])
                 continue
             best = max(kept, key=lambda r: r["speedup_vs_dense_dynamic"])
             body.append(
-                [
-                    label,
-                    f"{epochs}",
-                    f"{name} ({reference:.3f})",
+                head
+                + [
                     f"{knob} {_knob(best):g}",
                     f"{best['accuracy']:.3f} ({100 * (best['accuracy'] - reference):+.1f})",
                     f"{best['speedup_vs_dense_dynamic']:.2f}×",
