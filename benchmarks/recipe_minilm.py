@@ -46,7 +46,9 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    two more epochs from the dense model, the same teacher, nothing removed) against the LTP seeds:
    .../dense-continued.json.
    --method power: the same recipe on PoWER-BERT (sst2-full-power-range-teacher.yaml: search at lambda 0.05, the
-   re-training across retention scales 0:2): results/recipe-power-sst2-full/.
+   re-training across retention scales 0:2): results/recipe-power-sst2-full/. --method gates: the trainable
+   gates likewise (sst2-full-gates-range-teacher.yaml: the soft stage at lambda_sparse 0.05, lambda_bimodal 2, the
+   hard stage across thresholds 0:0.9): results/recipe-gates-sst2-full/ (prepared, not run yet).
 9. --task imdb --continued: TiltedBERT at 0.35 and 0.4 trained one more epoch from the dense IMDB model, distilled
    from it (imdb-5k-tilted-<rate>-continued.yaml), against the control imdb-5k-dense-continued.yaml (the same epoch,
    nothing removed), swept at 0.3-0.4: results/recipe-minilm-imdb-5k-continued/. With --no-train: those of them
@@ -63,7 +65,7 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py \\
         [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds
-         | --method ltp|power [--seeds [--speed] | --dense-continued 0[,1,2]]]
+         | --method ltp|power|gates [--seeds [--speed] | --dense-continued 0[,1,2]]]
         (IMDB: the sweep, --specialists, --continued or --method ltp|power [--no-train])
 """
 
@@ -171,6 +173,18 @@ METHOD_RUNS = {
         "wall time; only short test and lint runs beside it",
         ranged_training_note="wall time of the training process (search and re-training stage); only short test "
         "and lint runs beside it",
+    ),
+    # the trainable gates third (prepared, not run yet): the soft stage from the dense model at the 8k values, then
+    # the hard stage across thresholds 0:0.9. At 8k the gates' reach differed by seed (t 0.5: 1.4x / 2.1x / 1.0x
+    # of the FLOPs, results/adaptive-minilm-sst2/seeds.json), so the grid spans the whole range
+    "gates": TaskRun(
+        "sst2-full-dense",
+        "sst2-full-gates-range-teacher",
+        (0.0, 0.3, 0.5, 0.7, 0.8, 0.9),
+        "recipe-gates-sst2-full",
+        TASKS["sst2"].measure,
+        "wall time; only short test and lint runs beside it",
+        ranged_training_note="wall time of the training process (soft and hard stage)",
     ),
 }
 # The same on IMDB (--task imdb --method ltp), IMDB's third try at 3x within a point. TiltedBERT's range checkpoint
@@ -831,7 +845,7 @@ def dense_continued(method: str, wanted: tuple[int, ...], train_missing: bool = 
 # the operating points whose speed each seed is timed at, by method: LTP's k 1 and 1.25 (seed 0 measured 1.61x and
 # 1.76x at batch 32 within a point of dense) and k 2, the end of the trained range; PoWER's s 0.5 and 0.75 (seed 0:
 # 1.41x within a point of the dense model trained as long, 1.80x of the one-epoch model) and s 1, as learned
-SEED_KNOBS = {"ltp": (1.0, 1.25, 2.0), "power": (0.5, 0.75, 1.0)}
+SEED_KNOBS = {"ltp": (1.0, 1.25, 2.0), "power": (0.5, 0.75, 1.0), "gates": (0.5, 0.7, 0.9)}  # gates: to be set
 
 
 def method_seeds_speed(method: str) -> None:
