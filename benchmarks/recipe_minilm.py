@@ -175,8 +175,8 @@ METHOD_RUNS = {
         "and lint runs beside it",
     ),
     # the trainable gates third (prepared, not run yet): the soft stage from the dense model at the 8k values, then
-    # the hard stage across thresholds 0:0.9. At 8k the gates' reach differed by seed (t 0.5: 1.4x / 2.1x / 1.0x
-    # of the FLOPs, results/adaptive-minilm-sst2/seeds.json), so the grid spans the whole range
+    # the hard stage across thresholds 0:0.9. At 8k the gates' reach differed by seed (t 0.5: FLOP ratios 1.4x /
+    # 2.1x / 1.0x, results/adaptive-minilm-sst2/seeds.json), so the grid spans the whole range
     "gates": TaskRun(
         "sst2-full-dense",
         "sst2-full-gates-range-teacher",
@@ -421,11 +421,10 @@ def imdb_method_accuracy(method: str) -> None:
               f"{method} without --no-train first", file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
 
-    def trained_accuracy(name: str) -> float:
-        return json.loads((run_dir(name) / "metrics.json").read_text())["accuracy"]
-
-    dense = trained_accuracy(run.init)
-    control = trained_accuracy(run.dense) if trained([run.dense], 0) else None
+    trainings = [run.init, run.ranged, *([run.dense] if trained([run.dense], 0) else [])]
+    metrics = {name: json.loads((run_dir(name) / "metrics.json").read_text()) for name in trainings}
+    dense = metrics[run.init]["accuracy"]
+    control = metrics[run.dense]["accuracy"] if run.dense in metrics else None
     rows = [
         {
             "knob": row.knob,
@@ -447,10 +446,7 @@ def imdb_method_accuracy(method: str) -> None:
             "control": run.dense,
             "control_accuracy": control,
             "rows": rows,
-            "train_seconds": {
-                name: json.loads((run_dir(name) / "metrics.json").read_text())["train_seconds"]
-                for name in (run.init, run.ranged, *([run.dense] if control is not None else []))
-            },
+            "train_seconds": {name: m["train_seconds"] for name, m in metrics.items()},
             "environment": environment(),
         },
     )
