@@ -400,7 +400,7 @@ def imdb_continued_accuracy() -> None:
                 name: json.loads((run_dir(name) / "metrics.json").read_text())["train_seconds"]
                 for name in [n for _, n in done] + ([CONTINUED_IMDB] if control is not None else [])
             },
-            "environment": environment(),
+            "environment": environment(seed=0),  # run_dir(name) is the seed-0 training
         },
     )
     for row in rows:
@@ -447,7 +447,7 @@ def imdb_method_accuracy(method: str) -> None:
             "control_accuracy": control,
             "rows": rows,
             "train_seconds": {name: m["train_seconds"] for name, m in metrics.items()},
-            "environment": environment(),
+            "environment": environment(seed=0),  # run_dir(name) is the seed-0 training
         },
     )
     for row in rows:
