@@ -316,6 +316,40 @@ def recipe_continued_imdb() -> str:
     return _md(header, body)
 
 
+def recipe_method_imdb(folder: str, label: str, knob: str) -> Callable[[], str]:
+    """An IMDB method checkpoint read without timing (recipe_minilm.py --task imdb --method M --no-train): each knob's
+    accuracy on the 2,000 test reviews, its drop against the one-epoch dense model (its init and teacher) and against
+    the control trained as many epochs (three), the FLOP ratio and the mean tokens left after each layer."""
+
+    def render() -> str:
+        data = _load(f"{folder}/accuracy.json")
+        control = data["control_accuracy"]
+        body = [
+            [
+                label,
+                f"{row['knob']:g}",
+                f"{row['accuracy']:.4f}",
+                f"{0.0 - row['drop_vs_dense_points']:+.2f}",
+                "not trained" if control is None else f"{0.0 - row['drop_vs_control_points']:+.2f}",
+                f"{row['flop_ratio']:.2f}×",
+                " ".join(f"{n:.0f}" for n in row["mean_kept_tokens"]),
+            ]
+            for row in data["rows"]
+        ]
+        header = [
+            "checkpoint",
+            knob,
+            "test accuracy (2,000)",
+            f"vs dense, 1 epoch ({data['dense_accuracy']:.4f}) (pts)",
+            "vs control, 3 epochs (pts)" if control is None else f"vs control, 3 epochs ({control:.4f}) (pts)",
+            "FLOP ratio",
+            "mean tokens n0..nL",
+        ]
+        return _md(header, body)
+
+    return render
+
+
 def recipe_training() -> str:
     """Seconds per training step of each recipe setting, measured alone (benchmarks/train_cost.py)."""
     data = _load("recipe-train-cost/report.json")
@@ -862,6 +896,12 @@ TABLES: dict[str, Callable[[], str]] = {
         "test accuracy (2,000)",
     ),
     "recipe-continued-imdb-5k": recipe_continued_imdb,
+    "recipe-ltp-imdb-5k": recipe_method_imdb(
+        "recipe-ltp-imdb-5k", "LTP λ 0.1, range 0:3 + teacher", "threshold scale k"
+    ),
+    "recipe-power-imdb-5k": recipe_method_imdb(
+        "recipe-power-imdb-5k", "PoWER λ 0.05, range 0:2 + teacher", "retention scale s"
+    ),
     "recipe-specialists-imdb-5k": recipe_specialists("recipe-minilm-imdb-5k/specialists.json", "range 0:0.5"),
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
