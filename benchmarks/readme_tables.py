@@ -290,7 +290,7 @@ def recipe_continued_imdb() -> str:
     """IMDB's second try read without timing (recipe_minilm.py --task imdb --continued --no-train): each trained
     second-epoch TiltedBERT checkpoint at its rates beside the one-epoch range checkpoint, the drop against the
     one-epoch dense model and, once trained, against the control given the same epoch."""
-    data = _load("recipe-minilm-imdb-5k-continued/accuracy.json")
+    data = _load("recipe-minilm-imdb-5k-continued-accuracy/accuracy.json")
     control = data["control_accuracy"]
     body = [
         [
@@ -897,10 +897,10 @@ TABLES: dict[str, Callable[[], str]] = {
     ),
     "recipe-continued-imdb-5k": recipe_continued_imdb,
     "recipe-ltp-imdb-5k": recipe_method_imdb(
-        "recipe-ltp-imdb-5k", "LTP λ 0.1, range 0:3 + teacher", "threshold scale k"
+        "recipe-ltp-imdb-5k-accuracy", "LTP λ 0.1, range 0:3 + teacher", "threshold scale k"
     ),
     "recipe-power-imdb-5k": recipe_method_imdb(
-        "recipe-power-imdb-5k", "PoWER λ 0.05, range 0:2 + teacher", "retention scale s"
+        "recipe-power-imdb-5k-accuracy", "PoWER λ 0.05, range 0:2 + teacher", "retention scale s"
     ),
     "recipe-specialists-imdb-5k": recipe_specialists("recipe-minilm-imdb-5k/specialists.json", "range 0:0.5"),
     "recipe-training": recipe_training,

@@ -53,7 +53,8 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    from it (imdb-5k-tilted-<rate>-continued.yaml), against the control imdb-5k-dense-continued.yaml (the same epoch,
    nothing removed), swept at 0.3-0.4: results/recipe-minilm-imdb-5k-continued/. With --no-train: those of them
    trained, accuracy only (no timing), against the one-epoch dense and range checkpoints and, once trained, the
-   control: .../accuracy.json.
+   control: results/recipe-minilm-imdb-5k-continued-accuracy/accuracy.json (beside the sweep's folder, not in it:
+   a sweep refuses a folder holding anything but its own run).
 10. --task imdb --method ltp: LTP by IMDB's recipe (imdb-5k-ltp-range-teacher.yaml: from the dense IMDB model, soft
    thresholds at lambda 0.1, the hard stage across threshold scales 0:3, every pass distilled from the dense model),
    swept at k 0-3 against the dense IMDB model given the same two more epochs (imdb-5k-dense-continued-2.yaml, the
@@ -61,7 +62,8 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    --method power: PoWER-BERT likewise (imdb-5k-power-range-teacher.yaml: search at lambda 0.05, retention lr 4e-2,
    re-training across s 0:2): results/recipe-power-imdb-5k/. Both train what is missing in this order: the dense
    IMDB model, the method, the control. With --no-train: the trained method checkpoint at its grid, accuracy only
-   (no timing), against the one-epoch dense model and, once trained, the control: .../accuracy.json.
+   (no timing), against the one-epoch dense model and, once trained, the control:
+   results/recipe-<method>-imdb-5k-accuracy/accuracy.json (beside the sweep's folder, as in 9.).
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py \\
         [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds
@@ -84,6 +86,7 @@ from tiltbench.cli.common import setup
 from tiltbench.console import progress_bar
 from tiltbench.data import DataConfig
 from tiltbench.environment import environment
+from tiltbench.errors import UserError
 from tiltbench.files import write_json_atomic
 from tiltbench.measure import MeasureConfig
 from tiltbench.models import read_meta
@@ -357,11 +360,11 @@ def imdb_continued() -> None:
 def imdb_continued_accuracy() -> None:
     """--continued --no-train: whichever imdb-5k-tilted-<rate>-continued are trained (at least one), read without
     timing (offline-tune at CONTINUED_IMDB_GRID on the 2,000 test reviews) into
-    results/recipe-minilm-imdb-5k-continued/accuracy.json, each row beside the one-epoch range checkpoint at the same
-    rate (the committed results/recipe-minilm-imdb-5k/summary.json) and with its drop against the one-epoch dense
-    model and, once trained, the control. A look before the rest is trained (the control is an hour here): a rate
-    already well over a point below the one-epoch dense model needs the control to lose what the extra epochs gave
-    dense on SST-2 (+0.4 on the three-seed mean) and more."""
+    results/recipe-minilm-imdb-5k-continued-accuracy/accuracy.json, each row beside the one-epoch range checkpoint
+    at the same rate (the committed results/recipe-minilm-imdb-5k/summary.json) and with its drop against the
+    one-epoch dense model and, once trained, the control. A look before the rest is trained (the control is an hour
+    here): a rate already well over a point below the one-epoch dense model needs the control to lose what the extra
+    epochs gave dense on SST-2 (+0.4 on the three-seed mean) and more."""
     run = TASKS["imdb"]
     headline = json.loads((RESULTS / run.run_name / "summary.json").read_text())
     range_at = {r["tilt_rate"]: r["accuracy"] for r in headline["rows"] if r["checkpoint"] == run.ranged}
@@ -391,7 +394,7 @@ def imdb_continued_accuracy() -> None:
                 }
             )
     write_json_atomic(
-        RESULTS / f"{run.run_name}-continued" / "accuracy.json",
+        RESULTS / f"{run.run_name}-continued-accuracy" / "accuracy.json",  # beside the sweep's folder (see 9.)
         {
             "dense_accuracy": headline["dense_accuracy"],
             "control_accuracy": control,
@@ -409,7 +412,7 @@ def imdb_continued_accuracy() -> None:
 
 def imdb_method_accuracy(method: str) -> None:
     """--task imdb --method M --no-train: M's trained IMDB checkpoint read without timing (offline-tune at its grid on
-    the 2,000 test reviews) into results/recipe-M-imdb-5k/accuracy.json, each row with its FLOP ratio, the kept
+    the 2,000 test reviews) into results/recipe-M-imdb-5k-accuracy/accuracy.json, each row with its FLOP ratio, the kept
     counts and its drop against the one-epoch dense model (its init) and, once trained, the control trained as many
     epochs. A look before the control's two hours here, as --continued --no-train: a knob already well over a point
     below the one-epoch model at 3x FLOPs misses the target whatever the control reads (SST-2 and IMDB: more epochs
@@ -437,7 +440,7 @@ def imdb_method_accuracy(method: str) -> None:
         for row in evaluate(run_dir(run.ranged), run.grid)
     ]
     write_json_atomic(
-        RESULTS / run.run_name / "accuracy.json",
+        RESULTS / f"{run.run_name}-accuracy" / "accuracy.json",  # not in the sweep's folder: it would refuse it
         {
             "checkpoint": run.ranged,
             "knob_name": read_meta(str(run_dir(run.ranged)))["knob_name"],
@@ -991,5 +994,15 @@ def main() -> None:
         ablation() if args.ablation else seeds(not args.no_train) if args.seeds else full(run)
 
 
+def run_main() -> None:
+    """main(), with what the library refuses (a folder holding someone else's files, a bad option value) said in one
+    error: line and exit status 2, as the CLI does, not as a traceback."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    main()
+    run_main()

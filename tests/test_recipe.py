@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import DATA_DIR
 from typer.testing import CliRunner
 
+from tiltbench import UserError
 from tiltbench.cli import app
 
 runner = CliRunner()
 ENV = {"TILTBENCH_DATA_DIR": str(DATA_DIR)}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _meta(folder) -> dict:
@@ -101,3 +106,20 @@ def test_a_recipe_names_an_ensemble_of_teachers_as_a_list(tiny_checkpoint, tmp_p
     result = runner.invoke(app, ["finetune", "--output", str(tmp_path / "b"), "--recipe", str(recipe)], env=ENV)
     assert result.exit_code == 0, result.output
     assert _meta(tmp_path / "b")["train_config"]["teacher"] == tiny_checkpoint
+
+
+def test_the_recipe_benchmark_says_what_the_library_refuses_in_one_error_line(monkeypatch, capsys):
+    # e.g. a timed sweep into a folder that holds someone else's file: the library's UserError, not a traceback
+    spec = importlib.util.spec_from_file_location("recipe_minilm", ROOT / "benchmarks" / "recipe_minilm.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "recipe_minilm", module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+
+    def refused() -> None:
+        raise UserError("results/x is not empty and holds no tiltbench measure/sweep run")
+
+    monkeypatch.setattr(module, "main", refused)
+    with pytest.raises(SystemExit) as stopped:
+        module.run_main()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "error: results/x is not empty and holds no tiltbench measure/sweep run\n"
