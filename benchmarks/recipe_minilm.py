@@ -229,6 +229,12 @@ IMDB_METHOD_RUNS = {
 }
 
 
+def look_dir(run_name: str) -> Path:
+    """Where a look without timing (--no-train) at sweep <run_name> writes: beside the sweep's folder, not in it (a
+    sweep refuses a folder that holds anything but its own run)."""
+    return RESULTS / f"{run_name}-accuracy"
+
+
 def run_dir(name: str, seed: int = 0) -> Path:
     """Where recipe <name> trained at <seed> lives: runs/recipes/<name>[-seed<S>]."""
     return RUNS / (name if seed == 0 else f"{name}-seed{seed}")
@@ -394,7 +400,7 @@ def imdb_continued_accuracy() -> None:
                 }
             )
     write_json_atomic(
-        RESULTS / f"{run.run_name}-continued-accuracy" / "accuracy.json",  # beside the sweep's folder (see 9.)
+        look_dir(f"{run.run_name}-continued") / "accuracy.json",
         {
             "dense_accuracy": headline["dense_accuracy"],
             "control_accuracy": control,
@@ -440,7 +446,7 @@ def imdb_method_accuracy(method: str) -> None:
         for row in evaluate(run_dir(run.ranged), run.grid)
     ]
     write_json_atomic(
-        RESULTS / f"{run.run_name}-accuracy" / "accuracy.json",  # not in the sweep's folder: it would refuse it
+        look_dir(run.run_name) / "accuracy.json",
         {
             "checkpoint": run.ranged,
             "knob_name": read_meta(str(run_dir(run.ranged)))["knob_name"],
