@@ -86,14 +86,14 @@ def test_ltp_logits_alone_equal_logits_in_a_mixed_batch(ltp_minilm, attn):
 def test_counts_come_from_what_was_kept_and_the_tensor_shrinks():
     model = patch(tiny_bert(), method=_gates())
     set_knob(model, 0.5)
-    widths: list[int] = []
+    tokens: list[int] = []  # word vectors each FFN computes
     for layer in model.bert.encoder.layer:
-        layer.intermediate.register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
+        layer.intermediate.register_forward_hook(lambda m, args, out: tokens.append(args[0].shape[:-1].numel()))
     with torch.inference_mode():
         hidden = model.bert(**random_batch(LENGTHS, seed=3)).last_hidden_state
     kept = realised_counts(model)
     assert hidden.shape[1] == int(kept[:, -1].max())  # physically removed: the batch is its longest kept row
-    assert widths == [int(kept[:, i + 1].max()) for i in range(4)]
+    assert tokens == [int(kept[:, i + 1].sum()) for i in range(4)]  # and each FFN runs on the kept tokens alone
     assert bool((kept[:, 1:] <= kept[:, :-1]).all()) and bool((kept[:, 1:] >= 1).all())  # [CLS] stays
 
 

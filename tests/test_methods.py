@@ -14,12 +14,12 @@ from tiltbench.methods.power import Power
 from tiltbench.patch import set_knob
 
 
-def _ffn_widths(model) -> list[int]:
-    """Token widths each layer's FFN sees, from hooks on HF's own modules."""
-    widths: list[int] = []
+def _ffn_tokens(model) -> list[int]:
+    """Word vectors each layer's FFN computes (padding included, if any), from hooks on HF's own modules."""
+    tokens: list[int] = []
     for layer in model.bert.encoder.layer:
-        layer.intermediate.register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
-    return widths
+        layer.intermediate.register_forward_hook(lambda m, args, out: tokens.append(args[0].shape[:-1].numel()))
+    return tokens
 
 
 def test_registry_holds_the_methods():
@@ -32,7 +32,7 @@ def test_registry_holds_the_methods():
 def test_power_hard_extract_removes_tokens_at_the_learned_fractions():
     fractions = (0.8, 0.6, 0.5, 0.3)
     model = patch(tiny_bert(), method=Power(4, fractions=fractions), knob=1.0)
-    widths = _ffn_widths(model)
+    tokens = _ffn_tokens(model)
     lengths = [20, 9, 5]
     with torch.inference_mode():
         model(**random_batch(lengths))
@@ -45,10 +45,10 @@ def test_power_hard_extract_removes_tokens_at_the_learned_fractions():
 
     expected = [by_hand(n, fractions) for n in lengths]
     assert realised_counts(model).tolist() == expected
-    assert widths == [max(row[layer] for row in expected) for layer in range(1, 5)]  # physically removed
+    assert tokens == [sum(row[layer] for row in expected) for layer in range(1, 5)]  # physically removed
 
     set_knob(model, 0.5)  # half the removed share: f' = 1 - 0.5 (1 - f)
-    widths.clear()
+    tokens.clear()
     with torch.inference_mode():
         model(**random_batch(lengths))
     half = [1 - 0.5 * (1 - f) for f in fractions]
@@ -74,7 +74,7 @@ def test_power_soft_stage_weights_tokens_without_removing_them():
         method.retention.fill_(c)
     method.soft = True
     patch(model, method=method)
-    widths = _ffn_widths(model)
+    tokens = _ffn_tokens(model)
     lengths = [11, 6]
     batch = random_batch(lengths)
 
@@ -87,7 +87,7 @@ def test_power_soft_stage_weights_tokens_without_removing_them():
         layer.attention.register_forward_hook(scale)
     with torch.no_grad():
         logits, expected = model(**batch).logits, reference(**batch).logits
-    assert widths == [11] * 4  # nothing leaves in the soft stage
+    assert tokens == [2 * 11] * 4  # nothing leaves in the soft stage (training's padded layout)
     assert realised_counts(model).tolist() == [[11] * 5, [6] * 5]
     assert torch.allclose(logits, expected, atol=1e-5)
 

@@ -20,26 +20,28 @@ def test_tau_zero_equals_hf(impl):
     assert realised_counts(model).tolist() == [[12] * 5, [7] * 5, [3] * 5]
 
 
-def _ffn_widths(model) -> list[int]:
-    """Token widths seen by each layer's FFN, recorded by hooks independent of tiltbench."""
-    widths: list[int] = []
+def _ffn_tokens(model) -> list[int]:
+    """Word vectors each layer's FFN computes (padding included, if any), recorded by hooks independent of
+    tiltbench."""
+    tokens: list[int] = []
     for layer in model.bert.encoder.layer:
-        layer.intermediate.register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
-    return widths
+        layer.intermediate.register_forward_hook(lambda m, args, out: tokens.append(args[0].shape[:-1].numel()))
+    return tokens
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_shapes_follow_schedule(impl):
     model = patch(tiny_bert(impl), tilt_rate=0.3)
-    widths = _ffn_widths(model)
+    tokens = _ffn_tokens(model)
     lengths = [20, 9]
     with torch.inference_mode():
         model(**random_batch(lengths))
     expected = [Schedule(4, 0.3).counts(n) for n in lengths]
     assert realised_counts(model).tolist() == expected
-    # the batch is padded to its longest kept row: FFN of layer l runs on max_b n_l(b) tokens
-    assert widths == [max(e[layer] for e in expected) for layer in range(1, 5)]
+    # the batch is padded to its longest kept row, and the FFN of layer l runs on the kept tokens alone
+    widths = [max(e[layer] for e in expected) for layer in range(1, 5)]
     assert model._tiltbench.widths == [20, *widths]
+    assert tokens == [sum(e[layer] for e in expected) for layer in range(1, 5)]
 
 
 def test_cls_kept_and_padding_goes_first(monkeypatch):
@@ -368,6 +370,37 @@ def test_the_unpadded_inference_path_equals_the_general_one(scorer, lengths):
     assert torch.equal(short_counts, realised_counts(model)) and short_counts[0, -1] < lengths[0]
     assert short.shape == general.shape
     assert torch.allclose(short, general, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("keep_all", [False, True])
+def test_a_padded_batch_runs_its_linears_on_its_real_tokens_alone(impl, keep_all):
+    """At inference an eliminating forward (keep-all too) feeds every Linear of a padded batch its real tokens
+    alone: the query projection and the FFN see sum(lengths) rows, not B x the longest. Outputs equal the padded
+    layout's, which autograd keeps (training's path), on every real slot."""
+    model = tiny_bert(impl)
+    patch(model, tilt_rate=0.3)
+    model._tiltbench.keep_all = keep_all
+    lengths = [30, 11, 4, 19]
+    batch = random_batch(lengths, seed=5)
+    seen: dict[str, list[tuple[int, ...]]] = {"query": [], "ffn": []}
+    layer = model.bert.encoder.layer[0]
+    layer.attention.self.query.register_forward_hook(lambda m, i, o: seen["query"].append(tuple(i[0].shape)))
+    layer.intermediate.dense.register_forward_hook(lambda m, i, o: seen["ffn"].append(tuple(i[0].shape)))
+    with torch.no_grad():
+        packed = model.bert(**batch).last_hidden_state
+        counts = realised_counts(model).clone()
+    with torch.enable_grad():
+        padded = model.bert(**batch).last_hidden_state.detach()
+    assert torch.equal(counts, realised_counts(model))
+    hidden = model.config.hidden_size
+    kept = counts[:, 1].tolist()  # what layer 0's FFN runs on
+    assert seen["query"] == [(sum(lengths), hidden), (4, 30, hidden)]
+    assert seen["ffn"] == [(sum(kept), hidden), (4, max(kept), hidden)]
+    if keep_all:
+        assert kept == lengths
+    for row, n in enumerate(counts[:, -1].tolist()):
+        assert torch.allclose(packed[row, :n], padded[row, :n], atol=1e-5)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -84,12 +84,14 @@ def test_features_by_hand():
     work = batch_work([6, 3], Schedule(2, 0.5))  # counts [6,3,2] and [3,2,1]: widths 6 -> 3 -> 2
     assert work.widths == (6, 3, 2) and work.eliminating == (True, True)
     x = features(work, dims, heads=2)
-    lin = 2 * (4 * 6 * 16 + 2 * 3 * 4 * 8) + 2 * (4 * 3 * 16 + 2 * 2 * 4 * 8)
+    # every Linear on the real tokens alone (patch.py's per_token): 6 + 3 entering layer 1, 3 + 2 leaving it, 2 + 1
+    lin = (4 * (6 + 3) * 16 + 2 * (3 + 2) * 4 * 8) + (4 * (3 + 2) * 16 + 2 * (2 + 1) * 4 * 8)
     # both eliminating layers are ragged (the second row is padding-shorter): the general path, counted twice
     assert x.tolist() == [lin, 2 * 2 * (36 + 9) * 4, 2 * (6 + 3), 2 * 2 * (36 + 9), 2, 0, 1, 2]
     assert features(work, dims, heads=2, large_batch=8)[5] == (2 * 6 - 8) + 0  # 12 tokens, then 6
     dense = features(batch_work([6, 3], None), dims, heads=2)
     assert dense[3] == dense[4] == 0 and dense[2] == 2 * 2 * 6  # padded width 6 in both layers
+    assert dense[0] == 2 * 2 * (4 * 6 * 16 + 2 * 6 * 4 * 8)  # HF's dense layers run their Linears on the padding
 
 
 def test_only_unpadded_planned_single_chunk_layers_take_the_short_path(monkeypatch):

@@ -169,6 +169,7 @@ def attention_with_scores(
     lengths: Sequence[int] | None = None,
     scorer_takes_none: bool = False,
     received_scorer: ReceivedScorer | None = None,
+    rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run a BertLayer-layout self-attention sub-layer and score its keys from pre-dropout probabilities.
 
@@ -181,12 +182,15 @@ def attention_with_scores(
     `scorer_takes_none`: the scorer accepts valid=None for a batch without padding (the built-in ones do).
     `received_scorer`: the same scorer from the fused kernel's outputs (RECEIVED_SCORERS); with it, a batch without
     padding in inference on the CPU in fp32 or bf16 takes the fused kernel (tiltbench/fused.py) when it is available.
+    `rows`: the batch's real slots (packed_rows): the projections and the output sub-layer then run on those alone.
     """
     self_attn = layer.attention.self
     B, n, _ = hidden.shape
     heads_shape = (B, n, -1, self_attn.attention_head_size)
     scaling = getattr(self_attn, "scaling", self_attn.attention_head_size**-0.5)
-    query_rows, key_rows, value_rows = self_attn.query(hidden), self_attn.key(hidden), self_attn.value(hidden)
+    query_rows, key_rows, value_rows = (
+        per_token(linear, rows, hidden) for linear in (self_attn.query, self_attn.key, self_attn.value)
+    )
     lengths = valid.sum(1).tolist() if lengths is None else list(lengths)
     if (
         received_scorer is not None
@@ -233,7 +237,27 @@ def attention_with_scores(
         rows_value = value[start:stop, :, :m]
         scores[start:stop, :m] = scorer(probs, rows_valid, rows_value)
         context[start:stop, :m] = torch.matmul(self_attn.dropout(probs), rows_value).transpose(1, 2)
-    return layer.attention.output(context.view(B, n, H * d), hidden), scores
+    return per_token(layer.attention.output, rows, context.view(B, n, H * d), hidden), scores
+
+
+def packed_rows(lengths: Sequence[int], width: int, device: torch.device) -> Tensor:
+    """Flat indices [T] of the real slots of a right-padded [B, width] batch (row b's first lengths[b] slots), built
+    on the host from lengths the caller already knows: no device sync."""
+    real = torch.arange(width)[None, :] < torch.tensor(list(lengths))[:, None]  # [B, width] on the host
+    return real.view(-1).nonzero().squeeze(1).to(device, non_blocking=True)
+
+
+def per_token(fn: Callable[..., Tensor], rows: Tensor | None, *tensors: Tensor) -> Tensor:
+    """fn(*tensors) for a token-wise fn (a Linear, the FFN, the attention output's dense + LayerNorm) on [B, n, *]
+    tensors, computed on the real slots alone when `rows` (packed_rows) is given: a padded batch's Linear work
+    then scales with its real tokens, not with B x its longest row. Why it pays: on IMDB at batch 32 nearly every
+    batch holds a 512-token review while the mean is 272, so HF's layout spends about half of every GEMM on
+    padding. Padding slots come back as zeros; nothing reads them (keys are masked, they are never kept)."""
+    if rows is None:
+        return fn(*tensors)
+    B, n = tensors[0].shape[:2]
+    out = fn(*(t.reshape(B * n, t.shape[-1]).index_select(0, rows) for t in tensors))
+    return out.new_zeros(B * n, out.shape[-1]).index_copy_(0, rows, out).view(B, n, out.shape[-1])
 
 
 def keep_indices(scores: Tensor, valid: Tensor, n_keep: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:

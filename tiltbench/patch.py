@@ -29,6 +29,8 @@ from tiltbench.eliminate import (
     hf_mask,
     keep_indices,
     key_valid_from_hf_mask,
+    packed_rows,
+    per_token,
     top_tokens,
 )
 from tiltbench.errors import UserError
@@ -195,11 +197,15 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     fast = plan is not None and not method.soft and not torch.is_grad_enabled() and scored is None
     unpadded_scorer = method.scores_without_valid
     received_scorer = method.received_scorer if not method.soft else None
+    # Inference computes the Linear layers of a padded batch on its real slots alone (eliminate.per_token); training
+    # keeps HF's padded layout (what autograd and the soft stages were checked with).
+    pack = not torch.is_grad_enabled()
     for i, layer in enumerate(encoder.layer):
         width = valid.shape[1]
         everyone = min(lengths, default=width) == width  # no row has padding (known on the host)
+        rows = None if everyone or not pack else packed_rows(lengths, width, hidden.device)
         if not drops[i]:  # nothing leaves here: HF's own layer, its attention
-            hidden = dense_layer(layer, hidden, hf_mask(valid, impl, hidden.dtype, everyone))
+            hidden = dense_layer(layer, hidden, hf_mask(valid, impl, hidden.dtype, everyone), rows)
         elif method.soft:  # weights, not removal: every token stays (PoWER's Soft-Extract, LTP's soft mask)
             attended, scores = attention_with_scores(layer, hidden, valid, method.score, lengths, unpadded_scorer)
             if scored is not None:
@@ -223,8 +229,8 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
                 idx, valid = keep_indices(scores, valid, n_out, max(kept))
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
                 positions = None if positions is None else positions.gather(1, idx)
-                hidden = layer.output(layer.intermediate(attended), attended)
                 lengths = [min(k, n) for k, n in zip(kept, lengths, strict=True)]  # what the gather kept
+                hidden = feed_forward(layer, attended, _real_rows(lengths, attended, pack))
         elif fast and everyone and len(set(plan[i + 1])) == 1:
             # Inference, a planned method, no padding and one count for every row (always at batch 1): the
             # counts are the plan, so no select and no per-row masks; top_tokens keeps the k best in order.
@@ -239,7 +245,7 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             hidden = layer.output(layer.intermediate(attended), attended)
         else:
             attended, scores = attention_with_scores(
-                layer, hidden, valid, method.score, lengths, unpadded_scorer, received_scorer
+                layer, hidden, valid, method.score, lengths, unpadded_scorer, received_scorer, rows
             )
             if scored is not None:
                 scored.append((i, scores, positions, valid))
@@ -254,7 +260,7 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
                 positions = None if positions is None else positions.gather(1, idx)
                 lengths = [min(k, n) for k, n in zip(kept, lengths, strict=True)]  # what the gather kept
-            hidden = layer.output(layer.intermediate(attended), attended)
+            hidden = feed_forward(layer, attended, _real_rows(lengths, attended, pack))
         valids.append(valid)  # what the gather kept: realised counts come from these, not from the plan
         if states is not None:
             states.append((hidden, positions))
@@ -262,7 +268,20 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     return hidden
 
 
-def dense_layer(layer: nn.Module, hidden: Tensor, mask: Tensor | None) -> Tensor:
+def _real_rows(lengths: list[int], hidden: Tensor, pack: bool) -> Tensor | None:
+    """packed_rows of a [B, width, h] batch whose rows hold `lengths` real tokens; None when not packing or when
+    no row has padding (the padded layout then is the packed one)."""
+    width = hidden.shape[1]
+    return packed_rows(lengths, width, hidden.device) if pack and min(lengths, default=width) < width else None
+
+
+def feed_forward(layer: nn.Module, attended: Tensor, rows: Tensor | None = None) -> Tensor:
+    """A BertLayer's FFN sub-layer (intermediate, then output with its residual and LayerNorm) on the attention
+    sub-layer's output; on the real slots alone when `rows` (eliminate.packed_rows) is given."""
+    return per_token(lambda x: layer.output(layer.intermediate(x), x), rows, attended)
+
+
+def dense_layer(layer: nn.Module, hidden: Tensor, mask: Tensor | None, rows: Tensor | None = None) -> Tensor:
     """A layer where nothing leaves: HF's own BertLayer maths, called through its sub-modules (attention, then FFN).
 
     Why not `layer(hidden, mask)`: BertLayer.forward runs its FFN through transformers' `apply_chunking_to_forward`,
@@ -271,11 +290,12 @@ def dense_layer(layer: nn.Module, hidden: Tensor, mask: Tensor | None) -> Tensor
     layers already call `output(intermediate(.))` directly; this gives the layers that keep every token the same
     saving. HF's dense model keeps paying it, and `measure` times that model as the baseline (README, batch 1).
     The layer's own call runs wherever the two could differ (`_plain_bert_layer`): a hook on a layer that keeps
-    its tokens fires as it would in HF's model."""
+    its tokens fires as it would in HF's model. `rows`: the FFN runs on the batch's real slots alone (its attention
+    stays HF's, over the padded width)."""
     if not _plain_bert_layer(layer):
         return layer(hidden, mask)
     attended = layer.attention(hidden, mask)[0]
-    return layer.output(layer.intermediate(attended), attended)
+    return feed_forward(layer, attended, rows)
 
 
 _PLAIN_LAYOUT = frozenset({"attention", "intermediate", "output"})  # a layer's children (find_encoder checks it)

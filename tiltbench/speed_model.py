@@ -38,7 +38,9 @@ eliminating layers. The model is linear in seven features of one batch's work, s
                 + j * large-batch tokens   sum_l max(0, B * m_in - T)
                 + k                        per batch: L * (fixed per-layer cost d) + embeddings/pooler/Python
 
-with m_in, m_out the batch's tensor widths (tokens, padding included) into and out of layer l, and A_l the
+with m_in, m_out the batch's tensor widths (tokens, padding included) into and out of layer l (in a forward that
+eliminates, B * m is the batch's real tokens instead wherever patch.py runs a Linear on the real slots alone: the
+FFN of every layer, and the attention's projections in layers with tiltbench's own attention), and A_l the
 attention area per head: B * m_in^2 in a dense layer (HF's sdpa computes the padding), and in an eliminating
 layer the sum over `eliminate.row_chunks` of rows * width^2 (it computes no padding beyond each chunk's
 longest real row). A method that decides before attention (gates) runs HF's attention in its eliminating
@@ -210,7 +212,7 @@ class BatchWork:
     rows: int
     widths: tuple[int, ...]
     eliminating: tuple[bool, ...]
-    lengths: tuple[tuple[int, ...], ...] = ()  # real tokens of each row entering each layer (empty: dense)
+    lengths: tuple[tuple[int, ...], ...] = ()  # real tokens of each row entering each layer, then out (empty: dense)
     explicit_attention: bool = True  # eliminating layers materialise probabilities (False: HF's attention, gates)
     planned: bool = True  # counts from a plan (patch.py's short path is open to it), not decided by the content
 
@@ -259,7 +261,7 @@ def batch_work(
         drops = any(c[layer] != c[layer - 1] for c in counts)
         eliminating.append(drops or bool(always_eliminating and always_eliminating[layer - 1]))
         widths.append(max(c[layer] for c in counts) if drops else widths[-1])
-    entering = tuple(tuple(c[layer] for c in counts) for layer in range(layers))
+    entering = tuple(tuple(c[layer] for c in counts) for layer in range(layers + 1))
     return BatchWork(len(lengths), tuple(widths), tuple(eliminating), entering, explicit_attention, planned)
 
 
@@ -271,7 +273,12 @@ def features(work: BatchWork, dims: ModelDims, heads: int, large_batch: int | No
     out = np.zeros(len(FEATURES))
     for layer in range(dims.layers):
         m_in, m_out = widths[layer], widths[layer + 1]
-        out[0] += B * (4 * m_in * h * h + 2 * m_out * h * f)
+        if work.eliminating:  # patch.py computes the Linears of a padded batch on its real slots (per_token)
+            real_in, real_out = sum(work.lengths[layer]), sum(work.lengths[layer + 1])
+            projected = real_in if work.explicit(layer) else B * m_in  # HF's attention projects the padding too
+            out[0] += 4 * projected * h * h + 2 * real_out * h * f
+        else:
+            out[0] += B * (4 * m_in * h * h + 2 * m_out * h * f)
         area = work.attention_area(layer, heads)
         out[1] += 2 * h * area
         out[2] += B * m_in
