@@ -110,6 +110,17 @@ def test_a_layer_where_the_whole_batch_keeps_everything_runs_hfs_own_layer():
     kept = realised_counts(model)
     assert kept[:, 2].tolist() == kept[:, 1].tolist()
     assert 1 in calls and 0 not in calls, calls  # layer 0 removed tokens, so it ran the eliminating path
+    # without the layer hooks (a hooked layer runs its own call, padding and all), its FFN skips the padding
+    model = patch(tiny_bert(), method=gates)
+    set_knob(model, 0.5)
+    tokens: list[int] = []  # word vectors layer 1's FFN computes
+    model.bert.encoder.layer[1].intermediate.register_forward_hook(
+        lambda m, args, out: tokens.append(args[0].shape[:-1].numel())
+    )
+    with torch.inference_mode():
+        model(**random_batch(LENGTHS, seed=3))
+    assert len(set(kept[:, 1].tolist())) > 1 and tokens == [int(kept[:, 1].sum())]
+    assert realised_counts(model).tolist() == kept.tolist()
 
 
 def test_ltps_first_layer_never_prunes_and_runs_hfs_own_layer(ltp_minilm):

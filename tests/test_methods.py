@@ -87,7 +87,7 @@ def test_power_soft_stage_weights_tokens_without_removing_them():
         layer.attention.register_forward_hook(scale)
     with torch.no_grad():
         logits, expected = model(**batch).logits, reference(**batch).logits
-    assert tokens == [2 * 11] * 4  # nothing leaves in the soft stage (training's padded layout)
+    assert tokens == [2 * 11] * 4  # nothing leaves in the soft stage (the soft path keeps the padded layout)
     assert realised_counts(model).tolist() == [[11] * 5, [6] * 5]
     assert torch.allclose(logits, expected, atol=1e-5)
 

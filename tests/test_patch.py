@@ -380,7 +380,8 @@ def test_a_padded_batch_runs_its_linears_on_its_real_tokens_alone(impl, keep_all
     layout's, which autograd keeps (training's path), on every real slot."""
     model = tiny_bert(impl)
     patch(model, tilt_rate=0.3)
-    model._tiltbench.keep_all = keep_all
+    if keep_all:  # measure's attribution variant: the eliminating path, nothing removed
+        set_schedule(model, 0.0, keep_all=True)
     lengths = [30, 11, 4, 19]
     batch = random_batch(lengths, seed=5)
     seen: dict[str, list[tuple[int, ...]]] = {"query": [], "ffn": []}

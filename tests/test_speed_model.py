@@ -120,7 +120,7 @@ def _profile(coefficients: dict[str, float]) -> LatencyProfile:
 
 def test_fit_recovers_known_coefficients():
     truth = {
-        "linear_macs": 1e-8,
+        "computed_linear_macs": 1e-8,
         "quadratic_macs": 3e-8,
         "tokens": 1e-4,
         "eliminated_probs": 2e-7,
@@ -145,7 +145,7 @@ def test_fit_recovers_known_coefficients():
 def test_speedup_prediction_and_inverse():
     profile = _profile(
         {
-            "linear_macs": 1e-8,
+            "computed_linear_macs": 1e-8,
             "quadratic_macs": 1e-8,
             "tokens": 0.0,
             "eliminated_probs": 1e-8,

@@ -223,7 +223,7 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
             n_out = method.select(LayerView(i, hidden, valid, None, state.schedule.knob), scores)
             kept = n_out.tolist()  # content decides the counts: one sync per pruning layer
             if all(k >= n for k, n in zip(kept, lengths, strict=True)):
-                hidden = dense_layer(layer, hidden, hf_mask(valid, impl, hidden.dtype, everyone))
+                hidden = dense_layer(layer, hidden, hf_mask(valid, impl, hidden.dtype, everyone), rows)
             else:
                 attended = layer.attention(hidden, hf_mask(valid, impl, hidden.dtype, everyone))[0]
                 idx, valid = keep_indices(scores, valid, n_out, max(kept))
@@ -291,7 +291,8 @@ def dense_layer(layer: nn.Module, hidden: Tensor, mask: Tensor | None, rows: Ten
     saving. HF's dense model keeps paying it, and `measure` times that model as the baseline (README, batch 1).
     The layer's own call runs wherever the two could differ (`_plain_bert_layer`): a hook on a layer that keeps
     its tokens fires as it would in HF's model. `rows`: the FFN runs on the batch's real slots alone (its attention
-    stays HF's, over the padded width)."""
+    stays HF's, over the padded width); a hook on a sub-module (intermediate, output) then sees [T, h], not
+    [B, n, h]."""
     if not _plain_bert_layer(layer):
         return layer(hidden, mask)
     attended = layer.attention(hidden, mask)[0]

@@ -192,8 +192,10 @@ def tilt_rate_for_speedup(
 
 # ------------------------------ 2. Calibrated latency model -----------------------------------------------------
 
+# "computed_linear_macs" (was "linear_macs"): since patch.py runs the Linears of an eliminating forward on the real
+# tokens alone, the feature counts those; a profile fitted before then has the old name and is refused.
 FEATURES = (
-    "linear_macs",
+    "computed_linear_macs",
     "quadratic_macs",
     "tokens",
     "eliminated_probs",
@@ -273,7 +275,9 @@ def features(work: BatchWork, dims: ModelDims, heads: int, large_batch: int | No
     out = np.zeros(len(FEATURES))
     for layer in range(dims.layers):
         m_in, m_out = widths[layer], widths[layer + 1]
-        if work.eliminating:  # patch.py computes the Linears of a padded batch on its real slots (per_token)
+        # patch.py computes the Linears of a padded batch on its real slots (per_token) in a forward that eliminates;
+        # a knob that removes nothing (every layer False) is HF's own forward, padding and all
+        if any(work.eliminating):
             real_in, real_out = sum(work.lengths[layer]), sum(work.lengths[layer + 1])
             projected = real_in if work.explicit(layer) else B * m_in  # HF's attention projects the padding too
             out[0] += 4 * projected * h * h + 2 * real_out * h * f
