@@ -188,8 +188,10 @@ def attention_with_scores(
     B, n, _ = hidden.shape
     heads_shape = (B, n, -1, self_attn.attention_head_size)
     scaling = getattr(self_attn, "scaling", self_attn.attention_head_size**-0.5)
+    # the real rows of `hidden` selected once, for the three projections and the output sub-layer's residual
+    packed = hidden if rows is None else pack_rows(hidden, rows)
     query_rows, key_rows, value_rows = (
-        per_token(linear, rows, hidden) for linear in (self_attn.query, self_attn.key, self_attn.value)
+        unpack_rows(linear(packed), rows, B, n) for linear in (self_attn.query, self_attn.key, self_attn.value)
     )
     lengths = valid.sum(1).tolist() if lengths is None else list(lengths)
     if (
@@ -237,7 +239,10 @@ def attention_with_scores(
         rows_value = value[start:stop, :, :m]
         scores[start:stop, :m] = scorer(probs, rows_valid, rows_value)
         context[start:stop, :m] = torch.matmul(self_attn.dropout(probs), rows_value).transpose(1, 2)
-    return per_token(layer.attention.output, rows, context.view(B, n, H * d), hidden), scores
+    context = context.view(B, n, H * d)
+    if rows is None:
+        return layer.attention.output(context, hidden), scores
+    return unpack_rows(layer.attention.output(pack_rows(context, rows), packed), rows, B, n), scores
 
 
 def packed_rows(lengths: Sequence[int], width: int, device: torch.device) -> Tensor:
@@ -256,8 +261,20 @@ def per_token(fn: Callable[..., Tensor], rows: Tensor | None, *tensors: Tensor) 
     if rows is None:
         return fn(*tensors)
     B, n = tensors[0].shape[:2]
-    out = fn(*(t.reshape(B * n, t.shape[-1]).index_select(0, rows) for t in tensors))
-    return out.new_zeros(B * n, out.shape[-1]).index_copy_(0, rows, out).view(B, n, out.shape[-1])
+    return unpack_rows(fn(*(pack_rows(t, rows) for t in tensors)), rows, B, n)
+
+
+def pack_rows(tensor: Tensor, rows: Tensor) -> Tensor:
+    """[B, n, *] -> [T, *]: the real slots named by `rows` (packed_rows)."""
+    return tensor.reshape(-1, tensor.shape[-1]).index_select(0, rows)
+
+
+def unpack_rows(packed: Tensor, rows: Tensor | None, batch: int, width: int) -> Tensor:
+    """[T, *] -> [B, n, *], zeros in the padding slots; a [B, n, *] tensor passes through when rows is None."""
+    if rows is None:
+        return packed
+    out = packed.new_zeros(batch * width, packed.shape[-1]).index_copy_(0, rows, packed)
+    return out.view(batch, width, packed.shape[-1])
 
 
 def keep_indices(scores: Tensor, valid: Tensor, n_keep: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:

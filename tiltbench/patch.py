@@ -200,10 +200,10 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
     # Inference computes the Linear layers of a padded batch on its real slots alone (eliminate.per_token); training
     # keeps HF's padded layout (what autograd and the soft stages were checked with).
     pack = not torch.is_grad_enabled()
+    rows = _real_rows(lengths, hidden, pack)  # the real slots entering each layer; each gather renews them
     for i, layer in enumerate(encoder.layer):
         width = valid.shape[1]
         everyone = min(lengths, default=width) == width  # no row has padding (known on the host)
-        rows = None if everyone or not pack else packed_rows(lengths, width, hidden.device)
         if not drops[i]:  # nothing leaves here: HF's own layer, its attention
             hidden = dense_layer(layer, hidden, hf_mask(valid, impl, hidden.dtype, everyone), rows)
         elif method.soft:  # weights, not removal: every token stays (PoWER's Soft-Extract, LTP's soft mask)
@@ -230,7 +230,8 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
                 positions = None if positions is None else positions.gather(1, idx)
                 lengths = [min(k, n) for k, n in zip(kept, lengths, strict=True)]  # what the gather kept
-                hidden = feed_forward(layer, attended, _real_rows(lengths, attended, pack))
+                rows = _real_rows(lengths, attended, pack)
+                hidden = feed_forward(layer, attended, rows)
         elif fast and everyone and len(set(plan[i + 1])) == 1:
             # Inference, a planned method, no padding and one count for every row (always at batch 1): the
             # counts are the plan, so no select and no per-row masks; top_tokens keeps the k best in order.
@@ -260,7 +261,8 @@ def _eliminating_forward(encoder: nn.Module, hidden: Tensor, mask: Tensor | None
                 attended = gather_tokens(attended, idx)  # [B,n_l,h]
                 positions = None if positions is None else positions.gather(1, idx)
                 lengths = [min(k, n) for k, n in zip(kept, lengths, strict=True)]  # what the gather kept
-            hidden = feed_forward(layer, attended, _real_rows(lengths, attended, pack))
+                rows = _real_rows(lengths, attended, pack)
+            hidden = feed_forward(layer, attended, rows)
         valids.append(valid)  # what the gather kept: realised counts come from these, not from the plan
         if states is not None:
             states.append((hidden, positions))
