@@ -63,17 +63,21 @@ does the same on IMDB (5,000 training reviews, len 512, tilt rates 0-0.5, 2,000 
    re-training across s 0:2): results/recipe-power-imdb-5k/. Both train what is missing in this order: the dense
    IMDB model, the method, the control. With --no-train: the trained method checkpoint at its grid, accuracy only
    (no timing), against the one-epoch dense model and, once trained, the control:
-   results/recipe-<method>-imdb-5k-accuracy/accuracy.json (beside the sweep's folder, as in 9.).
+   results/recipe-<method>-imdb-5k-accuracy/accuracy.json (beside the sweep's folder, as in 9.). With --validation
+   (no training): the method checkpoint at a few knobs and its control on 2,000 IMDB training reviews no recipe
+   trained on, accuracy only, each knob beside its test accuracy from the sweep:
+   results/recipe-<method>-imdb-5k-validation/validation.json.
 
     TILTBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/recipe_minilm.py \\
         [--task imdb] [--ablation | --hidden-ablation | --ranking-ablation | --specialists | --seeds
          | --method ltp|power|gates [--seeds [--speed] | --dense-continued 0[,1,2]]]
-        (IMDB: the sweep, --specialists, --continued or --method ltp|power [--no-train])
+        (IMDB: the sweep, --specialists, --continued or --method ltp|power [--no-train | --validation])
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import statistics
@@ -459,6 +463,80 @@ def imdb_method_accuracy(method: str) -> None:
             "environment": environment(seed=0),  # run_dir(name) is the seed-0 training
         },
     )
+    for row in rows:
+        print(row)
+
+
+# The knobs read on held-out reviews (--validation): the grid up to the first knob more than a point below the
+# control on the test reviews, and between the last within a point and it
+VALIDATION_KNOBS = {"power": (0.0, 0.5, 0.75, 0.85, 1.0), "ltp": (0.0, 0.5, 1.0)}
+
+
+def held_out_reviews(recipe_seed: int, trained_on: int, count: int) -> list[dict]:
+    """<count> IMDB training reviews no IMDB recipe trained on: the training split in the order training shuffled it
+    (seed <recipe_seed>), after the first <trained_on> that training took, less any review whose text is also among
+    those (the split repeats a few), labels by name."""
+    from tiltbench.data import load_split
+
+    shuffled, info = load_split(DataConfig(task="imdb", seed=recipe_seed), "train")
+    seen = set(shuffled.select(range(trained_on))["text"])
+    rows = (r for r in shuffled.select(range(trained_on, len(shuffled))) if r["text"] not in seen)
+    held = [{"text": r["text"], "label": info.label_names[r["label"]]} for r in itertools.islice(rows, count)]
+    if len(held) < count:
+        raise SystemExit(f"error: only {len(held)} held-out IMDB training reviews, {count} wanted")
+    return held
+
+
+def imdb_method_validation(method: str, count: int = 2000) -> None:
+    """--task imdb --method M --validation: M's checkpoint and its control read on 2,000 IMDB training reviews that
+    no recipe trained on (held_out_reviews), accuracy only, at VALIDATION_KNOBS[M]: the test reviews chose nothing
+    until now, and one point is 20 of 2,000 reviews, so a knob that reads within a point on the test reviews alone
+    may be luck. Written to results/recipe-M-imdb-5k-validation/validation.json."""
+    import tempfile
+
+    run = IMDB_METHOD_RUNS[method]
+    if not trained([run.dense, run.ranged], 0):
+        print(f"error: {run.dense} and {run.ranged} are not both trained under {RUNS}: run --task imdb --method "
+              f"{method} first", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+    trained_on = load_recipe(RECIPES / f"{run.ranged}.yaml")["max_train_samples"]
+    with tempfile.TemporaryDirectory() as folder:
+        reviews = Path(folder) / "held-out.jsonl"
+        reviews.write_text("".join(json.dumps(r) + "\n" for r in held_out_reviews(0, trained_on, count)))
+
+        def read(name: str, knobs: tuple[float, ...]) -> list:
+            meta = read_meta(str(run_dir(name)))
+            data = DataConfig.for_checkpoint(meta, eval_file=str(reviews))
+            return offline_tune(OfflineConfig(str(run_dir(name)), knobs=knobs, data=data)).rows
+
+        control = read(run.dense, (0.0,))[0].metric
+        rows = [
+            {
+                "knob": row.knob,
+                "accuracy": row.metric,
+                "drop_vs_control_points": round(100 * (control - row.metric), 2),
+                "flop_ratio": round(row.predicted_speedup, 3),
+            }
+            for row in read(run.ranged, VALIDATION_KNOBS[method])
+        ]
+    summary = RESULTS / run.run_name / "summary.json"  # the timed sweep's test accuracies, where it has run
+    swept = json.loads(summary.read_text())["rows"] if summary.is_file() else []
+    test = {r[r["knob_name"]]: r["accuracy"] for r in swept if r["checkpoint"] == run.ranged}
+    for row in rows:
+        row["test_accuracy"] = test.get(row["knob"])  # None: a knob the sweep's grid does not hold
+    write_json_atomic(
+        RESULTS / f"{run.run_name}-validation" / "validation.json",
+        {
+            "checkpoint": run.ranged,
+            "control": run.dense,
+            "control_accuracy": control,
+            "reviews": f"{count} IMDB training reviews after the first {trained_on} of the seed-0 shuffle, repeats of "
+            "those left out",
+            "rows": rows,
+            "environment": environment(seed=0),
+        },
+    )
+    print("control", control)
     for row in rows:
         print(row)
 
@@ -930,6 +1008,12 @@ def main() -> None:
         "0.5, 0.75, 1; gates t 0.5, 0.7, 0.9, provisional), batch 32 and 1 (no training)",
     )
     parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="with --task imdb --method M: M's checkpoint and its control on 2,000 held-out training reviews "
+        "(accuracy only, no training)",
+    )
+    parser.add_argument(
         "--no-train",
         action="store_true",
         help="with --seeds, --dense-continued, --hidden-ablation, --ranking-ablation, --specialists or --continued: "
@@ -947,6 +1031,8 @@ def main() -> None:
         )
     if args.method and args.task == "imdb" and args.dense_continued is not None:
         parser.error("--dense-continued is SST-2's: --task imdb --method M is the IMDB sweep alone")
+    if args.validation and not (args.method and args.task == "imdb") or args.validation and args.no_train:
+        parser.error("--validation goes with --task imdb --method M alone (it trains nothing)")
     imdb_look = bool(args.method) and args.task == "imdb" and args.no_train
     if args.no_train and not (
         args.seeds or args.dense_continued is not None or variants or args.specialists or args.continued or imdb_look
@@ -986,6 +1072,8 @@ def main() -> None:
         dense_continued(args.method, seeds_wanted, not args.no_train)
     elif args.speed:
         method_seeds_speed(args.method)
+    elif args.validation:
+        imdb_method_validation(args.method)
     elif imdb_look:
         imdb_method_accuracy(args.method)
     elif args.seeds and args.method:

@@ -123,3 +123,19 @@ def test_the_recipe_benchmark_says_what_the_library_refuses_in_one_error_line(mo
         module.run_main()
     assert stopped.value.code == 2
     assert capsys.readouterr().err == "error: results/x is not empty and holds no tiltbench measure/sweep run\n"
+
+
+def test_held_out_imdb_reviews_are_none_the_recipes_trained_on(monkeypatch):
+    # --validation's reviews: the training split after the 5,000 the seed-0 recipes took, no text shared with those
+    from tiltbench.data import DataConfig, load_split
+
+    monkeypatch.setenv("TILTBENCH_DATA_DIR", str(DATA_DIR))
+    spec = importlib.util.spec_from_file_location("recipe_minilm", ROOT / "benchmarks" / "recipe_minilm.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "recipe_minilm", module)
+    spec.loader.exec_module(module)
+    held = module.held_out_reviews(0, 5000, 300)
+    trained, _ = load_split(DataConfig("imdb", data_dir=str(DATA_DIR), seed=0, max_train_samples=5000), "train")
+    assert len(held) == 300 and len({r["text"] for r in held}) == 300
+    assert not {r["text"] for r in held} & set(trained["text"])
+    assert {r["label"] for r in held} == {"neg", "pos"}
