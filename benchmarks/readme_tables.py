@@ -15,6 +15,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from tiltbench.rows import MeasureRow
 
@@ -206,17 +207,27 @@ def seeds(folder: str) -> str:
 
 
 def recipe_full(
-    folder: str, names: dict[str, str], metric: str = "dev accuracy", knob: str = "tilt rate", tokens: bool = False
+    folder: str,
+    names: dict[str, str],
+    metric: str = "dev accuracy",
+    knob: str = "tilt rate",
+    tokens: bool = False,
+    split: bool = False,
 ) -> Callable[[], str]:
     """A task's headline recipes (recipe_minilm.py [--task | --method]): accuracy and its drop against the dense
     model of the same data and epochs, measured speedup at batch 1 and 32 against dense-dynamic, and the FLOP ratio.
     <names> maps checkpoint folders to row labels; the first is the dense model. <knob> heads the knob column (each
     row's value under its `knob_name`; summaries from before that field name it tilt_rate); <tokens> adds the mean
-    number of tokens entering the model and left after each layer at batch 32 (what an adaptive method kept)."""
+    number of tokens entering the model and left after each layer at batch 32 (what an adaptive method kept);
+    <split> adds the batch-32 speedup split into padding × elimination (report.json: dense-dynamic / keep-all, the
+    same checkpoint through tiltbench's path removing nothing, × keep-all / tiltbench)."""
     dense = next(iter(names))
 
     def render() -> str:
         data = _load(f"{folder}/summary.json")
+        parts = {
+            (Path(r["checkpoint"]).name, r["knob"], r["batch_size"]): r for r in _load(f"{folder}/report.json")["rows"]
+        }
         cells: dict[tuple[str, float], dict[int, dict]] = {}
         for row in data["rows"]:
             cells.setdefault((row["checkpoint"], _knob(row)), {})[row["batch_size"]] = row
@@ -233,12 +244,66 @@ def recipe_full(
                     f"{one['speedup_vs_dense_dynamic']:.2f}×",
                     f"{many['predicted_flop_speedup']:.2f}×",
                     *([" ".join(f"{n:.1f}" for n in many["mean_kept_tokens"])] if tokens else []),
+                    *([_padding_times_elimination(parts[(checkpoint, value, 32)])] if split else []),
                 ]
             )
         header = ["checkpoint", knob, metric, "vs dense (pts)", "speedup b32", "speedup b1", "FLOP ratio"]
-        return _md(header + (["mean tokens n0..nL (b32)"] if tokens else []), body)
+        header += ["mean tokens n0..nL (b32)"] if tokens else []
+        return _md(header + (["b32: padding × elimination"] if split else []), body)
 
     return render
+
+
+class MethodRun(NamedTuple):
+    """One method's range checkpoint in a timed recipe sweep, for the fastest-within-a-point tables (a NamedTuple:
+    tests load this file without registering it as a module, which a dataclass needs)."""
+
+    folder: str  # results/<folder>/summary.json
+    checkpoint: str
+    label: str
+    knob: str  # the knob's letter: τ, k, s
+    epochs: int  # trained in all, the dense model it starts from included
+    references: tuple[tuple[float, str], ...]  # (dense accuracy, its name): within 1 point of each
+
+
+def _fastest_within_point(runs: list[MethodRun], metric: str) -> str:
+    """For each run and each of its references, the knob fastest at batch 32 whose accuracy is within 1 point of the
+    reference (a drop of exactly 1 point counts), with its speedups and FLOP ratio."""
+    body = []
+    for run in runs:
+        rows = [r for r in _load(f"{run.folder}/summary.json")["rows"] if r["checkpoint"] == run.checkpoint]
+        b1 = {_knob(r): r["speedup_vs_dense_dynamic"] for r in rows if r["batch_size"] == 1}
+        b32 = [r for r in rows if r["batch_size"] == 32]
+        for reference, name in run.references:
+            kept = [r for r in b32 if r["accuracy"] >= reference - 0.01 - 1e-9]
+            head = [run.label, f"{run.epochs}", f"{name} ({reference:.3f})"]
+            if not kept:
+                body.append(head + ["none within 1 pt", "", "", "", ""])
+                continue
+            best = max(kept, key=lambda r: r["speedup_vs_dense_dynamic"])
+            body.append(
+                head
+                + [
+                    f"{run.knob} {_knob(best):g}",
+                    f"{best['accuracy']:.3f} ({100 * (best['accuracy'] - reference):+.1f})",
+                    f"{best['speedup_vs_dense_dynamic']:.2f}×",
+                    f"{b1[_knob(best)]:.2f}×",
+                    f"{best['predicted_flop_speedup']:.2f}×",
+                ]
+            )
+    header = ["method + teacher, seed 0", "epochs", "reference", "fastest knob within 1 pt", f"{metric} (pts)"]
+    return _md(header + ["speedup b32", "speedup b1", "FLOP ratio"], body)
+
+
+def _epochs(folder: str, checkpoint: str, on_top: bool) -> int:
+    """Epochs <checkpoint> trained in all: its own, plus the dense epoch it starts from when trained on top of it."""
+    return _load(f"{folder}/summary.json")["training"][checkpoint]["epochs"] + (1 if on_top else 0)
+
+
+def _padding_times_elimination(row: dict) -> str:
+    """A report row's speedup split: "—" for the dense model's own row (nothing eliminated, no keep-all timed)."""
+    padding, elimination = row.get("speedup_from_padding"), row.get("speedup_from_elimination")
+    return "—" if padding is None or elimination is None else f"{padding:.2f} × {elimination:.2f}"
 
 
 def recipe_methods_sst2() -> str:
@@ -248,42 +313,56 @@ def recipe_methods_sst2() -> str:
     LTP and PoWER-BERT train two more from it, so theirs is that model given two more epochs and the teacher,
     results/recipe-ltp-sst2-full/dense-continued.json) and the fastest within 1 point of the one-epoch model."""
     continued = _load("recipe-ltp-sst2-full/dense-continued.json")["accuracy_by_seed"]["0"]
-    methods = [  # folder, checkpoint, label, knob, whether it trains on top of the dense model
-        ("recipe-minilm-sst2-full", "sst2-full-tilted-range-teacher", "TiltedBERT, range 0:0.4", "τ", False),
-        ("recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", "LTP λ 0.02, range 0:2", "k", True),
-        ("recipe-power-sst2-full", "sst2-full-power-range-teacher", "PoWER-BERT λ 0.05, range 0:2", "s", True),
+    one_epoch = _load("recipe-minilm-sst2-full/summary.json")["dense_accuracy"]
+    runs = [
+        MethodRun(
+            "recipe-minilm-sst2-full",
+            "sst2-full-tilted-range-teacher",
+            "TiltedBERT, range 0:0.4",
+            "τ",
+            _epochs("recipe-minilm-sst2-full", "sst2-full-tilted-range-teacher", False),
+            ((one_epoch, "dense, 1 epoch"),),
+        )
     ]
-    body = []
-    for folder, checkpoint, label, knob, on_top in methods:
-        data = _load(f"{folder}/summary.json")
-        dense = data["dense_accuracy"]
-        rows = [r for r in data["rows"] if r["checkpoint"] == checkpoint]
-        b1 = {_knob(r): r["speedup_vs_dense_dynamic"] for r in rows if r["batch_size"] == 1}
-        b32 = [r for r in rows if r["batch_size"] == 32]
-        epochs = data["training"][checkpoint]["epochs"] + (1 if on_top else 0)
+    for folder, checkpoint, label, knob in (
+        ("recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", "LTP λ 0.02, range 0:2", "k"),
+        ("recipe-power-sst2-full", "sst2-full-power-range-teacher", "PoWER-BERT λ 0.05, range 0:2", "s"),
+    ):
+        epochs = _epochs(folder, checkpoint, True)
         # dense-continued.json is the one-epoch model given two more epochs and the teacher: LTP's and PoWER's share
-        assert epochs == 3 or not on_top, f"{checkpoint} trains {epochs} epochs in all; its control trains 3"
-        controls = [(continued, "dense, 3 epochs")] if on_top else [(dense, "dense, 1 epoch")]
-        controls += [(dense, "dense, 1 epoch")] if on_top else []
-        for reference, name in controls:
-            kept = [r for r in b32 if r["accuracy"] >= reference - 0.01 - 1e-9]  # a drop of exactly 1 point counts
-            head = [label, f"{epochs}", f"{name} ({reference:.3f})"]
-            if not kept:
-                body.append(head + ["none within 1 pt", "", "", "", ""])
-                continue
-            best = max(kept, key=lambda r: r["speedup_vs_dense_dynamic"])
-            body.append(
-                head
-                + [
-                    f"{knob} {_knob(best):g}",
-                    f"{best['accuracy']:.3f} ({100 * (best['accuracy'] - reference):+.1f})",
-                    f"{best['speedup_vs_dense_dynamic']:.2f}×",
-                    f"{b1[_knob(best)]:.2f}×",
-                    f"{best['predicted_flop_speedup']:.2f}×",
-                ]
+        assert epochs == 3, f"{checkpoint} trains {epochs} epochs in all; its control trains 3"
+        dense = _load(f"{folder}/summary.json")["dense_accuracy"]  # their sweeps' dense model: the one-epoch one
+        runs.append(
+            MethodRun(
+                folder, checkpoint, label, knob, epochs, ((continued, "dense, 3 epochs"), (dense, "dense, 1 epoch"))
             )
-    header = ["method + teacher, seed 0", "epochs", "reference", "fastest knob within 1 pt", "dev accuracy (pts)"]
-    return _md(header + ["speedup b32", "speedup b1", "FLOP ratio"], body)
+        )
+    return _fastest_within_point(runs, "dev accuracy")
+
+
+def recipe_methods_imdb() -> str:
+    """The same on IMDB (5,000 reviews, 2,000 test reviews), seed 0. TiltedBERT's range checkpoint trains one epoch
+    from the pretrained model (its control: the one-epoch dense model of its sweep); LTP and PoWER-BERT train two
+    more from that model, and their sweeps' dense model is already the control given the same two epochs and teacher
+    (imdb-5k-dense-continued-2), so they are read against it and against the one-epoch model."""
+    tilted = ("recipe-minilm-imdb-5k", "imdb-5k-tilted-range-teacher")
+    one_epoch = _load(f"{tilted[0]}/summary.json")["dense_accuracy"]
+    runs = [
+        MethodRun(*tilted, "TiltedBERT, range 0:0.5", "τ", _epochs(*tilted, False), ((one_epoch, "dense, 1 epoch"),))
+    ]
+    for folder, checkpoint, label, knob in (
+        ("recipe-ltp-imdb-5k", "imdb-5k-ltp-range-teacher", "LTP λ 0.1, range 0:3", "k"),
+        ("recipe-power-imdb-5k", "imdb-5k-power-range-teacher", "PoWER-BERT λ 0.05, range 0:2", "s"),
+    ):
+        epochs = _epochs(folder, checkpoint, True)
+        assert epochs == 3, f"{checkpoint} trains {epochs} epochs in all; its control trains 3"
+        control = _load(f"{folder}/summary.json")["dense_accuracy"]
+        runs.append(
+            MethodRun(
+                folder, checkpoint, label, knob, epochs, ((control, "dense, 3 epochs"), (one_epoch, "dense, 1 epoch"))
+            )
+        )
+    return _fastest_within_point(runs, "test accuracy")
 
 
 def recipe_continued_imdb() -> str:
@@ -316,36 +395,32 @@ def recipe_continued_imdb() -> str:
     return _md(header, body)
 
 
-def recipe_method_imdb(folder: str, label: str, knob: str) -> Callable[[], str]:
-    """An IMDB method checkpoint read without timing (recipe_minilm.py --task imdb --method M --no-train): each knob's
-    accuracy on the 2,000 test reviews, its drop against the one-epoch dense model (its init and teacher) and against
-    the control trained as many epochs (three), the FLOP ratio and the mean tokens left after each layer."""
+def recipe_validation_imdb(method: str, label: str, knob: str) -> Callable[[], str]:
+    """An IMDB method checkpoint and its control on 2,000 held-out training reviews (recipe_minilm.py --task imdb
+    --method M --validation) beside the same knobs on the 2,000 test reviews of the timed sweep."""
 
     def render() -> str:
-        data = _load(f"{folder}/accuracy.json")
-        control = data["control_accuracy"]
-        body = [
-            [
-                label,
-                f"{row['knob']:g}",
-                f"{row['accuracy']:.4f}",
-                f"{0.0 - row['drop_vs_dense_points']:+.2f}",
-                "not trained" if control is None else f"{0.0 - row['drop_vs_control_points']:+.2f}",
-                f"{row['flop_ratio']:.2f}×",
-                " ".join(f"{n:.0f}" for n in row["mean_kept_tokens"]),
-            ]
-            for row in data["rows"]
-        ]
-        header = [
-            "checkpoint",
-            knob,
-            "test accuracy (2,000)",
-            f"vs dense, 1 epoch ({data['dense_accuracy']:.4f}) (pts)",
-            "vs control, 3 epochs (pts)" if control is None else f"vs control, 3 epochs ({control:.4f}) (pts)",
-            "FLOP ratio",
-            "mean tokens n0..nL",
-        ]
-        return _md(header, body)
+        data = _load(f"recipe-{method}-imdb-5k-validation/validation.json")
+        control, test_control = (
+            data["control_accuracy"],
+            _load(f"recipe-{method}-imdb-5k/summary.json")["dense_accuracy"],
+        )
+        body = [["dense, 3 epochs (control)", "—", f"{control:.4f}", "—", f"{test_control:.4f}", "—", "1.00×"]]
+        for row in data["rows"]:
+            test = row["test_accuracy"]
+            body.append(
+                [
+                    label,
+                    f"{row['knob']:g}",
+                    f"{row['accuracy']:.4f}",
+                    f"{-row['drop_vs_control_points']:+.2f}",
+                    "not swept" if test is None else f"{test:.4f}",
+                    "" if test is None else f"{100 * (test - test_control):+.2f}",
+                    f"{row['flop_ratio']:.2f}×",
+                ]
+            )
+        header = ["checkpoint", knob, "held-out accuracy (2,000)", "vs control (pts)", "test accuracy (2,000)"]
+        return _md(header + ["vs control (pts)", "FLOP ratio"], body)
 
     return render
 
@@ -852,6 +927,7 @@ def eel_minilm(task: str) -> Callable[[], str]:
 
 LTP_RECIPE = "LTP λ 0.02, range 0:2 + teacher"  # the full-data LTP recipe's label in every table of it
 POWER_RECIPE = "PoWER λ 0.05, range 0:2 + teacher"  # the full-data PoWER-BERT recipe's label
+LTP_IMDB_RECIPE = "LTP λ 0.1, range 0:3 + teacher"  # IMDB's LTP recipe (imdb-5k-ltp-range-teacher.yaml)
 
 TABLES: dict[str, Callable[[], str]] = {
     "eel-minilm-sst2": eel_minilm("sst2"),
@@ -896,12 +972,24 @@ TABLES: dict[str, Callable[[], str]] = {
         "test accuracy (2,000)",
     ),
     "recipe-continued-imdb-5k": recipe_continued_imdb,
-    "recipe-ltp-imdb-5k": recipe_method_imdb(
-        "recipe-ltp-imdb-5k-accuracy", "LTP λ 0.1, range 0:3 + teacher", "threshold scale k"
+    "recipe-ltp-imdb-5k": recipe_full(
+        "recipe-ltp-imdb-5k",
+        {"imdb-5k-dense-continued-2": "dense, 3 epochs (control)", "imdb-5k-ltp-range-teacher": LTP_IMDB_RECIPE},
+        "test accuracy (2,000)",
+        knob="threshold scale k",
+        tokens=True,
+        split=True,
     ),
-    "recipe-power-imdb-5k": recipe_method_imdb(
-        "recipe-power-imdb-5k-accuracy", "PoWER λ 0.05, range 0:2 + teacher", "retention scale s"
+    "recipe-power-imdb-5k": recipe_full(
+        "recipe-power-imdb-5k",
+        {"imdb-5k-dense-continued-2": "dense, 3 epochs (control)", "imdb-5k-power-range-teacher": POWER_RECIPE},
+        "test accuracy (2,000)",
+        knob="retention scale s",
+        tokens=True,
+        split=True,
     ),
+    "recipe-methods-imdb-5k": recipe_methods_imdb,
+    "recipe-validation-imdb-5k": recipe_validation_imdb("power", POWER_RECIPE, "retention scale s"),
     "recipe-specialists-imdb-5k": recipe_specialists("recipe-minilm-imdb-5k/specialists.json", "range 0:0.5"),
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
