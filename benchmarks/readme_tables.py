@@ -301,7 +301,8 @@ def _epochs(folder: str, checkpoint: str, on_top: bool) -> int:
 
 
 def _padding_times_elimination(row: dict) -> str:
-    """A report row's speedup split: "—" for the dense model's own row (nothing eliminated, no keep-all timed)."""
+    """A report row's speedup split, "—" where the row carries none. The dense model's own row reads 1.00 × ≈ 1: its
+    "elimination" factor is the timing noise of two runs of the same model."""
     padding, elimination = row.get("speedup_from_padding"), row.get("speedup_from_elimination")
     return "—" if padding is None or elimination is None else f"{padding:.2f} × {elimination:.2f}"
 
