@@ -313,32 +313,30 @@ def recipe_methods_sst2() -> str:
     epochs (TiltedBERT trains one epoch from the pretrained model, so its control is the one-epoch dense model;
     LTP and PoWER-BERT train two more from it, so theirs is that model given two more epochs and the teacher,
     results/recipe-ltp-sst2-full/dense-continued.json) and the fastest within 1 point of the one-epoch model."""
+    # dense-continued.json is the one-epoch model given two more epochs and the teacher: LTP's and PoWER's share it
     continued = _load("recipe-ltp-sst2-full/dense-continued.json")["accuracy_by_seed"]["0"]
     one_epoch = _load("recipe-minilm-sst2-full/summary.json")["dense_accuracy"]
+    tilted = ("recipe-minilm-sst2-full", "sst2-full-tilted-range-teacher")
     runs = [
-        MethodRun(
-            "recipe-minilm-sst2-full",
-            "sst2-full-tilted-range-teacher",
-            "TiltedBERT, range 0:0.4",
-            "τ",
-            _epochs("recipe-minilm-sst2-full", "sst2-full-tilted-range-teacher", False),
-            ((one_epoch, "dense, 1 epoch"),),
-        )
+        MethodRun(*tilted, "TiltedBERT, range 0:0.4", "τ", _epochs(*tilted, False), ((one_epoch, "dense, 1 epoch"),))
     ]
-    for folder, checkpoint, label, knob in (
+    methods = (
         ("recipe-ltp-sst2-full", "sst2-full-ltp-range-teacher", "LTP λ 0.02, range 0:2", "k"),
         ("recipe-power-sst2-full", "sst2-full-power-range-teacher", "PoWER-BERT λ 0.05, range 0:2", "s"),
-    ):
+    )
+    return _fastest_within_point(runs + _three_epoch_runs(methods, continued, one_epoch), "dev accuracy")
+
+
+def _three_epoch_runs(methods: tuple[tuple[str, str, str, str], ...], control: float, one_epoch: float) -> list:
+    """MethodRun rows of (folder, checkpoint, label, knob) checkpoints trained two epochs on top of the one-epoch
+    dense model, read against their control (that model given the same two epochs) and against the one-epoch model."""
+    runs = []
+    for folder, checkpoint, label, knob in methods:
         epochs = _epochs(folder, checkpoint, True)
-        # dense-continued.json is the one-epoch model given two more epochs and the teacher: LTP's and PoWER's share
         assert epochs == 3, f"{checkpoint} trains {epochs} epochs in all; its control trains 3"
-        dense = _load(f"{folder}/summary.json")["dense_accuracy"]  # their sweeps' dense model: the one-epoch one
-        runs.append(
-            MethodRun(
-                folder, checkpoint, label, knob, epochs, ((continued, "dense, 3 epochs"), (dense, "dense, 1 epoch"))
-            )
-        )
-    return _fastest_within_point(runs, "dev accuracy")
+        references = ((control, "dense, 3 epochs"), (one_epoch, "dense, 1 epoch"))
+        runs.append(MethodRun(folder, checkpoint, label, knob, epochs, references))
+    return runs
 
 
 def recipe_methods_imdb() -> str:
@@ -351,19 +349,12 @@ def recipe_methods_imdb() -> str:
     runs = [
         MethodRun(*tilted, "TiltedBERT, range 0:0.5", "τ", _epochs(*tilted, False), ((one_epoch, "dense, 1 epoch"),))
     ]
-    for folder, checkpoint, label, knob in (
+    methods = (
         ("recipe-ltp-imdb-5k", "imdb-5k-ltp-range-teacher", "LTP λ 0.1, range 0:3", "k"),
         ("recipe-power-imdb-5k", "imdb-5k-power-range-teacher", "PoWER-BERT λ 0.05, range 0:2", "s"),
-    ):
-        epochs = _epochs(folder, checkpoint, True)
-        assert epochs == 3, f"{checkpoint} trains {epochs} epochs in all; its control trains 3"
-        control = _load(f"{folder}/summary.json")["dense_accuracy"]
-        runs.append(
-            MethodRun(
-                folder, checkpoint, label, knob, epochs, ((control, "dense, 3 epochs"), (one_epoch, "dense, 1 epoch"))
-            )
-        )
-    return _fastest_within_point(runs, "test accuracy")
+    )
+    control = _load("recipe-ltp-imdb-5k/summary.json")["dense_accuracy"]  # every method sweep's dense model
+    return _fastest_within_point(runs + _three_epoch_runs(methods, control, one_epoch), "test accuracy")
 
 
 def recipe_continued_imdb() -> str:

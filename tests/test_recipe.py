@@ -139,3 +139,62 @@ def test_held_out_imdb_reviews_are_none_the_recipes_trained_on(monkeypatch):
     assert len(held) == 300 and len({r["text"] for r in held}) == 300
     assert not {r["text"] for r in held} & set(trained["text"])
     assert {r["label"] for r in held} == {"neg", "pos"}
+
+
+def _recipe_benchmark(monkeypatch):
+    spec = importlib.util.spec_from_file_location("recipe_minilm", ROOT / "benchmarks" / "recipe_minilm.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "recipe_minilm", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_recipe_sweep_trains_a_recipes_init_and_teacher_before_it(monkeypatch, tmp_path):
+    # from a fresh clone a sweep trains what is missing: a recipe whose teacher (the control, for IMDB's specialist)
+    # or init is not trained yet would fail, or worse, pick up nothing
+    from tiltbench.recipe import load_recipe
+
+    module = _recipe_benchmark(monkeypatch)
+    order: list[str] = []
+    monkeypatch.setattr(module, "train", lambda name, **_: order.append(name) or tmp_path / name)
+    monkeypatch.setattr(module, "sweep_summary", lambda *args, **kwargs: None)
+    runs = [*module.METHOD_RUNS.values(), *module.IMDB_METHOD_RUNS.values(), *module.IMDB_SPECIALIST_RUNS.values()]
+    assert any(run.taught_by_control for run in runs)
+    for run in runs:
+        order.clear()
+        module.full(run)
+        assert run.ranged in order and run.dense in order
+        recipe = load_recipe(module.RECIPES / f"{run.ranged}.yaml")
+        for before in (recipe.get("init"), recipe.get("teacher")):
+            name = Path(before).name if before else None
+            if name in {run.dense, run.init}:
+                assert order.index(name) < order.index(run.ranged), (run.ranged, name, order)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--method", "ltp", "--specialist"], ["--task", "imdb", "--specialist"],
+     ["--task", "imdb", "--method", "power", "--specialist"],
+     ["--task", "imdb", "--method", "ltp", "--specialist", "--no-train"]],
+)  # fmt: skip
+def test_the_specialist_sweep_refuses_what_it_does_not_go_with(monkeypatch, capsys, arguments):
+    module = _recipe_benchmark(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["recipe_minilm.py", *arguments])
+    monkeypatch.setattr(module, "full", lambda run: pytest.fail("a refused command must train nothing"))
+    with pytest.raises(SystemExit) as stopped:
+        module.run_main()
+    assert stopped.value.code == 2
+    assert "--specialist" in capsys.readouterr().err
+
+
+def test_the_specialist_validation_names_the_sweep_that_trains_what_it_reads(monkeypatch, capsys, tmp_path):
+    module = _recipe_benchmark(monkeypatch)
+    monkeypatch.setattr(module, "RUNS", tmp_path)  # nothing trained
+    monkeypatch.setattr(sys, "argv", ["recipe_minilm.py", "--task", "imdb", "--method", "ltp", "--specialist",
+                                      "--validation"])  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        module.run_main()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: imdb-5k-dense-continued-2 and imdb-5k-ltp-1-teacher-control are not both trained")
+    assert err.rstrip().endswith("run --task imdb --method ltp --specialist first") and err.count("\n") == 1
