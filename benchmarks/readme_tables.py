@@ -352,6 +352,7 @@ def recipe_methods_imdb() -> str:
     methods = (
         ("recipe-ltp-imdb-5k", "imdb-5k-ltp-range-teacher", "LTP λ 0.1, range 0:3", "k"),
         ("recipe-power-imdb-5k", "imdb-5k-power-range-teacher", "PoWER-BERT λ 0.05, range 0:2", "s"),
+        ("recipe-ltp-imdb-5k-specialist", "imdb-5k-ltp-1-teacher-control", LTP_IMDB_SPECIALIST, "k"),
     )
     control = _load("recipe-ltp-imdb-5k/summary.json")["dense_accuracy"]  # every method sweep's dense model
     return _fastest_within_point(runs + _three_epoch_runs(methods, control, one_epoch), "test accuracy")
@@ -387,16 +388,14 @@ def recipe_continued_imdb() -> str:
     return _md(header, body)
 
 
-def recipe_validation_imdb(method: str, label: str, knob: str) -> Callable[[], str]:
+def recipe_validation_imdb(sweep: str, label: str, knob: str) -> Callable[[], str]:
     """An IMDB method checkpoint and its control on 2,000 held-out training reviews (recipe_minilm.py --task imdb
-    --method M --validation) beside the same knobs on the 2,000 test reviews of the timed sweep."""
+    --method M [--specialist] --validation: results/<sweep>-validation) beside the same knobs on the 2,000 test
+    reviews of the timed sweep (results/<sweep>)."""
 
     def render() -> str:
-        data = _load(f"recipe-{method}-imdb-5k-validation/validation.json")
-        control, test_control = (
-            data["control_accuracy"],
-            _load(f"recipe-{method}-imdb-5k/summary.json")["dense_accuracy"],
-        )
+        data = _load(f"{sweep}-validation/validation.json")
+        control, test_control = data["control_accuracy"], _load(f"{sweep}/summary.json")["dense_accuracy"]
         body = [["dense, 3 epochs (control)", "—", f"{control:.4f}", "—", f"{test_control:.4f}", "—", "1.00×"]]
         for row in data["rows"]:
             test = row["test_accuracy"]
@@ -920,6 +919,7 @@ def eel_minilm(task: str) -> Callable[[], str]:
 LTP_RECIPE = "LTP λ 0.02, range 0:2 + teacher"  # the full-data LTP recipe's label in every table of it
 POWER_RECIPE = "PoWER λ 0.05, range 0:2 + teacher"  # the full-data PoWER-BERT recipe's label
 LTP_IMDB_RECIPE = "LTP λ 0.1, range 0:3 + teacher"  # IMDB's LTP recipe (imdb-5k-ltp-range-teacher.yaml)
+LTP_IMDB_SPECIALIST = "LTP λ 0.1, k 1, taught by the control"  # imdb-5k-ltp-1-teacher-control.yaml
 
 TABLES: dict[str, Callable[[], str]] = {
     "eel-minilm-sst2": eel_minilm("sst2"),
@@ -980,8 +980,22 @@ TABLES: dict[str, Callable[[], str]] = {
         tokens=True,
         split=True,
     ),
+    "recipe-ltp-imdb-5k-specialist": recipe_full(
+        "recipe-ltp-imdb-5k-specialist",
+        {
+            "imdb-5k-dense-continued-2": "dense, 3 epochs (control)",
+            "imdb-5k-ltp-1-teacher-control": LTP_IMDB_SPECIALIST,
+        },
+        "test accuracy (2,000)",
+        knob="threshold scale k",
+        tokens=True,
+        split=True,
+    ),
     "recipe-methods-imdb-5k": recipe_methods_imdb,
-    "recipe-validation-imdb-5k": recipe_validation_imdb("power", POWER_RECIPE, "retention scale s"),
+    "recipe-validation-imdb-5k": recipe_validation_imdb("recipe-power-imdb-5k", POWER_RECIPE, "retention scale s"),
+    "recipe-validation-ltp-imdb-5k-specialist": recipe_validation_imdb(
+        "recipe-ltp-imdb-5k-specialist", LTP_IMDB_SPECIALIST, "threshold scale k"
+    ),
     "recipe-specialists-imdb-5k": recipe_specialists("recipe-minilm-imdb-5k/specialists.json", "range 0:0.5"),
     "recipe-training": recipe_training,
     "recipe-ablation-sst2-8k": recipe_ablation,
