@@ -299,8 +299,9 @@ def train(
 def full(run: TaskRun) -> None:
     """<run>'s headline sweep: its recipes (and run.init's) trained when missing, swept at batch 1 and 32, and
     summary.json."""
-    if run.taught_by_control:  # its teacher first
-        train(run.init, save_every=run.save_every) if run.init else None
+    if run.taught_by_control:  # its init and its teacher (the control) before it
+        if run.init:
+            train(run.init, save_every=run.save_every)
         dense, ranged = train(run.dense, save_every=run.save_every), train(run.ranged, save_every=run.save_every)
     elif run.init:  # the eliminating recipe's init first, then it, then the control: its result before the hour
         train(run.init, save_every=run.save_every)  # the control costs on IMDB
